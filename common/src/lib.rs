@@ -1,0 +1,19 @@
+//! What the to-do services really share, one concern per module:
+//! typed configuration from the environment, telemetry, problem+json errors,
+//! bearer-token issuing and verification, body decoding, the HTTP server loop with
+//! its cross-cutting work (request ids, access log, metrics, health), and MongoDB
+//! connection settings.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod body;
+pub mod config;
+pub mod health;
+pub mod metrics;
+pub mod mongo;
+pub mod problem;
+pub mod request_id;
+pub mod server;
+pub mod telemetry;
+
+pub use problem::Problem;

@@ -1,0 +1,69 @@
+//! MongoDB connection settings shared by the services: short timeouts so an outage
+//! turns into a quick 503 instead of a hang, a bounded pool, and error mapping.
+
+use std::time::Duration;
+
+use mongodb::error::{Error, ErrorKind};
+use mongodb::options::ClientOptions;
+use mongodb::{Client, Database};
+
+use crate::config::Var;
+use crate::health::BackendState;
+use crate::Problem;
+
+pub const MONGODB_URI: Var = Var::new("MONGODB_URI", "mongodb://127.0.0.1:27017", "MongoDB connection string");
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(2);
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+const MAX_POOL_SIZE: u32 = 64;
+
+/// A handle on `database`; no I/O happens until first use, so a service starts
+/// (unready) even while MongoDB is still coming up.
+pub async fn connect(uri: &str, database: &str, app_name: &str) -> anyhow::Result<Database> {
+    let mut options = ClientOptions::parse(uri).await?;
+    options.app_name = Some(app_name.to_owned());
+    options.connect_timeout = Some(CONNECT_TIMEOUT);
+    options.server_selection_timeout = Some(SERVER_SELECTION_TIMEOUT);
+    options.max_pool_size = Some(MAX_POOL_SIZE);
+    Ok(Client::with_options(options)?.database(database))
+}
+
+pub async fn ping(db: &Database) -> BackendState {
+    let ping = db.run_command(mongodb::bson::doc! { "ping": 1 });
+    match tokio::time::timeout(PING_TIMEOUT, ping).await {
+        Ok(Ok(_)) => BackendState::Up,
+        Ok(Err(e)) => BackendState::Down { detail: e.to_string() },
+        Err(_) => BackendState::Down { detail: "ping timed out".into() },
+    }
+}
+
+/// True when a write failed on a unique index.
+pub fn is_duplicate_key(error: &Error) -> bool {
+    match error.kind.as_ref() {
+        ErrorKind::Write(mongodb::error::WriteFailure::WriteError(e)) => e.code == 11000,
+        ErrorKind::Command(e) => e.code == 11000,
+        ErrorKind::InsertMany(e) => e.write_errors.iter().flatten().any(|e| e.code == 11000),
+        _ => false,
+    }
+}
+
+/// True when the database could not be reached, as opposed to refusing the request.
+pub fn is_unavailable(error: &Error) -> bool {
+    matches!(
+        error.kind.as_ref(),
+        ErrorKind::ServerSelection { .. } | ErrorKind::Io(_) | ErrorKind::ConnectionPoolCleared { .. }
+    ) || error.contains_label("RetryableWriteError")
+        || error.contains_label("TransientTransactionError")
+}
+
+impl From<Error> for Problem {
+    fn from(error: Error) -> Self {
+        if is_unavailable(&error) {
+            tracing::warn!(%error, "database unavailable");
+            Problem::service_unavailable("the database is unavailable, try again shortly")
+        } else {
+            Problem::internal(&error)
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! Helpers for the black-box tests: where the real backends are, unique names so
+//! tests run in parallel, polling with a deadline, and token minting.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use todo_common::auth::{JwtSettings, TokenIssuer};
+
+/// The key every test process signs and verifies with.
+pub const TEST_JWT_SECRET: &str = "test-secret-0123456789-abcdefghijklmnop";
+
+/// Where the test backends listen; overridable for other machines.
+pub struct Backends {
+    pub mongodb_uri: String,
+    pub redis_url: String,
+    pub amqp_url: String,
+}
+
+impl Backends {
+    pub fn from_env() -> Self {
+        let get = |key: &str, default: &str| std::env::var(key).unwrap_or_else(|_| default.to_owned());
+        Self {
+            mongodb_uri: get("TEST_MONGODB_URI", "mongodb://127.0.0.1:27017"),
+            redis_url: get("TEST_REDIS_URL", "redis://127.0.0.1:6379"),
+            amqp_url: get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+        }
+    }
+}
+
+/// A name no other test (or earlier run) uses: `prefix_<uuid>`.
+pub fn unique_name(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A configuration map for an app under test: port 0, the test key, plus `extra`.
+pub fn test_env(extra: &[(&str, &str)]) -> HashMap<String, String> {
+    let mut env: HashMap<String, String> = [
+        ("LISTEN_ADDR", "127.0.0.1:0"),
+        ("JWT_SECRET", TEST_JWT_SECRET),
+        ("SHUTDOWN_GRACE_SECONDS", "2"),
+        ("BCRYPT_COST", "4"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (k, v) in extra {
+        env.insert(k.to_string(), v.to_string());
+    }
+    env
+}
+
+pub fn jwt_settings() -> JwtSettings {
+    JwtSettings::with_secret(TEST_JWT_SECRET)
+}
+
+/// A valid access token for `subject`, signed with the test key.
+pub fn token_for(subject: &str) -> String {
+    TokenIssuer::new(&jwt_settings(), Duration::from_secs(3600)).issue(subject).expect("token signs")
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `patience`.
+pub async fn eventually<T, F, Fut>(what: &str, patience: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + patience;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {patience:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A plain HTTP client with a timeout, so no test hangs on a broken server.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client builds")
+}
+
+/// Opens an AMQP channel to the test broker.
+pub async fn amqp_channel(url: &str) -> lapin::Channel {
+    let connection =
+        lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await.expect("test broker reachable");
+    connection.create_channel().await.expect("channel opens")
+}
