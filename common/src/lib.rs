@@ -15,5 +15,6 @@ pub mod problem;
 pub mod request_id;
 pub mod server;
 pub mod telemetry;
+pub mod time;
 
 pub use problem::Problem;

@@ -55,8 +55,8 @@ impl HttpMetrics {
     }
 
     pub fn observe(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
-        let mut buf = itoa_status(status);
-        let status = std::str::from_utf8(&mut buf).unwrap_or("000");
+        let buf = itoa_status(status);
+        let status = std::str::from_utf8(&buf).unwrap_or("000");
         self.requests.with_label_values(&[route, method, status]).inc();
         self.duration.with_label_values(&[route, method]).observe(elapsed.as_secs_f64());
     }

@@ -1,1 +1,128 @@
+//! `svc-users`: registration, login (bcrypt on the blocking pool) and token issuing.
+//!
+//! `main` reads [`Config`] and calls [`run`]; tests call [`Application::build`] on
+//! port 0 and drive it over HTTP, so they exercise exactly what production runs.
+#![forbid(unsafe_code)]
 
+pub mod config;
+pub mod domain;
+mod handlers;
+mod password;
+mod routes;
+pub mod seed;
+mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use http::Method;
+use prometheus::{IntCounterVec, Registry};
+use todo_common::auth::{TokenIssuer, TokenVerifier};
+use todo_common::body::JsonSchema;
+use todo_common::health::BackendReport;
+use todo_common::server::{self, Api, HttpApp, HttpResponse, Request};
+use todo_common::Problem;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+use password::PasswordHasher;
+use routes::Endpoint;
+use store::{MongoUserStore, UserStore};
+
+struct Schemas {
+    register: JsonSchema,
+    login: JsonSchema,
+}
+
+struct UsersMetrics {
+    logins: IntCounterVec,
+}
+
+pub struct UsersApi {
+    store: Box<dyn UserStore>,
+    db: mongodb::Database,
+    hasher: PasswordHasher,
+    issuer: TokenIssuer,
+    schemas: Schemas,
+    metrics: UsersMetrics,
+    max_body_bytes: usize,
+}
+
+#[async_trait]
+impl Api for UsersApi {
+    type Endpoint = Endpoint;
+
+    fn parse_endpoint(&self, method: &Method, path: &str) -> Result<Endpoint, Problem> {
+        Endpoint::parse(method, path)
+    }
+
+    async fn handle(&self, endpoint: Endpoint, request: Request) -> Result<HttpResponse, Problem> {
+        match endpoint {
+            Endpoint::Register => handlers::register(self, request).await,
+            Endpoint::Login => handlers::login(self, request).await,
+            Endpoint::Me => handlers::me(self, request).await,
+        }
+    }
+
+    async fn readiness(&self) -> Vec<BackendReport> {
+        vec![BackendReport { name: "mongodb", critical: true, state: todo_common::mongo::ping(&self.db).await }]
+    }
+}
+
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    app: Arc<HttpApp<UsersApi>>,
+    shutdown_grace: Duration,
+}
+
+impl Application {
+    /// Binds the listener and prepares the backends; MongoDB is reached lazily, so the
+    /// service starts (unready) even while the database is still coming up.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let (listener, local_addr) = server::bind(&config.listen_addr).await?;
+        let db = todo_common::mongo::connect(&config.mongodb_uri, &config.mongodb_db, "svc-users").await?;
+        let registry = Registry::new();
+        let api = UsersApi {
+            store: Box::new(MongoUserStore::new(&db)),
+            db,
+            hasher: PasswordHasher::new(config.bcrypt_cost).await?,
+            issuer: TokenIssuer::new(&config.jwt, config.token_ttl),
+            schemas: Schemas {
+                register: JsonSchema::compile("register", include_str!("../schemas/register.json"))?,
+                login: JsonSchema::compile("login", include_str!("../schemas/login.json"))?,
+            },
+            metrics: UsersMetrics {
+                logins: todo_common::metrics::counter_vec(
+                    &registry,
+                    "user_logins_total",
+                    "Login attempts by result.",
+                    &["result"],
+                ),
+            },
+            max_body_bytes: config.max_body_bytes,
+        };
+        let verifier = Arc::new(TokenVerifier::new(&config.jwt));
+        let app = Arc::new(HttpApp::new(Arc::new(api), verifier, registry));
+        Ok(Self { listener, local_addr, app, shutdown_grace: config.shutdown_grace })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) {
+        tracing::info!(addr = %self.local_addr, "svc-users listening");
+        server::serve(self.listener, self.app, shutdown, self.shutdown_grace).await;
+    }
+}
+
+/// Runs the service until SIGTERM or Ctrl-C.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let app = Application::build(config).await?;
+    app.run_until_stopped(server::shutdown_on_signal()).await;
+    Ok(())
+}

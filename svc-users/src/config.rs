@@ -1,0 +1,57 @@
+//! svc-users settings, read once at start.
+
+use std::time::Duration;
+
+use todo_common::auth::{self, JwtSettings};
+use todo_common::config::{ConfigError, EnvReader, EnvSource, Var};
+use todo_common::mongo::MONGODB_URI;
+use todo_common::server::{MAX_BODY_BYTES, SHUTDOWN_GRACE_SECONDS};
+
+pub const LISTEN_ADDR: Var = Var::new("LISTEN_ADDR", "127.0.0.1:8081", "host:port to listen on");
+pub const MONGODB_DB: Var = Var::new("MONGODB_DB", "todo_users", "database holding users");
+pub const BCRYPT_COST: Var = Var::new("BCRYPT_COST", "12", "bcrypt work factor, 4 to 31");
+pub const TOKEN_TTL_SECONDS: Var = Var::new("TOKEN_TTL_SECONDS", "3600", "lifetime of issued access tokens");
+
+pub const VARS: &[Var] =
+    &[LISTEN_ADDR, MONGODB_URI, MONGODB_DB, BCRYPT_COST, TOKEN_TTL_SECONDS, SHUTDOWN_GRACE_SECONDS, MAX_BODY_BYTES];
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen_addr: String,
+    pub mongodb_uri: String,
+    pub mongodb_db: String,
+    pub jwt: JwtSettings,
+    pub bcrypt_cost: u32,
+    pub token_ttl: Duration,
+    pub shutdown_grace: Duration,
+    pub max_body_bytes: usize,
+}
+
+impl Config {
+    pub fn from_env(source: &dyn EnvSource) -> Result<Self, ConfigError> {
+        let mut env = EnvReader::new(source);
+        let bcrypt_cost = env.parse_or(&BCRYPT_COST, 12u32);
+        if !(4..=31).contains(&bcrypt_cost) {
+            env.problem(format!("BCRYPT_COST={bcrypt_cost}: must be 4 to 31"));
+        }
+        let config = Self {
+            listen_addr: env.string(&LISTEN_ADDR),
+            mongodb_uri: env.string(&MONGODB_URI),
+            mongodb_db: env.string(&MONGODB_DB),
+            jwt: JwtSettings::from_env(&mut env),
+            bcrypt_cost,
+            token_ttl: env.seconds(&TOKEN_TTL_SECONDS, 3600),
+            shutdown_grace: env.seconds(&SHUTDOWN_GRACE_SECONDS, 10),
+            max_body_bytes: env.parse_or(&MAX_BODY_BYTES, 65536),
+        };
+        env.finish(config)
+    }
+
+    pub fn help() -> String {
+        todo_common::config::help_text(
+            "svc-users",
+            "registers users, checks passwords and issues access tokens.\n\nUsage: svc-users [--seed] [--help]\n  --seed  create the demo users (idempotent) and exit",
+            &[VARS, auth::VARS],
+        )
+    }
+}

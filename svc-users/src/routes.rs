@@ -1,0 +1,55 @@
+//! Method + path to a typed endpoint, which states whether it needs a token.
+
+use http::Method;
+use todo_common::server::{segments, Endpoint as EndpointInfo};
+use todo_common::Problem;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Register,
+    Login,
+    Me,
+}
+
+impl Endpoint {
+    pub fn parse(method: &Method, path: &str) -> Result<Self, Problem> {
+        let (endpoint, allowed) = match segments(path).as_slice() {
+            ["users", "register"] => (Self::Register, "POST"),
+            ["users", "login"] => (Self::Login, "POST"),
+            ["users", "me"] => (Self::Me, "GET"),
+            _ => return Err(Problem::not_found(format!("no route for {path}"))),
+        };
+        if method.as_str() != allowed {
+            return Err(Problem::method_not_allowed(allowed));
+        }
+        Ok(endpoint)
+    }
+}
+
+impl EndpointInfo for Endpoint {
+    fn route(&self) -> &'static str {
+        match self {
+            Self::Register => "/users/register",
+            Self::Login => "/users/login",
+            Self::Me => "/users/me",
+        }
+    }
+
+    fn requires_token(&self) -> bool {
+        matches!(self, Self::Me)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_and_methods() {
+        assert_eq!(Endpoint::parse(&Method::POST, "/users/register").unwrap(), Endpoint::Register);
+        assert_eq!(Endpoint::parse(&Method::GET, "/users/me").unwrap(), Endpoint::Me);
+        assert_eq!(Endpoint::parse(&Method::GET, "/users/login").unwrap_err().status, 405);
+        assert_eq!(Endpoint::parse(&Method::GET, "/users/nope").unwrap_err().status, 404);
+        assert!(Endpoint::Me.requires_token() && !Endpoint::Login.requires_token());
+    }
+}

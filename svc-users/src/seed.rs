@@ -1,0 +1,30 @@
+//! `svc-users --seed`: the demo users, created idempotently.
+
+use crate::config::Config;
+use crate::domain::{DisplayName, Email, Password};
+use crate::password::PasswordHasher;
+use crate::store::{MongoUserStore, NewUser, StoreError, UserStore};
+
+/// Demo accounts: (e-mail, password, name). Public by design: only for demos.
+pub const DEMO_USERS: &[(&str, &str, &str)] =
+    &[("alice@example.com", "alice-demo-password", "Alice"), ("bob@example.com", "bob-demo-password", "Bob")];
+
+/// Creates the demo users that do not exist yet; returns how many were created.
+pub async fn seed(config: &Config) -> anyhow::Result<usize> {
+    let db = todo_common::mongo::connect(&config.mongodb_uri, &config.mongodb_db, "svc-users-seed").await?;
+    let store = MongoUserStore::new(&db);
+    let hasher = PasswordHasher::new(config.bcrypt_cost).await?;
+    let mut created = 0;
+    for (email, password, name) in DEMO_USERS {
+        let email = Email::parse(email).map_err(|e| anyhow::anyhow!(e.message))?;
+        let password = Password::parse((*password).to_owned()).map_err(|e| anyhow::anyhow!(e.message))?;
+        let name = Some(DisplayName::parse(name).map_err(|e| anyhow::anyhow!(e.message))?);
+        let password_hash = hasher.hash(&password).await?;
+        match store.insert(NewUser { email, name, password_hash }).await {
+            Ok(_) => created += 1,
+            Err(StoreError::EmailTaken) => {}
+            Err(StoreError::Database(e)) => return Err(e.into()),
+        }
+    }
+    Ok(created)
+}

@@ -1,0 +1,83 @@
+//! Starts the real svc-users in-process on a free port with its own database.
+
+use std::net::SocketAddr;
+
+use reqwest::{RequestBuilder, Response};
+use serde_json::{json, Value};
+use svc_users::{Application, Config};
+use todo_common::config::EnvSource;
+use todo_test_support::{http_client, test_env, unique_name, Backends};
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub config: Config,
+    client: reqwest::Client,
+    _stop: DropGuard,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
+    todo_common::telemetry::init_for_tests();
+    let backends = Backends::from_env();
+    let db = unique_name("users");
+    let mut env = test_env(&[("MONGODB_URI", &backends.mongodb_uri), ("MONGODB_DB", &db)]);
+    for (k, v) in extra {
+        env.insert(k.to_string(), v.to_string());
+    }
+    let config = Config::from_env(&env as &dyn EnvSource).expect("test config is valid");
+    let app = Application::build(config.clone()).await.expect("app builds");
+    let addr = app.local_addr();
+    let stop = CancellationToken::new();
+    tokio::spawn(app.run_until_stopped(stop.clone()));
+    TestApp { addr, config, client: http_client(), _stop: stop.drop_guard() }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn post(&self, path: &str) -> RequestBuilder {
+        self.client.post(self.url(path))
+    }
+
+    pub fn get(&self, path: &str) -> RequestBuilder {
+        self.client.get(self.url(path))
+    }
+
+    pub async fn register(&self, body: Value) -> Response {
+        self.post("/users/register").json(&body).send().await.expect("request sent")
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Response {
+        self.post("/users/login").json(&json!({ "email": email, "password": password })).send().await.expect("sent")
+    }
+
+    pub async fn me(&self, token: &str) -> Response {
+        self.get("/users/me").bearer_auth(token).send().await.expect("request sent")
+    }
+
+    /// Registers a fresh user and returns (email, password, access token).
+    pub async fn signed_up_user(&self) -> (String, String, String) {
+        let email = format!("{}@example.com", unique_name("user"));
+        let password = "correct horse battery".to_owned();
+        assert_eq!(self.register(json!({ "email": email, "password": password })).await.status(), 201);
+        let token: Value = self.login(&email, &password).await.json().await.expect("json");
+        (email, password, token["accessToken"].as_str().expect("token").to_owned())
+    }
+}
+
+/// Asserts a problem+json answer with `status` and returns its body.
+pub async fn assert_problem(response: Response, status: u16) -> Value {
+    assert_eq!(response.status().as_u16(), status, "unexpected status");
+    let content_type = response.headers()["content-type"].to_str().unwrap_or_default().to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let body: Value = response.json().await.expect("problem body is JSON");
+    assert_eq!(body["status"], status);
+    assert!(body["title"].is_string() && body["detail"].is_string() && body["type"].is_string());
+    body
+}
