@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Runs the whole system on this machine: the backends (started only if not running),
+# the three services and the edge in development mode, with demo users seeded.
+# Ctrl-C stops the processes it started (by PID) and the backends it started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/todo-system/target}"
+STATE="${TODO_STATE:-$HOME/.cache/todo-system}"
+LOGS="$STATE/logs"
+mkdir -p "$LOGS"
+
+if ! command -v cmake >/dev/null; then
+  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake >/dev/null
+fi
+bash ci/backends.sh up
+echo "building (the first build takes a few minutes)…"
+cargo build --locked --bins --quiet
+BIN="$CARGO_TARGET_DIR/debug"
+
+# Development mode: a fixed, public signing key. Never use it in production.
+export TODO_DEV_MODE=1 RUST_LOG="${RUST_LOG:-info}"
+"$BIN/svc-users" --seed >>"$LOGS/seed.log"
+
+pids=()
+stop() {
+  trap - INT TERM EXIT
+  echo; echo "stopping…"
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  wait "${pids[@]}" 2>/dev/null || true
+  bash ci/backends.sh stop
+}
+trap stop INT TERM EXIT
+
+for svc in svc-users svc-tasks svc-notify; do
+  "$BIN/$svc" >>"$LOGS/$svc.log" 2>&1 &
+  pids+=($!)
+done
+POLICY_DIR=policies "$BIN/edge" >>"$LOGS/edge.log" 2>&1 &
+pids+=($!)
+
+for _ in $(seq 1 100); do
+  curl -fs http://127.0.0.1:8080/readyz >/dev/null 2>&1 && break
+  sleep 0.2
+done
+
+cat <<INFO
+
+The to-do API is up at http://127.0.0.1:8080  (logs: $LOGS)
+Demo users: alice@example.com / alice-demo-password, bob@example.com / bob-demo-password
+Try:
+  curl -s -X POST http://127.0.0.1:8080/users/login -H 'content-type: application/json' \\
+       -d '{"email":"alice@example.com","password":"alice-demo-password"}'
+Ctrl-C stops everything this script started.
+INFO
+wait
