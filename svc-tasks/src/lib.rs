@@ -1,1 +1,125 @@
+//! svc-tasks: owner-scoped to-do tasks over HTTP.
+//!
+//! Tasks live in MongoDB; each write records its event in a transactional outbox that a
+//! background relay publishes to RabbitMQ (at least once, with confirms). Task lists are
+//! cached in Redis behind a per-user version that every write bumps, and the service keeps
+//! answering from MongoDB when Redis or RabbitMQ is down.
+#![forbid(unsafe_code)]
 
+mod cache;
+pub mod config;
+pub mod domain;
+mod dto;
+mod events;
+mod handlers;
+pub mod outbox;
+mod publisher;
+mod routes;
+mod store;
+
+pub use config::Config;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus::Registry;
+use todo_common::auth::TokenVerifier;
+use todo_common::server::{bind, serve, shutdown_on_signal, HttpApp};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::cache::ListCache;
+use crate::handlers::{Schemas, TasksApi};
+use crate::outbox::Relay;
+use crate::publisher::Publisher;
+use crate::store::MongoTaskStore;
+
+/// Between attempts to create the indexes while MongoDB is unreachable.
+const INDEX_RETRY: Duration = Duration::from_secs(2);
+/// How long the relay gets to stop after the HTTP server has drained.
+const RELAY_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The built service: bound, with backends connected lazily, not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    http: Arc<HttpApp<TasksApi>>,
+    store: Arc<MongoTaskStore>,
+    relay: Arc<Relay>,
+    shutdown_grace: Duration,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let registry = Registry::new();
+        let db = todo_common::mongo::connect(&config.mongodb_uri, &config.mongodb_db, "svc-tasks").await?;
+        let store = Arc::new(MongoTaskStore::new(&db));
+        let cache = Arc::new(ListCache::new(&config.redis_url, &config.redis_key_prefix, &registry)?);
+        let publisher = Arc::new(Publisher::new(&config.amqp_url, &config.amqp_exchange));
+        let relay = Arc::new(Relay::new(store.outbox(), publisher.clone(), cache.clone(), &registry));
+        let api = TasksApi {
+            store: store.clone(),
+            cache,
+            publisher,
+            relay_wake: relay.waker(),
+            schemas: Schemas::load()?,
+            max_body_bytes: config.max_body_bytes,
+        };
+        let verifier = Arc::new(TokenVerifier::new(&config.jwt));
+        let http = Arc::new(HttpApp::new(Arc::new(api), verifier, registry));
+        let (listener, local_addr) = bind(&config.listen_addr).await?;
+        Ok(Self { listener, local_addr, http, store, relay, shutdown_grace: config.shutdown_grace })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The outbox relay, so tests can drain it without waiting for its poll.
+    pub fn relay(&self) -> Arc<Relay> {
+        self.relay.clone()
+    }
+
+    /// Serves until `shutdown`, drains in-flight requests, then stops the relay (which
+    /// first tries to publish what those last requests wrote).
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) {
+        tracing::info!(addr = %self.local_addr, "svc-tasks listening");
+        let background = shutdown.child_token();
+        let indexes = tokio::spawn(ensure_indexes(self.store.clone(), background.clone()));
+        let relay_stop = CancellationToken::new();
+        let relay = tokio::spawn(self.relay.clone().run(relay_stop.clone()));
+
+        serve(self.listener, self.http, shutdown, self.shutdown_grace).await;
+
+        relay_stop.cancel();
+        if tokio::time::timeout(RELAY_STOP_TIMEOUT, relay).await.is_err() {
+            tracing::warn!("outbox relay did not stop in time");
+        }
+        background.cancel();
+        let _ = indexes.await;
+        tracing::info!("svc-tasks stopped");
+    }
+}
+
+/// Creates the indexes once MongoDB is reachable, without holding up the start (the
+/// first write waits for them if this has not finished yet).
+async fn ensure_indexes(store: Arc<MongoTaskStore>, shutdown: CancellationToken) {
+    loop {
+        match store.schema_ready().await {
+            Ok(()) => return,
+            Err(error) => tracing::warn!(%error, "indexes not created yet; retrying"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(INDEX_RETRY) => {}
+        }
+    }
+}
+
+/// Builds the service and runs it until SIGTERM or Ctrl-C.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let app = Application::build(config).await?;
+    app.run_until_stopped(shutdown_on_signal()).await;
+    Ok(())
+}

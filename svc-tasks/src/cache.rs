@@ -1,0 +1,143 @@
+//! Cache-aside for task lists in Redis, invalidated by a per-user version.
+//!
+//! A read looks up the user's version, then the list under a key made of the version and
+//! the query. A write bumps the version after its MongoDB commit. A read that raced a
+//! write (read the old version, then old data from MongoDB) can only fill a key under the
+//! old version, which no read looks at again, so a read after a write is never stale.
+//!
+//! Every Redis call has a short timeout, and any failure makes the caller answer from
+//! MongoDB. When the immediate bump after a write fails (Redis unreachable), the outbox
+//! relay bumps the version again for that write and keeps retrying until Redis takes it,
+//! so a cached list from before the write is not served once Redis is back. The window
+//! left: between Redis coming back and the relay's next successful bump (its poll
+//! interval, ~0.5 s, plus its retry delay), a replica that reaches Redis may serve a list
+//! cached before the write; and if Redis loses the version key itself (eviction, restart
+//! without persistence) a list cached under the same version number within the last TTL
+//! could be seen again. Cached lists live at most `LIST_TTL` either way.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use prometheus::{IntCounterVec, Registry};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use todo_common::health::BackendState;
+
+use crate::domain::{ListQuery, UserId};
+
+/// Every Redis call gives up after this; the caller then uses MongoDB.
+const REDIS_TIMEOUT: Duration = Duration::from_millis(300);
+const LIST_TTL_SECONDS: u64 = 60;
+/// Far longer than any list lives, so a version never restarts under a live list.
+const VERSION_TTL_SECONDS: i64 = 24 * 3600;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("redis did not answer within {REDIS_TIMEOUT:?}")]
+    Timeout,
+}
+
+/// What a list read found in the cache.
+#[derive(Debug)]
+pub enum CacheRead {
+    /// The serialized page.
+    Hit(Bytes),
+    /// Not cached; fill under this version after reading MongoDB.
+    Miss { version: u64 },
+    /// Redis failed: answer from MongoDB and cache nothing.
+    Unavailable,
+}
+
+pub struct ListCache {
+    connection: ConnectionManager,
+    prefix: String,
+    requests: IntCounterVec,
+}
+
+impl ListCache {
+    /// Connects lazily: the service starts, and serves from MongoDB, while Redis is down.
+    pub fn new(url: &str, prefix: &str, registry: &Registry) -> anyhow::Result<Self> {
+        let client = redis::Client::open(url).map_err(|e| anyhow::anyhow!("REDIS_URL is invalid: {e}"))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(REDIS_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let connection = ConnectionManager::new_lazy_with_config(client, config)?;
+        let requests = todo_common::metrics::counter_vec(
+            registry,
+            "cache_requests_total",
+            "Task list cache lookups, by result: hit, miss or error (Redis failed, MongoDB answered).",
+            &["result"],
+        );
+        Ok(Self { connection, prefix: prefix.to_owned(), requests })
+    }
+
+    fn version_key(&self, owner: &UserId) -> String {
+        format!("{}{}:version", self.prefix, owner)
+    }
+
+    fn list_key(&self, owner: &UserId, version: u64, query: &ListQuery) -> String {
+        format!("{}{}:list:{version}:{}", self.prefix, owner, query.cache_key())
+    }
+
+    async fn run<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> Result<T, CacheError> {
+        let mut connection = self.connection.clone();
+        match tokio::time::timeout(REDIS_TIMEOUT, command.query_async::<T>(&mut connection)).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(CacheError::Timeout),
+        }
+    }
+
+    pub async fn read(&self, owner: &UserId, query: &ListQuery) -> CacheRead {
+        let read = async {
+            let version: Option<u64> = self.run(redis::cmd("GET").arg(self.version_key(owner))).await?;
+            let version = version.unwrap_or(0);
+            let cached: Option<Vec<u8>> = self.run(redis::cmd("GET").arg(self.list_key(owner, version, query))).await?;
+            Ok::<_, CacheError>(match cached {
+                Some(bytes) => CacheRead::Hit(Bytes::from(bytes)),
+                None => CacheRead::Miss { version },
+            })
+        };
+        let (read, result) = match read.await {
+            Ok(read @ CacheRead::Hit(_)) => (read, "hit"),
+            Ok(read) => (read, "miss"),
+            Err(error) => {
+                tracing::warn!(%error, "list cache unavailable, reading from MongoDB");
+                (CacheRead::Unavailable, "error")
+            }
+        };
+        self.requests.with_label_values(&[result]).inc();
+        read
+    }
+
+    /// Stores a page read from MongoDB under the version seen before reading it.
+    pub async fn fill(&self, owner: &UserId, version: u64, query: &ListQuery, page: &[u8]) {
+        let key = self.list_key(owner, version, query);
+        let command = redis::cmd("SET").arg(key).arg(page).arg("EX").arg(LIST_TTL_SECONDS).clone();
+        if let Err(error) = self.run::<()>(&command).await {
+            tracing::warn!(%error, "could not cache a task list");
+        }
+    }
+
+    /// Makes every list cached for `owner` unreachable.
+    pub async fn invalidate(&self, owner: &UserId) -> Result<(), CacheError> {
+        let key = self.version_key(owner);
+        let mut pipeline = redis::pipe();
+        pipeline.atomic().incr(&key, 1).ignore().expire(&key, VERSION_TTL_SECONDS).ignore();
+        let mut connection = self.connection.clone();
+        match tokio::time::timeout(REDIS_TIMEOUT, pipeline.query_async::<()>(&mut connection)).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(CacheError::Timeout),
+        }
+    }
+
+    /// Redis is never critical: down shows as degraded.
+    pub async fn state(&self) -> BackendState {
+        match self.run::<String>(&redis::cmd("PING")).await {
+            Ok(_) => BackendState::Up,
+            Err(error) => BackendState::Degraded { detail: format!("{error}; lists are read from MongoDB") },
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! The service's settings, read once at start from the environment.
+
+use std::time::Duration;
+
+use todo_common::auth::{self, JwtSettings};
+use todo_common::config::{ConfigError, EnvReader, EnvSource, Var};
+use todo_common::mongo::MONGODB_URI;
+use todo_common::server::{MAX_BODY_BYTES, SHUTDOWN_GRACE_SECONDS};
+
+pub const LISTEN_ADDR: Var = Var::new("LISTEN_ADDR", "127.0.0.1:8082", "host:port to listen on");
+pub const MONGODB_DB: Var = Var::new("MONGODB_DB", "todo_tasks", "MongoDB database holding tasks and the outbox");
+pub const REDIS_URL: Var = Var::new("REDIS_URL", "redis://127.0.0.1:6379", "Redis holding the task list cache");
+pub const REDIS_KEY_PREFIX: Var = Var::new("REDIS_KEY_PREFIX", "todo:tasks:", "prefix of every Redis key");
+pub const AMQP_URL: Var =
+    Var::new("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f", "RabbitMQ that task events are published to");
+pub const AMQP_EXCHANGE: Var = Var::new("AMQP_EXCHANGE", "task.events", "durable topic exchange for task events");
+
+/// Every variable this binary reads besides the JWT ones, for `--help`.
+pub const VARS: &[Var] = &[
+    LISTEN_ADDR,
+    MONGODB_URI,
+    MONGODB_DB,
+    REDIS_URL,
+    REDIS_KEY_PREFIX,
+    AMQP_URL,
+    AMQP_EXCHANGE,
+    SHUTDOWN_GRACE_SECONDS,
+    MAX_BODY_BYTES,
+];
+
+pub fn help() -> String {
+    todo_common::config::help_text(
+        "svc-tasks",
+        "owner-scoped tasks with a Redis list cache, publishing task events through a transactional outbox",
+        &[VARS, auth::VARS],
+    )
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen_addr: String,
+    pub mongodb_uri: String,
+    pub mongodb_db: String,
+    pub redis_url: String,
+    pub redis_key_prefix: String,
+    pub amqp_url: String,
+    pub amqp_exchange: String,
+    pub jwt: JwtSettings,
+    pub shutdown_grace: Duration,
+    pub max_body_bytes: usize,
+}
+
+impl Config {
+    pub fn from_env(source: &dyn EnvSource) -> Result<Self, ConfigError> {
+        let mut reader = EnvReader::new(source);
+        let config = Self {
+            listen_addr: reader.string(&LISTEN_ADDR),
+            mongodb_uri: reader.string(&MONGODB_URI),
+            mongodb_db: reader.string(&MONGODB_DB),
+            redis_url: reader.string(&REDIS_URL),
+            redis_key_prefix: reader.string(&REDIS_KEY_PREFIX),
+            amqp_url: reader.string(&AMQP_URL),
+            amqp_exchange: reader.string(&AMQP_EXCHANGE),
+            jwt: JwtSettings::from_env(&mut reader),
+            shutdown_grace: reader.seconds(&SHUTDOWN_GRACE_SECONDS, 10),
+            max_body_bytes: reader.parse_or(&MAX_BODY_BYTES, 65536),
+        };
+        if config.max_body_bytes == 0 {
+            reader.problem("MAX_BODY_BYTES must be greater than 0".into());
+        }
+        reader.finish(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let config = Config::from_env(&env(&[("JWT_SECRET", "0123456789abcdefghijklmnopqrstuvwxyz")])).unwrap();
+        assert_eq!(config.listen_addr, "127.0.0.1:8082");
+        assert_eq!(config.mongodb_db, "todo_tasks");
+        assert_eq!(config.redis_key_prefix, "todo:tasks:");
+        assert_eq!(config.amqp_exchange, "task.events");
+        assert_eq!(config.max_body_bytes, 65536);
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let err = Config::from_env(&env(&[("MAX_BODY_BYTES", "lots")])).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("MAX_BODY_BYTES") && text.contains("JWT_SECRET"), "{text}");
+    }
+
+    #[test]
+    fn help_lists_every_variable() {
+        let text = help();
+        for var in VARS.iter().chain(auth::VARS) {
+            assert!(text.contains(var.key), "{} missing from --help", var.key);
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! Task types parsed once at the boundary: nothing inward sees an unchecked title,
+//! an id string or a raw query value.
+
+use std::fmt;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::{DateTime, SecondsFormat, Utc};
+use mongodb::bson::oid::ObjectId;
+use serde::{Deserialize, Serialize};
+use todo_common::problem::FieldError;
+
+pub const TITLE_MAX_CHARS: usize = 200;
+pub const DESCRIPTION_MAX_CHARS: usize = 2000;
+pub const DEFAULT_PAGE_LIMIT: u32 = 50;
+pub const MAX_PAGE_LIMIT: u32 = 100;
+
+/// The owner of tasks: the verified token's subject.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UserId(String);
+
+impl UserId {
+    /// Only ever built from a verified token's `sub`.
+    pub fn from_verified_subject(subject: &str) -> Self {
+        Self(subject.to_owned())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A task id; anything that is not one names no task (404, not 400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TaskId(ObjectId);
+
+impl TaskId {
+    pub fn new() -> Self {
+        Self(ObjectId::new())
+    }
+    pub fn parse(raw: &str) -> Option<Self> {
+        // ObjectId::parse_str accepts only 24 hex digits.
+        ObjectId::parse_str(raw).ok().map(Self)
+    }
+    pub fn object_id(&self) -> ObjectId {
+        self.0
+    }
+}
+
+impl Default for TaskId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl From<ObjectId> for TaskId {
+    fn from(id: ObjectId) -> Self {
+        Self(id)
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.to_hex())
+    }
+}
+
+/// 1..=200 characters, not blank; kept trimmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskTitle(String);
+
+impl TaskTitle {
+    pub fn parse(raw: &str) -> Result<Self, FieldError> {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            return Err(FieldError::new("title", "must not be blank"));
+        }
+        if trimmed.chars().count() > TITLE_MAX_CHARS {
+            return Err(FieldError::new("title", format!("must be at most {TITLE_MAX_CHARS} characters")));
+        }
+        Ok(Self(trimmed.to_owned()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// At most 2000 characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskDescription(String);
+
+impl TaskDescription {
+    pub fn parse(raw: &str) -> Result<Self, FieldError> {
+        if raw.chars().count() > DESCRIPTION_MAX_CHARS {
+            return Err(FieldError::new("description", format!("must be at most {DESCRIPTION_MAX_CHARS} characters")));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    Low,
+    #[default]
+    Normal,
+    High,
+}
+
+impl Priority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Low => "low",
+            Self::Normal => "normal",
+            Self::High => "high",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Open,
+    Completed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Completed => "completed",
+        }
+    }
+    fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "open" => Some(Self::Open),
+            "completed" => Some(Self::Completed),
+            _ => None,
+        }
+    }
+}
+
+/// A point in time as stored and shown: UTC, millisecond precision (BSON dates).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Timestamp(DateTime<Utc>);
+
+impl Timestamp {
+    pub fn now() -> Self {
+        Self::from_millis(Utc::now().timestamp_millis())
+    }
+    pub fn from_millis(millis: i64) -> Self {
+        Self(DateTime::from_timestamp_millis(millis).unwrap_or_default())
+    }
+    pub fn parse_rfc3339(field: &str, raw: &str) -> Result<Self, FieldError> {
+        DateTime::parse_from_rfc3339(raw)
+            .map(|t| Self::from_millis(t.timestamp_millis()))
+            .map_err(|_| FieldError::new(field, "must be an RFC 3339 date-time, e.g. 2030-01-31T17:00:00Z"))
+    }
+    pub fn millis(&self) -> i64 {
+        self.0.timestamp_millis()
+    }
+    pub fn unix_seconds(&self) -> u64 {
+        u64::try_from(self.0.timestamp()).unwrap_or_default()
+    }
+    pub fn to_rfc3339(&self) -> String {
+        self.0.to_rfc3339_opts(SecondsFormat::Millis, true)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Task {
+    pub id: TaskId,
+    pub owner: UserId,
+    pub title: TaskTitle,
+    pub description: Option<TaskDescription>,
+    pub status: Status,
+    pub priority: Priority,
+    pub due_date: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub completed_at: Option<Timestamp>,
+}
+
+impl Task {
+    /// A fresh, open task.
+    pub fn create(owner: UserId, new: NewTask) -> Self {
+        let now = Timestamp::now();
+        Self {
+            id: TaskId::new(),
+            owner,
+            title: new.title,
+            description: new.description,
+            status: Status::Open,
+            priority: new.priority,
+            due_date: new.due_date,
+            created_at: now,
+            updated_at: now,
+            completed_at: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    pub title: TaskTitle,
+    pub description: Option<TaskDescription>,
+    pub priority: Priority,
+    pub due_date: Option<Timestamp>,
+}
+
+/// A PATCH: `None` leaves a field alone, `Some(None)` clears a nullable one.
+#[derive(Debug, Clone, Default)]
+pub struct TaskChanges {
+    pub title: Option<TaskTitle>,
+    pub description: Option<Option<TaskDescription>>,
+    pub priority: Option<Priority>,
+    pub due_date: Option<Option<Timestamp>>,
+}
+
+impl TaskChanges {
+    pub fn is_empty(&self) -> bool {
+        self.title.is_none() && self.description.is_none() && self.priority.is_none() && self.due_date.is_none()
+    }
+}
+
+/// Where the next page starts: strictly after this (createdAt, id) in newest-first order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub created_at: Timestamp,
+    pub id: TaskId,
+}
+
+impl Cursor {
+    pub fn after(task: &Task) -> Self {
+        Self { created_at: task.created_at, id: task.id }
+    }
+
+    /// Opaque to clients: base64url of `<millis>.<id>`.
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(format!("{}.{}", self.created_at.millis(), self.id))
+    }
+
+    pub fn decode(raw: &str) -> Option<Self> {
+        let bytes = URL_SAFE_NO_PAD.decode(raw).ok()?;
+        let text = String::from_utf8(bytes).ok()?;
+        let (millis, id) = text.split_once('.')?;
+        Some(Self { created_at: Timestamp::from_millis(millis.parse().ok()?), id: TaskId::parse(id)? })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListQuery {
+    pub status: Option<Status>,
+    pub limit: u32,
+    pub cursor: Option<Cursor>,
+}
+
+impl ListQuery {
+    /// Parses `status`, `limit` and `cursor`, reporting every bad one; other keys are ignored.
+    pub fn parse(pairs: &[(String, String)]) -> Result<Self, Vec<FieldError>> {
+        let mut query = Self { status: None, limit: DEFAULT_PAGE_LIMIT, cursor: None };
+        let mut errors = Vec::new();
+        for (key, value) in pairs {
+            match key.as_str() {
+                "status" => match Status::parse(value) {
+                    Some(status) => query.status = Some(status),
+                    None => errors.push(FieldError::new("status", "must be open or completed")),
+                },
+                "limit" => match value.parse::<u32>() {
+                    Ok(limit) if (1..=MAX_PAGE_LIMIT).contains(&limit) => query.limit = limit,
+                    _ => {
+                        errors.push(FieldError::new("limit", format!("must be an integer from 1 to {MAX_PAGE_LIMIT}")))
+                    }
+                },
+                "cursor" => match Cursor::decode(value) {
+                    Some(cursor) => query.cursor = Some(cursor),
+                    None => errors.push(FieldError::new("cursor", "is not a cursor this service issued")),
+                },
+                _ => {}
+            }
+        }
+        if errors.is_empty() {
+            Ok(query)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// A stable text form of the query, part of the cache key.
+    pub fn cache_key(&self) -> String {
+        format!(
+            "{}:{}:{}",
+            self.status.map_or("all", Status::as_str),
+            self.limit,
+            self.cursor.map_or_else(|| "first".to_owned(), |c| c.encode())
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskPage {
+    pub items: Vec<Task>,
+    pub next: Option<Cursor>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(raw: &[(&str, &str)]) -> Vec<(String, String)> {
+        raw.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn titles_are_trimmed_and_bounded() {
+        assert_eq!(TaskTitle::parse("  Buy milk ").unwrap().as_str(), "Buy milk");
+        assert!(TaskTitle::parse("   ").is_err());
+        assert!(TaskTitle::parse(&"é".repeat(200)).is_ok());
+        assert_eq!(TaskTitle::parse(&"é".repeat(201)).unwrap_err().field, "title");
+        assert!(TaskDescription::parse(&"x".repeat(2000)).is_ok());
+        assert!(TaskDescription::parse(&"x".repeat(2001)).is_err());
+    }
+
+    #[test]
+    fn task_ids_are_24_hex_digits() {
+        let id = TaskId::new();
+        assert_eq!(TaskId::parse(&id.to_string()), Some(id));
+        assert_eq!(TaskId::parse("nope"), None);
+        assert_eq!(TaskId::parse(&format!("{id}0")), None);
+    }
+
+    #[test]
+    fn cursors_round_trip_and_refuse_garbage() {
+        let cursor = Cursor { created_at: Timestamp::from_millis(1_700_000_000_123), id: TaskId::new() };
+        assert_eq!(Cursor::decode(&cursor.encode()), Some(cursor));
+        assert_eq!(Cursor::decode("garbage!"), None);
+        assert_eq!(Cursor::decode(&URL_SAFE_NO_PAD.encode("12.nothex")), None);
+    }
+
+    #[test]
+    fn list_query_defaults_and_errors() {
+        let query = ListQuery::parse(&pairs(&[("other", "x")])).unwrap();
+        assert_eq!((query.status, query.limit, query.cursor), (None, DEFAULT_PAGE_LIMIT, None));
+        let query = ListQuery::parse(&pairs(&[("status", "completed"), ("limit", "100")])).unwrap();
+        assert_eq!((query.status, query.limit), (Some(Status::Completed), 100));
+        let errors = ListQuery::parse(&pairs(&[("status", "done"), ("limit", "0"), ("cursor", "x")])).unwrap_err();
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["status", "limit", "cursor"]);
+        assert!(ListQuery::parse(&pairs(&[("limit", "101")])).is_err());
+        assert!(ListQuery::parse(&pairs(&[("limit", "ten")])).is_err());
+    }
+
+    #[test]
+    fn timestamps_keep_milliseconds_in_utc() {
+        let t = Timestamp::parse_rfc3339("dueDate", "2030-01-31T18:00:00.123456+01:00").unwrap();
+        assert_eq!(t.to_rfc3339(), "2030-01-31T17:00:00.123Z");
+        assert!(Timestamp::parse_rfc3339("dueDate", "tomorrow").is_err());
+    }
+}

@@ -1,0 +1,123 @@
+//! Task events as published to RabbitMQ (see the events brief): the JSON body and the
+//! envelope the outbox keeps until the broker has confirmed it.
+
+use serde::Serialize;
+
+use crate::domain::{Priority, Status, Task, Timestamp};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Created,
+    Updated,
+    Completed,
+    Reopened,
+    Deleted,
+}
+
+impl EventKind {
+    /// The event type, which is also its routing key.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "task.created",
+            Self::Updated => "task.updated",
+            Self::Completed => "task.completed",
+            Self::Reopened => "task.reopened",
+            Self::Deleted => "task.deleted",
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EventBody<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    occurred_at: String,
+    user_id: &'a str,
+    task_id: String,
+    request_id: Option<&'a str>,
+    data: EventData<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EventData<'a> {
+    title: &'a str,
+    status: Status,
+    priority: Priority,
+    due_date: Option<String>,
+}
+
+/// One event ready to publish: its routing key, AMQP properties and serialized body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventEnvelope {
+    pub event_id: String,
+    pub routing_key: String,
+    pub user_id: String,
+    pub correlation_id: Option<String>,
+    pub occurred_at: Timestamp,
+    pub payload: String,
+}
+
+impl EventEnvelope {
+    /// The event for `task` (its state after the change, or before a delete).
+    pub fn for_task(kind: EventKind, task: &Task, request_id: Option<&str>) -> Result<Self, serde_json::Error> {
+        let event_id = uuid::Uuid::new_v4().to_string();
+        let occurred_at = Timestamp::now();
+        let body = EventBody {
+            id: &event_id,
+            kind: kind.as_str(),
+            occurred_at: occurred_at.to_rfc3339(),
+            user_id: task.owner.as_str(),
+            task_id: task.id.to_string(),
+            request_id,
+            data: EventData {
+                title: task.title.as_str(),
+                status: task.status,
+                priority: task.priority,
+                due_date: task.due_date.map(|d| d.to_rfc3339()),
+            },
+        };
+        let payload = serde_json::to_string(&body)?;
+        Ok(Self {
+            event_id,
+            routing_key: kind.as_str().to_owned(),
+            user_id: task.owner.as_str().to_owned(),
+            correlation_id: request_id.map(str::to_owned),
+            occurred_at,
+            payload,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{NewTask, TaskTitle, UserId};
+
+    #[test]
+    fn body_follows_the_events_brief() {
+        let task = Task::create(
+            UserId::from_verified_subject("user-1"),
+            NewTask {
+                title: TaskTitle::parse("Buy milk").unwrap(),
+                description: None,
+                priority: Priority::High,
+                due_date: None,
+            },
+        );
+        let envelope = EventEnvelope::for_task(EventKind::Completed, &task, Some("req-1")).unwrap();
+        let body: serde_json::Value = serde_json::from_str(&envelope.payload).unwrap();
+        assert_eq!(body["id"], envelope.event_id.as_str());
+        assert_eq!(body["type"], "task.completed");
+        assert_eq!(body["userId"], "user-1");
+        assert_eq!(body["taskId"], task.id.to_string());
+        assert_eq!(body["requestId"], "req-1");
+        assert_eq!(body["data"]["title"], "Buy milk");
+        assert_eq!(body["data"]["priority"], "high");
+        assert!(body["data"]["dueDate"].is_null());
+        assert_eq!(envelope.routing_key, "task.completed");
+        assert_eq!(envelope.correlation_id.as_deref(), Some("req-1"));
+    }
+}

@@ -1,0 +1,265 @@
+//! The transactional outbox and its relay.
+//!
+//! Each write stores its event here in the same transaction as the task change. The relay
+//! (one per replica, woken after each commit and polling every `POLL_INTERVAL` for entries
+//! left by a crash or an outage) claims one entry at a time with a lease, so replicas
+//! never publish the same entry at once; publishes it with a confirm; bumps the owner's
+//! list-cache version (a durable retry of the bump the handler already tried); and only
+//! then deletes it. Delivery is at least once: an entry is published again only if its
+//! confirm or its deletion is lost.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mongodb::bson::oid::ObjectId;
+use mongodb::bson::{doc, DateTime as BsonDateTime};
+use mongodb::options::ReturnDocument;
+use mongodb::Collection;
+use prometheus::{IntCounter, IntGauge, Registry};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::cache::ListCache;
+use crate::domain::{Timestamp, UserId};
+use crate::events::EventEnvelope;
+use crate::publisher::Publisher;
+
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// Longer than any publish (connect 3 s + confirm 5 s) so a live lease is never taken over.
+const LEASE: Duration = Duration::from_secs(30);
+/// An entry that failed waits this long before it is claimed again.
+const RETRY_DELAY: Duration = Duration::from_millis(500);
+/// Entries relayed per pass before the loop checks for shutdown again.
+const MAX_BATCH: usize = 256;
+/// On shutdown, how long the relay may spend publishing what the last requests wrote.
+const FINAL_DRAIN: Duration = Duration::from_secs(2);
+
+/// One pending event.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboxDocument {
+    #[serde(rename = "_id")]
+    pub id: ObjectId,
+    pub event_id: String,
+    pub routing_key: String,
+    pub user_id: String,
+    pub correlation_id: Option<String>,
+    pub occurred_at: BsonDateTime,
+    pub payload: String,
+    /// Not yet confirmed by the broker.
+    pub needs_publish: bool,
+    /// The owner's list-cache version not yet bumped by the relay.
+    pub needs_invalidate: bool,
+    /// Claimable once this has passed.
+    pub lease_until: BsonDateTime,
+    pub lease_owner: Option<String>,
+    pub attempts: i32,
+    pub created_at: BsonDateTime,
+}
+
+impl OutboxDocument {
+    pub(crate) fn pending(envelope: EventEnvelope) -> Self {
+        let now = BsonDateTime::now();
+        Self {
+            id: ObjectId::new(),
+            event_id: envelope.event_id,
+            routing_key: envelope.routing_key,
+            user_id: envelope.user_id,
+            correlation_id: envelope.correlation_id,
+            occurred_at: BsonDateTime::from_millis(envelope.occurred_at.millis()),
+            payload: envelope.payload,
+            needs_publish: true,
+            needs_invalidate: true,
+            lease_until: now,
+            lease_owner: None,
+            attempts: 0,
+            created_at: now,
+        }
+    }
+
+    fn envelope(&self) -> EventEnvelope {
+        EventEnvelope {
+            event_id: self.event_id.clone(),
+            routing_key: self.routing_key.clone(),
+            user_id: self.user_id.clone(),
+            correlation_id: self.correlation_id.clone(),
+            occurred_at: Timestamp::from_millis(self.occurred_at.timestamp_millis()),
+            payload: self.payload.clone(),
+        }
+    }
+}
+
+/// What one `process_one` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayOutcome {
+    /// Nothing was claimable.
+    Empty,
+    /// An entry was published, its cache version bumped, and it was removed.
+    Relayed,
+    /// An entry is kept for a later retry; `published` says whether the broker took it.
+    Deferred { published: bool },
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RelaySummary {
+    pub relayed: usize,
+    pub deferred: usize,
+}
+
+pub struct Relay {
+    outbox: Collection<OutboxDocument>,
+    publisher: Arc<Publisher>,
+    cache: Arc<ListCache>,
+    wake: Arc<Notify>,
+    /// Names this relay in its leases.
+    owner: String,
+    published: IntCounter,
+    publish_failed: IntCounter,
+    backlog: IntGauge,
+}
+
+impl Relay {
+    pub(crate) fn new(
+        outbox: Collection<OutboxDocument>,
+        publisher: Arc<Publisher>,
+        cache: Arc<ListCache>,
+        registry: &Registry,
+    ) -> Self {
+        use todo_common::metrics::{counter, gauge};
+        Self {
+            outbox,
+            publisher,
+            cache,
+            wake: Arc::new(Notify::new()),
+            owner: uuid::Uuid::new_v4().to_string(),
+            published: counter(registry, "events_published_total", "Task events confirmed by the broker."),
+            publish_failed: counter(
+                registry,
+                "events_publish_failed_total",
+                "Attempts to publish a task event that failed; the event stays in the outbox.",
+            ),
+            backlog: gauge(registry, "outbox_backlog", "Task events in the outbox not yet fully relayed."),
+        }
+    }
+
+    /// The handle handlers use to wake the relay right after a commit.
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    /// Claims the oldest claimable entry and relays it.
+    pub async fn process_one(&self) -> Result<RelayOutcome, mongodb::error::Error> {
+        let now = BsonDateTime::now();
+        let lease_until = BsonDateTime::from_millis(now.timestamp_millis() + LEASE.as_millis() as i64);
+        let claimed = self
+            .outbox
+            .find_one_and_update(
+                doc! { "leaseUntil": { "$lte": now } },
+                doc! {
+                    "$set": { "leaseUntil": lease_until, "leaseOwner": &self.owner },
+                    "$inc": { "attempts": 1 },
+                },
+            )
+            .sort(doc! { "createdAt": 1 })
+            .return_document(ReturnDocument::After)
+            .await?;
+        let Some(entry) = claimed else {
+            return Ok(RelayOutcome::Empty);
+        };
+
+        let mut published = !entry.needs_publish;
+        if entry.needs_publish {
+            match self.publisher.publish(&entry.envelope()).await {
+                Ok(()) => {
+                    self.published.inc();
+                    published = true;
+                }
+                Err(error) => {
+                    self.publish_failed.inc();
+                    tracing::debug!(%error, event_id = %entry.event_id, "event not published yet");
+                }
+            }
+        }
+        let invalidated = !entry.needs_invalidate
+            || match self.cache.invalidate(&UserId::from_verified_subject(&entry.user_id)).await {
+                Ok(()) => true,
+                Err(error) => {
+                    tracing::debug!(%error, user_id = %entry.user_id, "list cache version not bumped yet");
+                    false
+                }
+            };
+
+        if published && invalidated {
+            self.outbox.delete_one(doc! { "_id": entry.id }).await?;
+            return Ok(RelayOutcome::Relayed);
+        }
+        let retry_at =
+            BsonDateTime::from_millis(BsonDateTime::now().timestamp_millis() + RETRY_DELAY.as_millis() as i64);
+        self.outbox
+            .update_one(
+                doc! { "_id": entry.id },
+                doc! { "$set": {
+                    "needsPublish": !published,
+                    "needsInvalidate": !invalidated,
+                    "leaseUntil": retry_at,
+                    "leaseOwner": null,
+                } },
+            )
+            .await?;
+        Ok(RelayOutcome::Deferred { published })
+    }
+
+    /// Relays everything claimable now; stops early when the broker is down, since every
+    /// other entry would fail the same way.
+    pub async fn relay_pending(&self) -> Result<RelaySummary, mongodb::error::Error> {
+        let mut summary = RelaySummary::default();
+        for _ in 0..MAX_BATCH {
+            match self.process_one().await? {
+                RelayOutcome::Empty => break,
+                RelayOutcome::Relayed => summary.relayed += 1,
+                RelayOutcome::Deferred { published } => {
+                    summary.deferred += 1;
+                    if !published {
+                        break;
+                    }
+                }
+            }
+        }
+        if let Ok(backlog) = self.outbox.count_documents(doc! {}).await {
+            self.backlog.set(i64::try_from(backlog).unwrap_or(i64::MAX));
+        }
+        Ok(summary)
+    }
+
+    /// Relays until `shutdown`, then drains what the last requests wrote for a moment.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut failing = false;
+        loop {
+            // Keeps the connection (and readiness) up even while there is nothing to publish.
+            let _ = self.publisher.ensure_connected().await;
+            match self.relay_pending().await {
+                Ok(_) if failing => {
+                    failing = false;
+                    tracing::info!("outbox readable again");
+                }
+                Ok(_) => {}
+                Err(error) if !failing => {
+                    failing = true;
+                    tracing::warn!(%error, "cannot read the outbox; retrying");
+                }
+                Err(_) => {}
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(POLL_INTERVAL) => {}
+            }
+        }
+        if tokio::time::timeout(FINAL_DRAIN, self.relay_pending()).await.is_err() {
+            tracing::info!("outbox entries left for the next start or another replica");
+        }
+        self.publisher.close().await;
+        tracing::info!("outbox relay stopped");
+    }
+}

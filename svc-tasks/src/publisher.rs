@@ -1,0 +1,200 @@
+//! Publishing task events to RabbitMQ with publisher confirms.
+//!
+//! The connection is opened lazily and reopened after the broker goes away, with a
+//! backoff (0.5 s doubling to 10 s) so an outage costs no I/O per attempt. Every step has
+//! a timeout. Only the outbox relay publishes, so one channel suffices.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex as StdMutex;
+use std::time::Duration;
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
+use lapin::publisher_confirm::Confirmation;
+use lapin::types::{FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use todo_common::health::BackendState;
+use tokio::sync::Mutex;
+use tokio::time::{timeout, Instant};
+
+use crate::events::EventEnvelope;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+const PERSISTENT: u8 = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("the broker is unreachable, next attempt in {0:?}")]
+    Backoff(Duration),
+    #[error("could not connect to the broker: {0}")]
+    Connect(String),
+    #[error("the broker refused the message (nack)")]
+    Nacked,
+    #[error("the broker did not confirm within {PUBLISH_TIMEOUT:?}")]
+    Timeout,
+    #[error("amqp: {0}")]
+    Amqp(#[from] lapin::Error),
+}
+
+struct Link {
+    connection: Connection,
+    channel: Channel,
+}
+
+struct LinkState {
+    link: Option<Link>,
+    retry_at: Instant,
+    backoff: Duration,
+}
+
+pub struct Publisher {
+    url: String,
+    exchange: String,
+    state: Mutex<LinkState>,
+    /// For readiness, which must not wait behind a publish.
+    connected: AtomicBool,
+    last_error: StdMutex<String>,
+}
+
+impl Publisher {
+    pub fn new(url: &str, exchange: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            exchange: exchange.to_owned(),
+            state: Mutex::new(LinkState { link: None, retry_at: Instant::now(), backoff: FIRST_BACKOFF }),
+            connected: AtomicBool::new(false),
+            last_error: StdMutex::new("not connected yet".into()),
+        }
+    }
+
+    /// Publishes `event` persistently and waits for the broker's confirm.
+    pub async fn publish(&self, event: &EventEnvelope) -> Result<(), PublishError> {
+        let mut state = self.state.lock().await;
+        let channel = self.channel(&mut state).await?;
+        let mut properties = BasicProperties::default()
+            .with_message_id(ShortString::from(event.event_id.clone()))
+            .with_content_type(ShortString::from("application/json"))
+            .with_delivery_mode(PERSISTENT)
+            .with_type(ShortString::from(event.routing_key.clone()))
+            .with_timestamp(event.occurred_at.unix_seconds());
+        if let Some(correlation_id) = &event.correlation_id {
+            properties = properties.with_correlation_id(ShortString::from(correlation_id.clone()));
+        }
+        let publish = async {
+            let confirm = channel
+                .basic_publish(
+                    &self.exchange,
+                    &event.routing_key,
+                    BasicPublishOptions::default(),
+                    event.payload.as_bytes(),
+                    properties,
+                )
+                .await?;
+            confirm.await
+        };
+        match timeout(PUBLISH_TIMEOUT, publish).await {
+            Ok(Ok(Confirmation::Ack(_))) => Ok(()),
+            Ok(Ok(_)) => Err(PublishError::Nacked),
+            Ok(Err(error)) => {
+                self.drop_link(&mut state, &error.to_string()).await;
+                Err(error.into())
+            }
+            Err(_) => {
+                // A channel that lost a confirm cannot be trusted with the next one.
+                self.drop_link(&mut state, "publish confirm timed out").await;
+                Err(PublishError::Timeout)
+            }
+        }
+    }
+
+    /// Opens the connection if it is down and the backoff allows; keeps readiness honest
+    /// even while there is nothing to publish.
+    pub async fn ensure_connected(&self) -> Result<(), PublishError> {
+        let mut state = self.state.lock().await;
+        self.channel(&mut state).await.map(drop)
+    }
+
+    pub fn state(&self) -> BackendState {
+        if self.connected.load(Ordering::Relaxed) {
+            BackendState::Up
+        } else {
+            let detail = self.last_error.lock().map(|e| e.clone()).unwrap_or_default();
+            BackendState::Degraded { detail: format!("{detail}; events wait in the outbox") }
+        }
+    }
+
+    pub async fn close(&self) {
+        let mut state = self.state.lock().await;
+        if let Some(link) = state.link.take() {
+            let _ = timeout(CLOSE_TIMEOUT, link.connection.close(200, "shutting down")).await;
+        }
+        self.connected.store(false, Ordering::Relaxed);
+    }
+
+    async fn channel(&self, state: &mut LinkState) -> Result<Channel, PublishError> {
+        if let Some(link) = &state.link {
+            if link.connection.status().connected() && link.channel.status().connected() {
+                return Ok(link.channel.clone());
+            }
+            self.drop_link(state, "the broker closed the connection").await;
+        }
+        let now = Instant::now();
+        if now < state.retry_at {
+            return Err(PublishError::Backoff(state.retry_at - now));
+        }
+        match timeout(CONNECT_TIMEOUT, self.connect()).await {
+            Ok(Ok(link)) => {
+                let channel = link.channel.clone();
+                state.link = Some(link);
+                state.backoff = FIRST_BACKOFF;
+                self.connected.store(true, Ordering::Relaxed);
+                tracing::info!(exchange = %self.exchange, "connected to the broker");
+                Ok(channel)
+            }
+            outcome => {
+                let reason = match outcome {
+                    Ok(Err(error)) => error.to_string(),
+                    _ => format!("no connection within {CONNECT_TIMEOUT:?}"),
+                };
+                state.retry_at = Instant::now() + state.backoff;
+                tracing::warn!(error = %reason, retry_in = ?state.backoff, "broker unreachable");
+                state.backoff = (state.backoff * 2).min(MAX_BACKOFF);
+                self.note_error(&reason);
+                Err(PublishError::Connect(reason))
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<Link, lapin::Error> {
+        let connection = Connection::connect(&self.url, ConnectionProperties::default()).await?;
+        let channel = connection.create_channel().await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        channel
+            .exchange_declare(
+                &self.exchange,
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions { durable: true, ..Default::default() },
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(Link { connection, channel })
+    }
+
+    async fn drop_link(&self, state: &mut LinkState, reason: &str) {
+        if let Some(link) = state.link.take() {
+            let _ = timeout(CLOSE_TIMEOUT, link.connection.close(200, "reconnecting")).await;
+        }
+        self.connected.store(false, Ordering::Relaxed);
+        self.note_error(reason);
+    }
+
+    fn note_error(&self, reason: &str) {
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = reason.to_owned();
+        }
+        self.connected.store(false, Ordering::Relaxed);
+    }
+}

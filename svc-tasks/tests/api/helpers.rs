@@ -1,0 +1,354 @@
+//! Starts the real svc-tasks in-process on a free port, with its own MongoDB database,
+//! Redis key prefix and RabbitMQ exchange, and drives it over HTTP.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::options::{BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, ExchangeKind};
+use mongodb::bson::doc;
+use reqwest::{Method, RequestBuilder, Response};
+use serde_json::Value;
+use svc_tasks::outbox::Relay;
+use svc_tasks::{Application, Config};
+use todo_common::config::EnvSource;
+use todo_test_support::{amqp_channel, eventually, http_client, test_env, token_for, unique_name, Backends};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+pub const PATIENCE: Duration = Duration::from_secs(15);
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub config: Config,
+    pub db: mongodb::Database,
+    pub relay: Arc<Relay>,
+    pub stopped: tokio::task::JoinHandle<()>,
+    pub stop: CancellationToken,
+    client: reqwest::Client,
+    _stop_on_drop: DropGuard,
+}
+
+/// A user of the app under test: their id and a valid token.
+#[derive(Clone)]
+pub struct User {
+    pub id: String,
+    pub token: String,
+}
+
+impl User {
+    pub fn new() -> Self {
+        let id = unique_name("user");
+        Self { token: token_for(&id), id }
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// Overrides go over the defaults (the local backends, unique names).
+pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
+    todo_common::telemetry::init_for_tests();
+    let backends = Backends::from_env();
+    let db_name = unique_name("tasks");
+    let prefix = format!("{}:", unique_name("test_tasks"));
+    let exchange = unique_name("task.events");
+    let mut env = test_env(&[
+        ("MONGODB_URI", &backends.mongodb_uri),
+        ("MONGODB_DB", &db_name),
+        ("REDIS_URL", &backends.redis_url),
+        ("REDIS_KEY_PREFIX", &prefix),
+        ("AMQP_URL", &backends.amqp_url),
+        ("AMQP_EXCHANGE", &exchange),
+    ]);
+    for (k, v) in overrides {
+        env.insert(k.to_string(), v.to_string());
+    }
+    let config = Config::from_env(&env as &dyn EnvSource).expect("test config is valid");
+    let db = todo_common::mongo::connect(&backends.mongodb_uri, &db_name, "svc-tasks-tests").await.expect("mongo");
+    let app = Application::build(config.clone()).await.expect("app builds");
+    let addr = app.local_addr();
+    let relay = app.relay();
+    let stop = CancellationToken::new();
+    let stopped = tokio::spawn(app.run_until_stopped(stop.clone()));
+    TestApp {
+        addr,
+        config,
+        db,
+        relay,
+        stopped,
+        stop: stop.clone(),
+        client: http_client(),
+        _stop_on_drop: stop.drop_guard(),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn request(&self, method: Method, path: &str, user: &User) -> RequestBuilder {
+        self.client.request(method, self.url(path)).bearer_auth(&user.token)
+    }
+
+    pub fn anonymous(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client.request(method, self.url(path))
+    }
+
+    pub async fn create(&self, user: &User, body: Value) -> Response {
+        self.request(Method::POST, "/tasks", user).json(&body).send().await.expect("request sent")
+    }
+
+    /// Creates a task and returns it.
+    pub async fn created(&self, user: &User, title: &str) -> Value {
+        let response = self.create(user, serde_json::json!({ "title": title })).await;
+        assert_eq!(response.status(), 201, "create failed");
+        response.json().await.expect("task JSON")
+    }
+
+    pub async fn list(&self, user: &User, query: &str) -> Response {
+        self.request(Method::GET, &format!("/tasks{query}"), user).send().await.expect("request sent")
+    }
+
+    /// The items of one list page, asserting 200.
+    pub async fn list_page(&self, user: &User, query: &str) -> Value {
+        let response = self.list(user, query).await;
+        assert_eq!(response.status(), 200, "list failed");
+        response.json().await.expect("page JSON")
+    }
+
+    pub async fn get_task(&self, user: &User, id: &str) -> Response {
+        self.request(Method::GET, &format!("/tasks/{id}"), user).send().await.expect("request sent")
+    }
+
+    pub async fn patch(&self, user: &User, id: &str, body: Value) -> Response {
+        self.request(Method::PATCH, &format!("/tasks/{id}"), user).json(&body).send().await.expect("request sent")
+    }
+
+    pub async fn complete(&self, user: &User, id: &str) -> Response {
+        self.request(Method::POST, &format!("/tasks/{id}/complete"), user).send().await.expect("request sent")
+    }
+
+    pub async fn reopen(&self, user: &User, id: &str) -> Response {
+        self.request(Method::POST, &format!("/tasks/{id}/reopen"), user).send().await.expect("request sent")
+    }
+
+    pub async fn delete(&self, user: &User, id: &str) -> Response {
+        self.request(Method::DELETE, &format!("/tasks/{id}"), user).send().await.expect("request sent")
+    }
+
+    pub async fn readyz(&self) -> (u16, Value) {
+        let response = self.anonymous(Method::GET, "/readyz").send().await.expect("request sent");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("readiness JSON"))
+    }
+
+    /// The value of one sample in `/metrics`, e.g. `cache_requests_total{result="hit"}`; 0 when absent.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        let text = self.anonymous(Method::GET, "/metrics").send().await.expect("sent").text().await.expect("text");
+        text.lines()
+            .filter_map(|line| line.strip_prefix(sample))
+            .filter_map(|rest| rest.strip_prefix(' '))
+            .find_map(|value| value.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    pub async fn outbox_len(&self) -> u64 {
+        self.db.collection::<mongodb::bson::Document>("outbox").count_documents(doc! {}).await.expect("outbox count")
+    }
+
+    /// Binds a fresh queue to the app's exchange, receiving every task event from now on.
+    pub async fn event_queue(&self) -> EventQueue {
+        EventQueue::bind(&Backends::from_env().amqp_url, &self.config.amqp_exchange, true).await
+    }
+}
+
+/// Ids of the items of a page, in order.
+pub fn ids(page: &Value) -> Vec<String> {
+    page["items"].as_array().expect("items").iter().map(|t| t["id"].as_str().expect("id").to_owned()).collect()
+}
+
+/// Asserts a problem+json answer with `status` and returns its body.
+pub async fn assert_problem(response: Response, status: u16) -> Value {
+    assert_eq!(response.status().as_u16(), status, "unexpected status");
+    let content_type = response.headers()["content-type"].to_str().unwrap_or_default().to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let body: Value = response.json().await.expect("problem body is JSON");
+    assert_eq!(body["status"], status);
+    assert!(body["title"].is_string() && body["detail"].is_string() && body["type"].is_string());
+    body
+}
+
+/// The fields named by a validation problem.
+pub fn error_fields(problem: &Value) -> Vec<String> {
+    problem["errors"]
+        .as_array()
+        .map(|errors| errors.iter().filter_map(|e| e["field"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+/// One event as received from the broker.
+#[derive(Debug, Clone)]
+pub struct ReceivedEvent {
+    pub routing_key: String,
+    pub properties: BasicProperties,
+    pub body: Value,
+}
+
+impl ReceivedEvent {
+    pub fn kind(&self) -> &str {
+        self.body["type"].as_str().unwrap_or_default()
+    }
+    pub fn task_id(&self) -> &str {
+        self.body["taskId"].as_str().unwrap_or_default()
+    }
+}
+
+/// A queue bound to an exchange with `task.*`, consumed without acks.
+pub struct EventQueue {
+    pub name: String,
+    channel: lapin::Channel,
+    consumer: lapin::Consumer,
+}
+
+impl EventQueue {
+    /// `exclusive` queues vanish with the connection; a broker restart needs a durable one.
+    pub async fn bind(amqp_url: &str, exchange: &str, exclusive: bool) -> Self {
+        let name = unique_name("tasks-test-queue");
+        let channel = amqp_channel(amqp_url).await;
+        channel
+            .exchange_declare(
+                exchange,
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions { durable: true, ..Default::default() },
+                FieldTable::default(),
+            )
+            .await
+            .expect("exchange declared");
+        let options = QueueDeclareOptions { durable: !exclusive, exclusive, ..Default::default() };
+        channel.queue_declare(&name, options, FieldTable::default()).await.expect("queue declared");
+        channel
+            .queue_bind(&name, exchange, "task.*", QueueBindOptions::default(), FieldTable::default())
+            .await
+            .expect("queue bound");
+        let consumer = channel
+            .basic_consume(
+                &name,
+                "tests",
+                BasicConsumeOptions { no_ack: true, ..Default::default() },
+                FieldTable::default(),
+            )
+            .await
+            .expect("consuming");
+        Self { name, channel, consumer }
+    }
+
+    /// Re-attaches to an existing durable queue (after a broker restart).
+    #[allow(dead_code)] // used by tests/broker_outage.rs only
+    pub async fn reattach(amqp_url: &str, name: &str) -> Self {
+        let channel = amqp_channel(amqp_url).await;
+        let consumer = channel
+            .basic_consume(
+                name,
+                "tests",
+                BasicConsumeOptions { no_ack: true, ..Default::default() },
+                FieldTable::default(),
+            )
+            .await
+            .expect("consuming");
+        Self { name: name.to_owned(), channel, consumer }
+    }
+
+    /// The next event, or `None` after `patience`.
+    pub async fn next(&mut self, patience: Duration) -> Option<ReceivedEvent> {
+        let delivery = tokio::time::timeout(patience, self.consumer.next()).await.ok()??.ok()?;
+        Some(ReceivedEvent {
+            routing_key: delivery.routing_key.to_string(),
+            properties: delivery.properties.clone(),
+            body: serde_json::from_slice(&delivery.data).expect("event body is JSON"),
+        })
+    }
+
+    /// Every event up to and including the first that `last` accepts.
+    pub async fn until(&mut self, last: impl Fn(&ReceivedEvent) -> bool) -> Vec<ReceivedEvent> {
+        let mut seen = Vec::new();
+        loop {
+            let event = self.next(PATIENCE).await.unwrap_or_else(|| panic!("no further event; so far {seen:#?}"));
+            let done = last(&event);
+            seen.push(event);
+            if done {
+                return seen;
+            }
+        }
+    }
+
+    pub async fn delete(self) {
+        let _ = self.channel.queue_delete(&self.name, Default::default()).await;
+    }
+}
+
+/// A port nothing listens on.
+pub async fn closed_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+/// A TCP proxy to `upstream` that can be cut (every connection dropped, new ones refused)
+/// and restored, to take a backend away from the app and give it back.
+pub struct CuttableProxy {
+    pub addr: SocketAddr,
+    open: watch::Sender<bool>,
+    _stop: DropGuard,
+}
+
+impl CuttableProxy {
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (open, _) = watch::channel(true);
+        let stop = CancellationToken::new();
+        let (state, token) = (open.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    _ = token.cancelled() => return,
+                    accepted = listener.accept() => accepted,
+                };
+                let Ok((mut client, _)) = accepted else { continue };
+                if !*state.borrow() {
+                    let _ = client.shutdown().await;
+                    continue;
+                }
+                let mut open = state.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(upstream).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = open.wait_for(|open| !open) => {}
+                    }
+                });
+            }
+        });
+        Self { addr, open, _stop: stop.drop_guard() }
+    }
+
+    pub fn cut(&self) {
+        self.open.send_replace(false);
+    }
+
+    pub fn restore(&self) {
+        self.open.send_replace(true);
+    }
+}
+
+/// Polls until the app's outbox is empty.
+pub async fn outbox_drained(app: &TestApp) {
+    eventually("the outbox to drain", PATIENCE, || async { (app.outbox_len().await == 0).then_some(()) }).await;
+}
