@@ -1,1 +1,109 @@
+//! `svc-notify`: consumes task events from RabbitMQ and turns each into a notification
+//! for the task's owner, exactly once per event id; serves them over HTTP.
+//!
+//! Two activities share one shutdown token: the HTTP API (the shared server frame)
+//! and the [`consumer::EventConsumer`] loop. `main` reads [`Config`] and calls
+//! [`run`]; tests call [`Application::build`] on port 0 and drive it over HTTP and AMQP,
+//! so they exercise exactly what production runs.
+#![forbid(unsafe_code)]
 
+pub mod config;
+pub mod consumer;
+pub mod domain;
+mod handlers;
+mod routes;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use http::Method;
+use prometheus::Registry;
+use todo_common::auth::TokenVerifier;
+use todo_common::health::BackendReport;
+use todo_common::server::{self, Api, HttpApp, HttpResponse, Request};
+use todo_common::Problem;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+use consumer::{ConsumerStatus, EventConsumer, RetryPolicy};
+use routes::Endpoint;
+use store::{MongoNotificationStore, NotificationStore};
+
+pub struct NotifyApi {
+    store: Arc<dyn NotificationStore>,
+    consumer: ConsumerStatus,
+}
+
+#[async_trait]
+impl Api for NotifyApi {
+    type Endpoint = Endpoint;
+
+    fn parse_endpoint(&self, method: &Method, path: &str) -> Result<Endpoint, Problem> {
+        Endpoint::parse(method, path)
+    }
+
+    async fn handle(&self, endpoint: Endpoint, request: Request) -> Result<HttpResponse, Problem> {
+        match endpoint {
+            Endpoint::List => handlers::list(self.store.as_ref(), request).await,
+            Endpoint::MarkRead { id } => handlers::mark_read(self.store.as_ref(), request, &id).await,
+        }
+    }
+
+    /// MongoDB is critical (nothing can be stored or listed without it); the broker is
+    /// not: while it is away events wait in the queue, so it only degrades.
+    async fn readiness(&self) -> Vec<BackendReport> {
+        vec![
+            BackendReport { name: "mongodb", critical: true, state: self.store.health().await },
+            BackendReport { name: "rabbitmq", critical: false, state: self.consumer.current() },
+        ]
+    }
+}
+
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    app: Arc<HttpApp<NotifyApi>>,
+    consumer: EventConsumer,
+    shutdown_grace: Duration,
+}
+
+impl Application {
+    /// Binds the listener and prepares the backends; MongoDB and RabbitMQ are reached
+    /// lazily, so the service starts (unready) even while they are still coming up.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let (listener, local_addr) = server::bind(&config.listen_addr).await?;
+        let db = todo_common::mongo::connect(config.mongodb_uri.expose(), &config.mongodb_db, "svc-notify").await?;
+        let store: Arc<dyn NotificationStore> = Arc::new(MongoNotificationStore::new(db));
+        let registry = Registry::new();
+        let (consumer, consumer_status) =
+            EventConsumer::new(config.amqp.clone(), store.clone(), RetryPolicy::default(), &registry);
+        let api = NotifyApi { store, consumer: consumer_status };
+        let verifier = Arc::new(TokenVerifier::new(&config.jwt));
+        let app = Arc::new(HttpApp::new(Arc::new(api), verifier, registry));
+        Ok(Self { listener, local_addr, app, consumer, shutdown_grace: config.shutdown_grace })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves and consumes until `shutdown` fires; returns once both have stopped.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) {
+        tracing::info!(addr = %self.local_addr, "svc-notify listening");
+        tokio::join!(
+            server::serve(self.listener, self.app, shutdown.clone(), self.shutdown_grace),
+            self.consumer.run(shutdown),
+        );
+    }
+}
+
+/// Runs the service until SIGTERM or Ctrl-C.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let app = Application::build(config).await?;
+    app.run_until_stopped(server::shutdown_on_signal()).await;
+    Ok(())
+}

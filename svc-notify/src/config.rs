@@ -1,0 +1,131 @@
+//! The service's settings, read once at start from the environment.
+
+use std::time::Duration;
+
+use todo_common::auth::{self, JwtSettings};
+use todo_common::config::{ConfigError, EnvReader, EnvSource, Secret, Var};
+use todo_common::mongo::MONGODB_URI;
+use todo_common::server::{MAX_BODY_BYTES, SHUTDOWN_GRACE_SECONDS};
+
+pub const LISTEN_ADDR: Var = Var::new("LISTEN_ADDR", "127.0.0.1:8083", "host:port the HTTP API listens on");
+pub const MONGODB_DB: Var = Var::new("MONGODB_DB", "todo_notify", "MongoDB database holding the notifications");
+pub const AMQP_URL: Var =
+    Var::new("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f", "RabbitMQ connection URL (may carry a password)");
+pub const AMQP_EXCHANGE: Var =
+    Var::new("AMQP_EXCHANGE", "task.events", "durable topic exchange svc-tasks publishes task events to");
+pub const AMQP_QUEUE: Var = Var::new(
+    "AMQP_QUEUE",
+    "notify.events",
+    "durable queue this service consumes; dead letters go to <queue>.dlx (fanout) -> <queue>.dlq",
+);
+
+/// Everything `--help` lists besides the token settings.
+pub const VARS: &[Var] = &[
+    LISTEN_ADDR,
+    MONGODB_URI,
+    MONGODB_DB,
+    AMQP_URL,
+    AMQP_EXCHANGE,
+    AMQP_QUEUE,
+    SHUTDOWN_GRACE_SECONDS,
+    MAX_BODY_BYTES,
+];
+
+/// AMQP names are short strings (255 bytes); the queue also names its `.dlx`/`.dlq`.
+const MAX_AMQP_NAME: usize = 255 - 4;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen_addr: String,
+    pub mongodb_uri: Secret,
+    pub mongodb_db: String,
+    pub amqp: AmqpSettings,
+    pub jwt: JwtSettings,
+    pub shutdown_grace: Duration,
+    /// No endpoint of this service reads a body today; kept so every service takes the same limit.
+    pub max_body_bytes: usize,
+}
+
+/// Where and what the event consumer consumes.
+#[derive(Debug, Clone)]
+pub struct AmqpSettings {
+    pub url: Secret,
+    pub exchange: String,
+    pub queue: String,
+}
+
+impl AmqpSettings {
+    /// The fanout exchange rejected messages are dead-lettered to.
+    pub fn dead_letter_exchange(&self) -> String {
+        format!("{}.dlx", self.queue)
+    }
+
+    /// The queue that keeps dead letters for an operator to inspect.
+    pub fn dead_letter_queue(&self) -> String {
+        format!("{}.dlq", self.queue)
+    }
+}
+
+impl Config {
+    pub fn from_env(source: &dyn EnvSource) -> Result<Self, ConfigError> {
+        let mut reader = EnvReader::new(source);
+        let listen_addr = reader.string(&LISTEN_ADDR);
+        let mongodb_uri = Secret::new(reader.string(&MONGODB_URI));
+        let mongodb_db = reader.string(&MONGODB_DB);
+        let amqp = AmqpSettings {
+            url: Secret::new(reader.string(&AMQP_URL)),
+            exchange: amqp_name(&mut reader, &AMQP_EXCHANGE),
+            queue: amqp_name(&mut reader, &AMQP_QUEUE),
+        };
+        let jwt = JwtSettings::from_env(&mut reader);
+        let shutdown_grace = reader.seconds(&SHUTDOWN_GRACE_SECONDS, 10);
+        let max_body_bytes = reader.parse_or(&MAX_BODY_BYTES, 65_536);
+        reader.finish(Self { listen_addr, mongodb_uri, mongodb_db, amqp, jwt, shutdown_grace, max_body_bytes })
+    }
+
+    pub fn help() -> String {
+        todo_common::config::help_text(
+            "svc-notify",
+            "turns task events from RabbitMQ into per-user notifications and serves them.\n\nUsage: svc-notify [--help]",
+            &[VARS, auth::VARS],
+        )
+    }
+}
+
+fn amqp_name(reader: &mut EnvReader<'_>, var: &Var) -> String {
+    let name = reader.string(var);
+    if name.len() > MAX_AMQP_NAME {
+        reader.problem(format!("{} is longer than {MAX_AMQP_NAME} bytes", var.key));
+    }
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let config = Config::from_env(&env(&[("JWT_SECRET", "0123456789abcdefghijklmnopqrstuvwxyz")])).unwrap();
+        assert_eq!(config.listen_addr, "127.0.0.1:8083");
+        assert_eq!(config.mongodb_db, "todo_notify");
+        assert_eq!(config.amqp.url.expose(), "amqp://guest:guest@127.0.0.1:5672/%2f");
+        assert_eq!(config.amqp.exchange, "task.events");
+        assert_eq!(config.amqp.queue, "notify.events");
+        assert_eq!(config.amqp.dead_letter_exchange(), "notify.events.dlx");
+        assert_eq!(config.amqp.dead_letter_queue(), "notify.events.dlq");
+    }
+
+    #[test]
+    fn bad_values_are_all_reported() {
+        let long = "q".repeat(300);
+        let err = Config::from_env(&env(&[("AMQP_QUEUE", &long), ("SHUTDOWN_GRACE_SECONDS", "soon")])).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("AMQP_QUEUE") && text.contains("SHUTDOWN_GRACE_SECONDS") && text.contains("JWT_SECRET"));
+    }
+}

@@ -1,0 +1,275 @@
+//! The task-event consumer: a loop that keeps one AMQP session alive (reconnecting
+//! with backoff when the broker goes away) and, for each delivery, runs
+//! [`Processor::process_one`] and settles the message by its [`Outcome`]:
+//! ack once the notification is stored (or was already), reject poison to the
+//! dead-letter queue, hand a message back when the store is unavailable.
+//!
+//! It runs under the application's shutdown token: on shutdown it cancels the
+//! consumer, lets the message in hand finish, and closes the channel so every
+//! prefetched, unacknowledged message goes back to the queue.
+
+mod backoff;
+mod processor;
+mod topology;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicRejectOptions};
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Registry};
+use todo_common::health::BackendState;
+use todo_common::metrics;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+pub use backoff::Backoff;
+pub use processor::{Outcome, Processor, RetryPolicy};
+pub use topology::{BINDING_KEY, PREFETCH};
+
+use crate::config::AmqpSettings;
+use crate::store::NotificationStore;
+use topology::amqp_call;
+
+const RECONNECT_FIRST_DELAY: Duration = Duration::from_millis(500);
+const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(10);
+/// How long the loop waits for the database before creating the indexes again.
+const INDEX_RETRY_MAX_DELAY: Duration = Duration::from_secs(10);
+
+/// The consumer's counters, on the process registry.
+#[derive(Clone)]
+pub struct ConsumerMetrics {
+    consumed: IntCounter,
+    duplicate: IntCounter,
+    dead_lettered: IntCounterVec,
+    retried: IntCounter,
+    connected: IntGauge,
+}
+
+impl ConsumerMetrics {
+    pub fn new(registry: &Registry) -> Self {
+        Self {
+            consumed: metrics::counter(registry, "events_consumed_total", "Task events stored as a new notification."),
+            duplicate: metrics::counter(
+                registry,
+                "events_duplicate_total",
+                "Task events acknowledged without effect because their id was already stored.",
+            ),
+            dead_lettered: metrics::counter_vec(
+                registry,
+                "events_dead_lettered_total",
+                "Messages that can never be processed, rejected to the dead-letter queue, by reason.",
+                &["reason"],
+            ),
+            retried: metrics::counter(
+                registry,
+                "events_retried_total",
+                "Deliveries handed back to the queue because the store was unavailable.",
+            ),
+            connected: metrics::gauge(
+                registry,
+                "events_consumer_connected",
+                "1 while the consumer holds a session with the broker, else 0.",
+            ),
+        }
+    }
+}
+
+/// The consumer's connection state as `/readyz` reports it (never critical: while the
+/// broker is away events wait in the queue and the API keeps serving).
+#[derive(Clone)]
+pub struct ConsumerStatus(watch::Receiver<BackendState>);
+
+impl ConsumerStatus {
+    pub fn current(&self) -> BackendState {
+        self.0.borrow().clone()
+    }
+}
+
+/// Why one broker session ended.
+enum SessionEnd {
+    Shutdown,
+    Lost(String),
+}
+
+pub struct EventConsumer {
+    settings: AmqpSettings,
+    store: Arc<dyn NotificationStore>,
+    processor: Processor,
+    metrics: ConsumerMetrics,
+    status: watch::Sender<BackendState>,
+}
+
+impl EventConsumer {
+    pub fn new(
+        settings: AmqpSettings,
+        store: Arc<dyn NotificationStore>,
+        retry: RetryPolicy,
+        registry: &Registry,
+    ) -> (Self, ConsumerStatus) {
+        let (status, watcher) = watch::channel(degraded("not connected yet"));
+        let processor = Processor::new(store.clone(), retry);
+        let consumer = Self { settings, store, processor, metrics: ConsumerMetrics::new(registry), status };
+        (consumer, ConsumerStatus(watcher))
+    }
+
+    /// Consumes until `shutdown`, reconnecting with backoff whenever the session is lost.
+    pub async fn run(self, shutdown: CancellationToken) {
+        if self.wait_for_indexes(&shutdown).await {
+            let mut backoff = Backoff::new(RECONNECT_FIRST_DELAY, RECONNECT_MAX_DELAY);
+            while !shutdown.is_cancelled() {
+                match self.session(&shutdown, &mut backoff).await {
+                    Ok(SessionEnd::Shutdown) => break,
+                    Ok(SessionEnd::Lost(reason)) => {
+                        tracing::warn!(%reason, "lost the broker session");
+                        self.set_status(degraded(&format!("disconnected: {reason}")));
+                    }
+                    Err(error) => {
+                        tracing::warn!(error = format!("{error:#}"), "cannot consume from the broker");
+                        self.set_status(degraded(&format!("cannot connect: {error:#}")));
+                    }
+                }
+                let delay = backoff.next_delay();
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+        self.set_status(degraded("stopped"));
+        tracing::info!("event consumer stopped");
+    }
+
+    /// The unique event-id index must exist before anything is stored, or a duplicate
+    /// could slip in; so consuming waits until it is created. False on shutdown.
+    async fn wait_for_indexes(&self, shutdown: &CancellationToken) -> bool {
+        let mut backoff = Backoff::new(RECONNECT_FIRST_DELAY, INDEX_RETRY_MAX_DELAY);
+        loop {
+            match self.store.ensure_indexes().await {
+                Ok(()) => return true,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot create the notification indexes yet");
+                    self.set_status(degraded("waiting for the database before consuming"));
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return false,
+                _ = tokio::time::sleep(backoff.next_delay()) => {}
+            }
+        }
+    }
+
+    /// One connection: declare, consume until shutdown or loss, then close what is left.
+    async fn session(&self, shutdown: &CancellationToken, backoff: &mut Backoff) -> anyhow::Result<SessionEnd> {
+        let properties = ConnectionProperties::default().with_connection_name("svc-notify".into());
+        let connection =
+            amqp_call("connect to the broker", Connection::connect(self.settings.url.expose(), properties)).await?;
+        let result = self.consume(&connection, shutdown, backoff).await;
+        self.metrics.connected.set(0);
+        if connection.status().connected() {
+            if let Err(error) = amqp_call("close the connection", connection.close(200, "consumer stopping")).await {
+                tracing::debug!(error = format!("{error:#}"), "closing the broker connection failed");
+            }
+        }
+        result
+    }
+
+    async fn consume(
+        &self,
+        connection: &Connection,
+        shutdown: &CancellationToken,
+        backoff: &mut Backoff,
+    ) -> anyhow::Result<SessionEnd> {
+        let channel = amqp_call("open a channel", connection.create_channel()).await?;
+        topology::declare(&channel, &self.settings).await?;
+        let tag = format!("svc-notify-{}", uuid::Uuid::new_v4().simple());
+        let mut deliveries = amqp_call(
+            "start consuming",
+            channel.basic_consume(&self.settings.queue, &tag, BasicConsumeOptions::default(), FieldTable::default()),
+        )
+        .await?;
+        tracing::info!(queue = %self.settings.queue, exchange = %self.settings.exchange, "consuming task events");
+        self.set_status(BackendState::Up);
+        self.metrics.connected.set(1);
+        backoff.reset();
+
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    stop_consuming(&channel, &tag).await;
+                    return Ok(SessionEnd::Shutdown);
+                }
+                next = deliveries.next() => next,
+            };
+            let delivery = match next {
+                Some(Ok(delivery)) => delivery,
+                Some(Err(error)) => return Ok(SessionEnd::Lost(error.to_string())),
+                None => return Ok(SessionEnd::Lost("the broker cancelled the consumer".into())),
+            };
+            if self.handle_delivery(&delivery, shutdown).await? == Outcome::Retry {
+                // The store is down: give it a moment instead of spinning on redeliveries.
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = tokio::time::sleep(self.processor.retry_policy().max_delay) => {}
+                }
+            }
+        }
+    }
+
+    /// Processes one delivery and settles it with the broker according to its outcome.
+    pub async fn handle_delivery(&self, delivery: &Delivery, shutdown: &CancellationToken) -> anyhow::Result<Outcome> {
+        let outcome = self.processor.process_one(&delivery.data, shutdown).await;
+        let message_id = delivery.properties.message_id().as_ref().map(|id| id.as_str().to_owned());
+        let routing_key = delivery.routing_key.as_str();
+        // Counted before settling: the effect on the store has happened whatever the ack does.
+        match &outcome {
+            Outcome::Stored => {
+                self.metrics.consumed.inc();
+                tracing::info!(?message_id, routing_key, "notification stored");
+                amqp_call("ack", delivery.acker.ack(BasicAckOptions::default())).await?;
+            }
+            Outcome::Duplicate => {
+                self.metrics.duplicate.inc();
+                tracing::info!(?message_id, routing_key, "duplicate event ignored");
+                amqp_call("ack", delivery.acker.ack(BasicAckOptions::default())).await?;
+            }
+            Outcome::DeadLettered(reason) => {
+                self.metrics.dead_lettered.with_label_values(&[reason.label()]).inc();
+                tracing::warn!(?message_id, routing_key, %reason, "message dead-lettered");
+                amqp_call("reject", delivery.acker.reject(BasicRejectOptions { requeue: false })).await?;
+            }
+            Outcome::Retry => {
+                self.metrics.retried.inc();
+                tracing::warn!(?message_id, routing_key, "message handed back to the queue for later");
+                let requeue = BasicNackOptions { requeue: true, ..Default::default() };
+                amqp_call("nack", delivery.acker.nack(requeue)).await?;
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn set_status(&self, state: BackendState) {
+        self.status.send_replace(state);
+    }
+}
+
+/// Cancels the consumer, then closes the channel, which hands every prefetched,
+/// unacknowledged delivery back to the queue. Failures only matter for the log: the
+/// connection is closed right after anyway.
+async fn stop_consuming(channel: &lapin::Channel, tag: &str) {
+    if let Err(error) = amqp_call("cancel the consumer", channel.basic_cancel(tag, BasicCancelOptions::default())).await
+    {
+        tracing::debug!(error = format!("{error:#}"), "cancelling the consumer failed");
+    }
+    if let Err(error) = amqp_call("close the channel", channel.close(200, "consumer stopping")).await {
+        tracing::debug!(error = format!("{error:#}"), "closing the channel failed");
+    }
+}
+
+fn degraded(detail: &str) -> BackendState {
+    BackendState::Degraded { detail: detail.to_owned() }
+}

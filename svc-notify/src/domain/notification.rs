@@ -1,0 +1,92 @@
+//! A notification: what a user is told about one of their tasks.
+
+use chrono::{DateTime, Utc};
+use mongodb::bson::oid::ObjectId;
+
+use super::{EventId, EventType, TaskEvent, TaskId, UserId};
+
+/// A notification's id: an ObjectId, shown as its hex. Anything else names no notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotificationId(ObjectId);
+
+impl NotificationId {
+    /// `None` for a malformed id, which the API answers like an unknown one (404).
+    pub fn parse(raw: &str) -> Option<Self> {
+        ObjectId::parse_str(raw).ok().map(Self)
+    }
+
+    pub fn new() -> Self {
+        Self(ObjectId::new())
+    }
+
+    pub fn object_id(self) -> ObjectId {
+        self.0
+    }
+
+    pub fn to_hex(self) -> String {
+        self.0.to_hex()
+    }
+}
+
+impl Default for NotificationId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl From<ObjectId> for NotificationId {
+    fn from(id: ObjectId) -> Self {
+        Self(id)
+    }
+}
+
+/// A stored notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    pub id: NotificationId,
+    pub kind: EventType,
+    pub message: String,
+    pub task_id: TaskId,
+    pub created_at: DateTime<Utc>,
+    pub read: bool,
+}
+
+/// A notification about to be stored, still carrying the event it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewNotification {
+    pub id: NotificationId,
+    pub event_id: EventId,
+    pub user_id: UserId,
+    pub kind: EventType,
+    pub message: String,
+    pub task_id: TaskId,
+    /// When the event happened, so the list orders by what happened, not by when it arrived.
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<&TaskEvent> for NewNotification {
+    fn from(event: &TaskEvent) -> Self {
+        Self {
+            id: NotificationId::new(),
+            event_id: event.id.clone(),
+            user_id: event.user_id.clone(),
+            kind: event.kind,
+            message: event.kind.message(&event.title),
+            task_id: event.task_id.clone(),
+            created_at: event.occurred_at,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_ids_name_nothing() {
+        assert!(NotificationId::parse("nope").is_none());
+        assert!(NotificationId::parse("65f0c0ffee65f0c0ffee65f0").is_some());
+        let id = NotificationId::new();
+        assert_eq!(NotificationId::parse(&id.to_hex()), Some(id));
+    }
+}

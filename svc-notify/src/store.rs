@@ -1,0 +1,57 @@
+//! Where notifications live, behind a small trait so the consumer and the handlers do
+//! not care that it is MongoDB (and unit tests can use a fake).
+
+mod mongo;
+
+use async_trait::async_trait;
+use todo_common::health::BackendState;
+use todo_common::Problem;
+
+use crate::domain::{ListQuery, NewNotification, Notification, NotificationId, Page, UserId};
+
+pub use mongo::MongoNotificationStore;
+
+/// What storing an event's notification did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    Created,
+    /// A notification for this event id already exists: a redelivery or a republish.
+    Duplicate,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Worth retrying: the database could not be reached or did not answer in time.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl From<StoreError> for Problem {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(detail) => {
+                tracing::warn!(%detail, "database unavailable");
+                Problem::service_unavailable("the database is unavailable, try again shortly")
+            }
+            StoreError::Unexpected(error) => Problem::internal(&error),
+        }
+    }
+}
+
+#[async_trait]
+pub trait NotificationStore: Send + Sync + 'static {
+    /// Creates the indexes: the unique event id (exactly-once) and the listing order.
+    async fn ensure_indexes(&self) -> Result<(), StoreError>;
+
+    /// Stores a notification unless one for the same event exists.
+    async fn insert(&self, notification: &NewNotification) -> Result<Inserted, StoreError>;
+
+    async fn list(&self, user: &UserId, query: &ListQuery) -> Result<Page, StoreError>;
+
+    /// Marks the user's notification read; `None` when the user has no such notification.
+    async fn mark_read(&self, user: &UserId, id: NotificationId) -> Result<Option<Notification>, StoreError>;
+
+    async fn health(&self) -> BackendState;
+}

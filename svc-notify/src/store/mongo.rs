@@ -1,0 +1,190 @@
+//! The MongoDB notification store: one collection, a unique index on `eventId` that
+//! makes storing an event idempotent, and `{userId, createdAt, _id}` for the newest-first
+//! cursor pagination.
+
+use std::future::IntoFuture;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use mongodb::bson::{self, doc, oid::ObjectId, Document};
+use mongodb::options::{IndexOptions, ReturnDocument};
+use mongodb::{Collection, Database, IndexModel};
+use serde::{Deserialize, Serialize};
+use todo_common::health::BackendState;
+
+use super::{Inserted, NotificationStore, StoreError};
+use crate::domain::{
+    Cursor, EventType, ListQuery, NewNotification, Notification, NotificationId, Page, ReadFilter, TaskId, UserId,
+};
+
+const COLLECTION: &str = "notifications";
+/// No single database call may hold a request or the consumer longer than this.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NotificationDocument {
+    #[serde(rename = "_id")]
+    id: ObjectId,
+    event_id: String,
+    user_id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    message: String,
+    task_id: String,
+    created_at: bson::DateTime,
+    read: bool,
+}
+
+impl NotificationDocument {
+    fn from_new(notification: &NewNotification) -> Self {
+        Self {
+            id: notification.id.object_id(),
+            event_id: notification.event_id.as_str().to_owned(),
+            user_id: notification.user_id.as_str().to_owned(),
+            kind: notification.kind.as_str().to_owned(),
+            message: notification.message.clone(),
+            task_id: notification.task_id.as_str().to_owned(),
+            created_at: to_bson(notification.created_at),
+            read: false,
+        }
+    }
+
+    fn into_domain(self) -> Result<Notification, StoreError> {
+        let corrupt = |what: &str| StoreError::Unexpected(anyhow::anyhow!("notification {} has a bad {what}", self.id));
+        Ok(Notification {
+            id: NotificationId::from(self.id),
+            kind: EventType::parse(&self.kind).ok_or_else(|| corrupt("type"))?,
+            task_id: TaskId::parse(&self.task_id).ok_or_else(|| corrupt("taskId"))?,
+            created_at: DateTime::from_timestamp_millis(self.created_at.timestamp_millis())
+                .ok_or_else(|| corrupt("createdAt"))?,
+            message: self.message,
+            read: self.read,
+        })
+    }
+}
+
+/// BSON dates hold milliseconds; anything finer is dropped consistently here.
+fn to_bson(at: DateTime<Utc>) -> bson::DateTime {
+    bson::DateTime::from_millis(at.timestamp_millis())
+}
+
+pub struct MongoNotificationStore {
+    db: Database,
+    notifications: Collection<NotificationDocument>,
+}
+
+impl MongoNotificationStore {
+    pub fn new(db: Database) -> Self {
+        let notifications = db.collection(COLLECTION);
+        Self { db, notifications }
+    }
+}
+
+fn classify(error: mongodb::error::Error) -> StoreError {
+    if todo_common::mongo::is_unavailable(&error) {
+        StoreError::Unavailable(error.to_string())
+    } else {
+        StoreError::Unexpected(error.into())
+    }
+}
+
+async fn bounded<T>(operation: impl IntoFuture<Output = mongodb::error::Result<T>>) -> Result<T, StoreError> {
+    match tokio::time::timeout(OPERATION_TIMEOUT, operation).await {
+        Ok(result) => result.map_err(classify),
+        Err(_) => Err(StoreError::Unavailable(format!("no answer within {OPERATION_TIMEOUT:?}"))),
+    }
+}
+
+fn list_filter(user: &UserId, query: &ListQuery) -> Document {
+    let mut filter = doc! { "userId": user.as_str() };
+    match query.filter {
+        ReadFilter::All => {}
+        ReadFilter::UnreadOnly => {
+            filter.insert("read", false);
+        }
+        ReadFilter::ReadOnly => {
+            filter.insert("read", true);
+        }
+    }
+    if let Some(Cursor { created_at, id }) = query.after {
+        let created_at = to_bson(created_at);
+        filter.insert(
+            "$or",
+            vec![
+                doc! { "createdAt": { "$lt": created_at } },
+                doc! { "createdAt": created_at, "_id": { "$lt": id.object_id() } },
+            ],
+        );
+    }
+    filter
+}
+
+#[async_trait]
+impl NotificationStore for MongoNotificationStore {
+    async fn ensure_indexes(&self) -> Result<(), StoreError> {
+        let indexes = vec![
+            IndexModel::builder()
+                .keys(doc! { "eventId": 1 })
+                .options(IndexOptions::builder().unique(true).name("eventId_unique".to_owned()).build())
+                .build(),
+            IndexModel::builder()
+                .keys(doc! { "userId": 1, "createdAt": -1, "_id": -1 })
+                .options(IndexOptions::builder().name("userId_createdAt_id".to_owned()).build())
+                .build(),
+        ];
+        bounded(self.notifications.create_indexes(indexes)).await.map(drop)
+    }
+
+    async fn insert(&self, notification: &NewNotification) -> Result<Inserted, StoreError> {
+        let document = NotificationDocument::from_new(notification);
+        match tokio::time::timeout(OPERATION_TIMEOUT, self.notifications.insert_one(&document)).await {
+            Ok(Ok(_)) => Ok(Inserted::Created),
+            Ok(Err(error)) if todo_common::mongo::is_duplicate_key(&error) => Ok(Inserted::Duplicate),
+            Ok(Err(error)) => Err(classify(error)),
+            Err(_) => Err(StoreError::Unavailable(format!("no answer within {OPERATION_TIMEOUT:?}"))),
+        }
+    }
+
+    async fn list(&self, user: &UserId, query: &ListQuery) -> Result<Page, StoreError> {
+        // One extra item tells whether another page follows.
+        let fetch = i64::from(query.limit) + 1;
+        let documents: Vec<NotificationDocument> = bounded(async {
+            self.notifications
+                .find(list_filter(user, query))
+                .sort(doc! { "createdAt": -1, "_id": -1 })
+                .limit(fetch)
+                .await?
+                .try_collect()
+                .await
+        })
+        .await?;
+        let mut items = documents.into_iter().map(NotificationDocument::into_domain).collect::<Result<Vec<_>, _>>()?;
+        let next = if items.len() > query.limit as usize {
+            items.truncate(query.limit as usize);
+            items.last().map(Cursor::after)
+        } else {
+            None
+        };
+        Ok(Page { items, next })
+    }
+
+    async fn mark_read(&self, user: &UserId, id: NotificationId) -> Result<Option<Notification>, StoreError> {
+        let updated = bounded(
+            self.notifications
+                .find_one_and_update(
+                    doc! { "_id": id.object_id(), "userId": user.as_str() },
+                    doc! { "$set": { "read": true } },
+                )
+                .return_document(ReturnDocument::After),
+        )
+        .await?;
+        updated.map(NotificationDocument::into_domain).transpose()
+    }
+
+    async fn health(&self) -> BackendState {
+        todo_common::mongo::ping(&self.db).await
+    }
+}
