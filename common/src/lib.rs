@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod cli;
 pub mod config;
 pub mod health;
 pub mod metrics;
