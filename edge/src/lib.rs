@@ -1,1 +1,98 @@
+//! The edge: the system's public entry point, a Pingora proxy that routes requests to
+//! the services by an operator-edited policy (`POLICY_DIR/*.toml`, hot-reloaded), checks
+//! bearer tokens on protected routes, answers CORS preflights, applies per-address and
+//! per-user rate limits, adds security headers to every response, and balances over
+//! health-checked upstream addresses.
+//!
+//! `run` composes the Pingora server: the proxy service on `LISTEN_ADDR`, the policy
+//! watcher and the upstream health checks as background services.
+#![forbid(unsafe_code)]
 
+pub mod access_log;
+pub mod admin;
+pub mod auth;
+pub mod config;
+pub mod cors;
+pub mod ctx;
+pub mod headers;
+pub mod limits;
+pub mod metrics;
+pub mod policy;
+pub mod problems;
+pub mod proxy;
+pub mod routing;
+pub mod state;
+pub mod upstreams;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use arc_swap::ArcSwapOption;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server};
+use pingora::services::background::background_service;
+use todo_common::auth::TokenVerifier;
+
+pub use config::Config;
+
+use crate::metrics::EdgeMetrics;
+use crate::policy::watch::{Outcome, PolicyWatcher, Reloader};
+use crate::policy::{Policy, PolicyErrors};
+
+/// Upper bound on connect retries Pingora may make for one request (we stop earlier).
+const MAX_RETRIES: usize = 4;
+
+/// Validates a policy directory without starting anything (`edge --check-policies DIR`).
+pub fn check_policies(dir: &Path) -> Result<Policy, PolicyErrors> {
+    policy::load_dir(dir)
+}
+
+fn server_conf(config: &Config) -> ServerConf {
+    ServerConf {
+        threads: config.threads,
+        upstream_keepalive_pool_size: config.keepalive_pool_size,
+        grace_period_seconds: Some(config.shutdown_grace_seconds),
+        // After the grace period, the runtimes get this long to wind down.
+        graceful_shutdown_timeout_seconds: Some(config.shutdown_grace_seconds.min(5)),
+        max_retries: MAX_RETRIES,
+        ..ServerConf::default()
+    }
+}
+
+/// Loads the policy, then serves until SIGTERM (graceful) or SIGINT (fast).
+///
+/// An invalid policy at start is logged and counted like a failed reload: the edge
+/// starts unready (503 on `/readyz` and on every routed request) and picks up the
+/// policy as soon as the files are fixed.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    let live = Arc::new(ArcSwapOption::empty());
+    let metrics = Arc::new(EdgeMetrics::new());
+    let reloader = Arc::new(Reloader::new(config.policy_dir.clone(), Arc::clone(&live), Arc::clone(&metrics)));
+
+    // The first load runs before the server starts, so the first request already has a
+    // policy; a short-lived runtime does the async part (DNS resolution).
+    let startup = tokio::runtime::Builder::new_current_thread().enable_all().build().context("startup runtime")?;
+    match startup.block_on(reloader.reload_if_changed()) {
+        Outcome::Loaded { generation } => tracing::info!(generation, "initial policy loaded"),
+        Outcome::Refused(errors) => tracing::error!(problems = %errors, "initial policy refused; starting unready"),
+        Outcome::Unchanged => {}
+    }
+    drop(startup);
+
+    let conf = server_conf(&config);
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let verifier = Arc::new(TokenVerifier::new(&config.jwt));
+    let proxy = proxy::EdgeProxy::new(Arc::clone(&live), verifier, Arc::clone(&metrics), config.max_body_bytes);
+    let mut proxy_service = pingora::proxy::http_proxy_service(&server.configuration, proxy);
+    proxy_service.add_tcp(&config.listen_addr.to_string());
+
+    server.add_service(proxy_service);
+    server.add_service(background_service("policy watcher", PolicyWatcher::new(reloader)));
+    server.add_service(background_service("upstream health checks", upstreams::HealthChecks::new(live)));
+    tracing::info!(listen = %config.listen_addr, dir = %config.policy_dir.display(), "edge starting");
+    server.run(RunArgs::default());
+    Ok(())
+}

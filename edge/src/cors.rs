@@ -1,0 +1,81 @@
+//! CORS from the policy's allowlist: preflights are answered here, before any token
+//! check (they carry no credentials), and every response to an allowlisted origin — 401
+//! and 429 included — names that exact origin, so browsers show the real error.
+
+use http::header::{
+    ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
+    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_HEADERS,
+    ACCESS_CONTROL_REQUEST_METHOD, ORIGIN, VARY,
+};
+use http::Method;
+use pingora::http::{RequestHeader, ResponseHeader};
+
+use crate::policy::CorsSpec;
+
+/// The request's origin when the policy allowlists it.
+pub fn allowed_origin(cors: Option<&CorsSpec>, req: &RequestHeader) -> Option<String> {
+    let cors = cors?;
+    let origin = req.headers.get(ORIGIN)?.to_str().ok()?;
+    cors.allows_origin(origin).then(|| origin.to_owned())
+}
+
+pub fn is_preflight(req: &RequestHeader) -> bool {
+    req.method == Method::OPTIONS
+        && req.headers.contains_key(ORIGIN)
+        && req.headers.contains_key(ACCESS_CONTROL_REQUEST_METHOD)
+}
+
+/// Adds the preflight answer when the requested method and headers are allowed; without
+/// it the browser refuses the actual request.
+pub fn add_preflight_headers(resp: &mut ResponseHeader, cors: &CorsSpec, req: &RequestHeader) -> pingora::Result<()> {
+    let method_ok = req
+        .headers
+        .get(ACCESS_CONTROL_REQUEST_METHOD)
+        .and_then(|m| m.to_str().ok())
+        .is_some_and(|m| cors.allowed_methods.iter().any(|a| a.eq_ignore_ascii_case(m.trim())));
+    let headers_ok = req
+        .headers
+        .get(ACCESS_CONTROL_REQUEST_HEADERS)
+        .map(|h| h.to_str().ok().is_some_and(|list| requested_headers_allowed(cors, list)))
+        .unwrap_or(true);
+    if method_ok && headers_ok {
+        resp.insert_header(ACCESS_CONTROL_ALLOW_METHODS, cors.allowed_methods.join(", "))?;
+        if !cors.allowed_headers.is_empty() {
+            resp.insert_header(ACCESS_CONTROL_ALLOW_HEADERS, cors.allowed_headers.join(", "))?;
+        }
+        resp.insert_header(ACCESS_CONTROL_MAX_AGE, cors.max_age_seconds.to_string())?;
+    }
+    Ok(())
+}
+
+fn requested_headers_allowed(cors: &CorsSpec, list: &str) -> bool {
+    list.split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .all(|h| cors.allowed_headers.iter().any(|a| a.eq_ignore_ascii_case(h)))
+}
+
+/// `Vary: Origin` whenever CORS is configured (the answer depends on it), and the
+/// allow headers for an allowlisted origin.
+pub fn add_response_headers(resp: &mut ResponseHeader, cors: &CorsSpec, origin: Option<&str>) -> pingora::Result<()> {
+    let vary = resp.headers.get_all(VARY).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(", ");
+    let has_origin = vary.split(',').any(|v| v.trim().eq_ignore_ascii_case("origin") || v.trim() == "*");
+    if !has_origin {
+        let value = if vary.trim().is_empty() { "Origin".to_owned() } else { format!("{vary}, Origin") };
+        resp.insert_header(VARY, value)?;
+    }
+    let Some(origin) = origin else {
+        for name in [ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_EXPOSE_HEADERS] {
+            resp.remove_header(&name);
+        }
+        return Ok(());
+    };
+    resp.insert_header(ACCESS_CONTROL_ALLOW_ORIGIN, origin)?;
+    if cors.allow_credentials {
+        resp.insert_header(ACCESS_CONTROL_ALLOW_CREDENTIALS, "true")?;
+    }
+    if !cors.expose_headers.is_empty() {
+        resp.insert_header(ACCESS_CONTROL_EXPOSE_HEADERS, cors.expose_headers.join(", "))?;
+    }
+    Ok(())
+}

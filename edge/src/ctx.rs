@@ -1,0 +1,68 @@
+//! Per-request state, created by `new_ctx` and carried through every phase.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pingora::protocols::l4::socket::SocketAddr;
+
+use crate::limits::Decision;
+use crate::state::{Live, Route};
+
+pub struct RequestCtx {
+    pub started: Instant,
+    /// Kept from the client when sane, generated otherwise.
+    pub request_id: String,
+    pub client_ip: Option<IpAddr>,
+    /// The policy this request sees from start to end, even if a reload happens meanwhile.
+    pub live: Option<Arc<Live>>,
+    pub route: Option<Arc<Route>>,
+    /// Metric label for requests without a route: `_healthz`, `_unmatched`, ...
+    pub label: &'static str,
+    /// The request's `Origin` when allowlisted: echoed in `Access-Control-Allow-Origin`.
+    pub cors_origin: Option<String>,
+    pub subject: Option<String>,
+    pub limit: Option<Decision>,
+    /// Addresses this request failed to connect to, so a retry picks another one.
+    pub tried: Vec<SocketAddr>,
+    pub upstream_started: Option<Instant>,
+    pub upstream_elapsed: Option<Duration>,
+    pub upstream_addr: Option<SocketAddr>,
+    pub body_bytes: usize,
+}
+
+impl RequestCtx {
+    pub fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            request_id: String::new(),
+            client_ip: None,
+            live: None,
+            route: None,
+            label: "_unmatched",
+            cors_origin: None,
+            subject: None,
+            limit: None,
+            tried: Vec::new(),
+            upstream_started: None,
+            upstream_elapsed: None,
+            upstream_addr: None,
+            body_bytes: 0,
+        }
+    }
+
+    /// The route name, or the label of whatever answered instead.
+    pub fn route_label(&self) -> &str {
+        self.route.as_ref().map_or(self.label, |r| r.spec.name.as_str())
+    }
+
+    pub fn upstream_name(&self) -> Option<&str> {
+        self.route.as_ref().map(|r| r.pool.name())
+    }
+}
+
+impl Default for RequestCtx {
+    fn default() -> Self {
+        Self::new()
+    }
+}

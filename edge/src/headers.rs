@@ -1,0 +1,123 @@
+//! The one place every response is finished, whether it came from an upstream
+//! (`response_filter`) or was written by the edge (401, 404, 413, 429, preflight, health,
+//! 502/503/504): security headers, CORS, request id, rate-limit headers, and no header
+//! naming the server software.
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderName, HeaderValue, StatusCode};
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+
+use crate::ctx::RequestCtx;
+use crate::limits::Decision;
+
+/// The set Express's helmet sends by default.
+pub const SECURITY_HEADERS: &[(&str, &str)] = &[
+    (
+        "content-security-policy",
+        "default-src 'self';base-uri 'self';font-src 'self' https: data:;form-action 'self';\
+         frame-ancestors 'self';img-src 'self' data:;object-src 'none';script-src 'self';\
+         script-src-attr 'none';style-src 'self' https: 'unsafe-inline';upgrade-insecure-requests",
+    ),
+    ("cross-origin-opener-policy", "same-origin"),
+    ("cross-origin-resource-policy", "same-origin"),
+    ("origin-agent-cluster", "?1"),
+    ("referrer-policy", "no-referrer"),
+    ("strict-transport-security", "max-age=31536000; includeSubDomains"),
+    ("x-content-type-options", "nosniff"),
+    ("x-dns-prefetch-control", "off"),
+    ("x-download-options", "noopen"),
+    ("x-frame-options", "SAMEORIGIN"),
+    ("x-permitted-cross-domain-policies", "none"),
+    ("x-xss-protection", "0"),
+];
+
+/// Headers that would tell the world what software answers.
+const SOFTWARE_HEADERS: &[&str] = &["server", "x-powered-by", "x-aspnet-version", "via"];
+
+pub const REQUEST_ID: &str = todo_common::request_id::HEADER;
+
+/// Adds everything the edge promises on a response.
+pub fn finish(resp: &mut ResponseHeader, ctx: &RequestCtx) -> pingora::Result<()> {
+    for name in SOFTWARE_HEADERS {
+        resp.remove_header(*name);
+    }
+    for (name, value) in SECURITY_HEADERS {
+        resp.insert_header(*name, *value)?;
+    }
+    if !ctx.request_id.is_empty() {
+        resp.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+    }
+    if let Some(cors) = ctx.live.as_ref().and_then(|live| live.cors.as_ref()) {
+        crate::cors::add_response_headers(resp, cors, ctx.cors_origin.as_deref())?;
+    }
+    if let Some(decision) = &ctx.limit {
+        add_rate_limit_headers(resp, decision)?;
+    }
+    Ok(())
+}
+
+fn add_rate_limit_headers(resp: &mut ResponseHeader, decision: &Decision) -> pingora::Result<()> {
+    resp.insert_header("ratelimit-limit", decision.limit.to_string())?;
+    resp.insert_header("ratelimit-remaining", decision.remaining.to_string())?;
+    resp.insert_header("ratelimit-reset", decision.reset_seconds.to_string())?;
+    Ok(())
+}
+
+/// A response the edge writes itself.
+pub struct LocalResponse {
+    pub status: StatusCode,
+    pub content_type: Option<&'static str>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Bytes,
+}
+
+impl LocalResponse {
+    pub fn empty(status: StatusCode) -> Self {
+        Self { status, content_type: None, headers: Vec::new(), body: Bytes::new() }
+    }
+
+    pub fn json(status: StatusCode, body: Vec<u8>) -> Self {
+        Self { status, content_type: Some("application/json"), headers: Vec::new(), body: Bytes::from(body) }
+    }
+
+    pub fn problem(problem: todo_common::Problem) -> Self {
+        Self {
+            status: problem.status(),
+            content_type: Some(todo_common::problem::CONTENT_TYPE),
+            body: problem.to_body(),
+            headers: problem.headers,
+        }
+    }
+}
+
+/// Builds the finished header of a local response.
+pub fn local_header(response: &LocalResponse, ctx: &RequestCtx) -> pingora::Result<ResponseHeader> {
+    let mut resp = ResponseHeader::build(response.status, Some(response.headers.len() + 24))?;
+    if let Some(content_type) = response.content_type {
+        resp.insert_header(CONTENT_TYPE, content_type)?;
+    }
+    // 204 and 304 must not carry a length; everything else always does, so no client
+    // ever waits for the connection to close to find the end of the body.
+    if !matches!(response.status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED) {
+        resp.insert_header(CONTENT_LENGTH, response.body.len().to_string())?;
+    }
+    for (name, value) in &response.headers {
+        resp.insert_header(name.clone(), value.clone())?;
+    }
+    finish(&mut resp, ctx)?;
+    Ok(resp)
+}
+
+/// Writes a local response (header, then body unless HEAD) through the one finishing helper.
+pub async fn respond(session: &mut Session, ctx: &RequestCtx, response: LocalResponse) -> pingora::Result<()> {
+    let head = session.req_header().method == http::Method::HEAD;
+    let resp = local_header(&response, ctx)?;
+    let no_body = head || response.body.is_empty();
+    session.write_response_header(Box::new(resp), no_body).await?;
+    if !no_body {
+        session.write_response_body(Some(response.body), true).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,54 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use edge::Config;
+use todo_common::config::{help_requested, ProcessEnv};
+
+fn main() -> ExitCode {
+    if help_requested() {
+        print!("{}", Config::help());
+        return ExitCode::SUCCESS;
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(at) = args.iter().position(|a| a == "--check-policies") {
+        let Some(dir) = args.get(at + 1) else {
+            eprintln!("edge: --check-policies needs a directory");
+            return ExitCode::from(2);
+        };
+        return match edge::check_policies(&PathBuf::from(dir)) {
+            Ok(policy) => {
+                println!(
+                    "edge: policy in {dir} is valid: {} routes, {} upstreams, {} limits",
+                    policy.routes.len(),
+                    policy.upstreams.len(),
+                    policy.limits.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                eprintln!("edge: policy in {dir} is invalid ({} problems)", errors.0.len());
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(unknown) = args.first() {
+        eprintln!("edge: unknown argument {unknown:?}; see --help");
+        return ExitCode::from(2);
+    }
+    let config = match Config::from_env(&ProcessEnv) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("edge: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    todo_common::telemetry::init();
+    match edge::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "edge stopped");
+            ExitCode::FAILURE
+        }
+    }
+}

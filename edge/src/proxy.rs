@@ -1,0 +1,254 @@
+//! The `ProxyHttp` implementation: each phase is short and hands the real work to the
+//! module that owns it (`cors`, `auth`, `limits`, `routing`, `headers`, `problems`,
+//! `metrics`, `access_log`).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwapOption;
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header::CONTENT_LENGTH;
+use http::{Method, StatusCode};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorType, Result};
+use todo_common::auth::TokenVerifier;
+use todo_common::{request_id, Problem};
+
+use crate::ctx::RequestCtx;
+use crate::headers::{self, LocalResponse, REQUEST_ID};
+use crate::metrics::EdgeMetrics;
+use crate::policy::LimitKey;
+use crate::routing::{self, Lookup};
+use crate::state::Live;
+use crate::{access_log, admin, auth, cors, problems};
+
+/// Connect attempts per request, over distinct addresses; only failures to connect
+/// (nothing sent yet) are retried.
+const MAX_CONNECT_ATTEMPTS: usize = 3;
+
+pub struct EdgeProxy {
+    live: Arc<ArcSwapOption<Live>>,
+    verifier: Arc<TokenVerifier>,
+    metrics: Arc<EdgeMetrics>,
+    max_body_bytes: usize,
+}
+
+impl EdgeProxy {
+    pub fn new(
+        live: Arc<ArcSwapOption<Live>>,
+        verifier: Arc<TokenVerifier>,
+        metrics: Arc<EdgeMetrics>,
+        max_body_bytes: usize,
+    ) -> Self {
+        Self { live, verifier, metrics, max_body_bytes }
+    }
+
+    async fn problem(&self, session: &mut Session, ctx: &RequestCtx, problem: Problem) -> Result<bool> {
+        headers::respond(session, ctx, LocalResponse::problem(problem)).await?;
+        Ok(true)
+    }
+
+    async fn preflight(&self, session: &mut Session, ctx: &RequestCtx) -> Result<bool> {
+        let mut resp = headers::local_header(&LocalResponse::empty(StatusCode::NO_CONTENT), ctx)?;
+        if let (Some(cors), Some(_)) = (ctx.live.as_ref().and_then(|l| l.cors.as_ref()), &ctx.cors_origin) {
+            cors::add_preflight_headers(&mut resp, cors, session.req_header())?;
+        }
+        session.write_response_header(Box::new(resp), true).await?;
+        Ok(true)
+    }
+}
+
+fn content_length(req: &RequestHeader) -> Option<u64> {
+    req.headers.get(CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+#[async_trait]
+impl ProxyHttp for EdgeProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let req = session.req_header();
+        ctx.request_id = request_id::keep_or_make(req.headers.get(REQUEST_ID).map(|v| v.as_bytes()));
+        ctx.client_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        ctx.live = self.live.load_full();
+        ctx.cors_origin = cors::allowed_origin(ctx.live.as_ref().and_then(|l| l.cors.as_ref()), req);
+        let method = req.method.clone();
+        let path = req.uri.path().to_owned();
+
+        if method == Method::GET || method == Method::HEAD {
+            if let Some((label, response)) = admin::answer(&path, ctx.live.as_deref(), &self.metrics) {
+                ctx.label = label;
+                headers::respond(session, ctx, response).await?;
+                return Ok(true);
+            }
+        }
+        // Before any token check: preflights carry no credentials.
+        if cors::is_preflight(req) {
+            ctx.label = "_preflight";
+            return self.preflight(session, ctx).await;
+        }
+        let Some(live) = ctx.live.clone() else {
+            ctx.label = "_no_policy";
+            return self.problem(session, ctx, problems::no_policy()).await;
+        };
+        if routing::is_ambiguous_path(&path) {
+            return self.problem(session, ctx, problems::ambiguous_path()).await;
+        }
+        let route = match routing::lookup(&live, &method, &path) {
+            Lookup::Found(route) => route,
+            Lookup::MethodNotAllowed(allowed) => {
+                return self.problem(session, ctx, problems::method_not_allowed(&allowed)).await;
+            }
+            Lookup::NotFound => return self.problem(session, ctx, problems::no_route(&method, &path)).await,
+        };
+        ctx.route = Some(Arc::clone(&route));
+
+        if content_length(session.req_header()).is_some_and(|len| len > self.max_body_bytes as u64) {
+            // Do not read (drain) a body we refuse: close the connection after answering.
+            session.set_keepalive(None);
+            return self.problem(session, ctx, Problem::payload_too_large(self.max_body_bytes)).await;
+        }
+        if route.spec.auth {
+            match auth::authenticate(&self.verifier, session.req_header()) {
+                Ok(claims) => ctx.subject = Some(claims.sub),
+                Err(refusal) => {
+                    self.metrics.unauthorized(refusal.reason());
+                    return self.problem(session, ctx, Problem::unauthorized(refusal.to_string())).await;
+                }
+            }
+        }
+        if let Some(limiter) = &route.limiter {
+            let key = match limiter.spec().key {
+                LimitKey::ClientIp => ctx.client_ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()),
+                LimitKey::Subject => ctx.subject.clone().unwrap_or_default(),
+            };
+            let decision = limiter.check(&key);
+            ctx.limit = Some(decision);
+            if !decision.allowed {
+                self.metrics.rate_limited(&route.spec.name);
+                return self.problem(session, ctx, problems::too_many_requests(decision.reset_seconds)).await;
+            }
+        }
+        Ok(false)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(chunk) = body {
+            ctx.body_bytes += chunk.len();
+            if ctx.body_bytes > self.max_body_bytes {
+                return Err(Error::explain(ErrorType::HTTPStatus(413), "request body over the limit"));
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        let Some(route) = ctx.route.clone() else {
+            return Err(Error::explain(ErrorType::HTTPStatus(500), "proxying without a route"));
+        };
+        let Some((backend, peer)) = route.pool.select(&ctx.tried).and_then(|b| route.pool.peer(&b).map(|p| (b, p)))
+        else {
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(503),
+                format!("{} has no healthy address", route.pool.name()),
+            ));
+        };
+        ctx.upstream_started.get_or_insert_with(Instant::now);
+        ctx.upstream_addr = Some(backend.addr);
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // Nothing was sent: trying another address is safe, a bounded number of times.
+        if let Some(addr) = ctx.upstream_addr.clone() {
+            ctx.tried.push(addr);
+        }
+        let another = ctx.route.as_ref().is_some_and(|r| r.pool.select(&ctx.tried).is_some());
+        if another && ctx.tried.len() < MAX_CONNECT_ATTEMPTS {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        upstream_request.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        auth::strip_identity_headers(upstream_request);
+        // The edge is where trust starts: whatever forwarding headers the client sent are replaced.
+        upstream_request.remove_header("forwarded");
+        match ctx.client_ip {
+            Some(ip) => upstream_request.insert_header("x-forwarded-for", ip.to_string())?,
+            None => {
+                upstream_request.remove_header("x-forwarded-for");
+            }
+        }
+        upstream_request.insert_header("x-forwarded-proto", "http")?;
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.upstream_elapsed = ctx.upstream_started.map(|t| t.elapsed());
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        headers::finish(upstream_response, ctx)
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        let status = problems::status_for(e);
+        if status > 0 && session.response_written().is_none() {
+            if status == 413 {
+                session.set_keepalive(None);
+            }
+            let problem = problems::for_status(status, ctx.upstream_name(), self.max_body_bytes);
+            if let Err(write_error) = headers::respond(session, ctx, LocalResponse::problem(problem)).await {
+                tracing::debug!(error = %write_error, "could not send the error response");
+            }
+        }
+        FailToProxy { error_code: status, can_reuse_downstream: false }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let elapsed = ctx.started.elapsed();
+        self.metrics.request(ctx.route_label(), status, elapsed);
+        if let (Some(upstream), Some(upstream_elapsed)) = (ctx.upstream_name(), ctx.upstream_elapsed) {
+            self.metrics.upstream(upstream, upstream_elapsed);
+        }
+        access_log::record(session, ctx, status, elapsed, e);
+    }
+}

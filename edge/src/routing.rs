@@ -1,0 +1,65 @@
+//! Which route a request takes: the first route, in the policy's matching order, whose
+//! path matcher and methods fit.
+
+use std::sync::Arc;
+
+use http::Method;
+
+use crate::state::{Live, Route};
+
+pub enum Lookup {
+    Found(Arc<Route>),
+    /// Some route has this path, none this method; lists the methods that would do.
+    MethodNotAllowed(Vec<Method>),
+    NotFound,
+}
+
+pub fn lookup(live: &Live, method: &Method, path: &str) -> Lookup {
+    let mut allowed: Vec<Method> = Vec::new();
+    for route in &live.routes {
+        if !route.spec.matcher.matches(path) {
+            continue;
+        }
+        if route.spec.allows(method) {
+            return Lookup::Found(Arc::clone(route));
+        }
+        for m in route.spec.methods.iter().flatten() {
+            if !allowed.contains(m) {
+                allowed.push(m.clone());
+            }
+        }
+    }
+    if allowed.is_empty() {
+        Lookup::NotFound
+    } else {
+        Lookup::MethodNotAllowed(allowed)
+    }
+}
+
+/// Paths with empty, `.` or `..` segments (also percent-encoded) are refused outright:
+/// a prefix route must never be walked out of by the upstream's path handling.
+pub fn is_ambiguous_path(path: &str) -> bool {
+    if !path.starts_with('/') {
+        return true;
+    }
+    let inner = path.strip_suffix('/').unwrap_or(path);
+    inner.split('/').skip(1).any(|segment| {
+        let lower = segment.to_ascii_lowercase().replace("%2e", ".");
+        (segment.is_empty() && inner.len() > 1) || lower == "." || lower == ".." || lower.contains("%2f")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_segments_and_empty_segments_are_ambiguous() {
+        for bad in ["/tasks/../users/me", "/tasks/%2e%2E/x", "/tasks//x", "/./tasks", "tasks", "/tasks/a%2Fb"] {
+            assert!(is_ambiguous_path(bad), "{bad}");
+        }
+        for good in ["/", "/tasks", "/tasks/", "/tasks/abc/complete", "/users/me"] {
+            assert!(!is_ambiguous_path(good), "{good}");
+        }
+    }
+}

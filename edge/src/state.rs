@@ -1,0 +1,59 @@
+//! The running form of a policy: routes bound to their upstream pools and limiters.
+//! A new `Live` is swapped in atomically; each request keeps the one it started with.
+//! Pools and limiters whose settings did not change are carried over, so health state,
+//! pooled connections and rate-limit counters survive a reload.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::limits::Limiter;
+use crate::policy::{CorsSpec, Policy, RouteSpec};
+use crate::upstreams::UpstreamPool;
+
+pub struct Live {
+    pub generation: u64,
+    pub routes: Vec<Arc<Route>>,
+    pub pools: BTreeMap<String, Arc<UpstreamPool>>,
+    pub limiters: BTreeMap<String, Arc<Limiter>>,
+    pub cors: Option<CorsSpec>,
+}
+
+pub struct Route {
+    pub spec: RouteSpec,
+    pub pool: Arc<UpstreamPool>,
+    pub limiter: Option<Arc<Limiter>>,
+}
+
+impl Live {
+    pub async fn build(policy: &Policy, previous: Option<&Live>, generation: u64) -> Self {
+        let mut pools = BTreeMap::new();
+        for (name, spec) in &policy.upstreams {
+            let kept = previous.and_then(|p| p.pools.get(name)).filter(|pool| pool.spec() == spec);
+            let pool = match kept {
+                Some(pool) => Arc::clone(pool),
+                None => UpstreamPool::build(name, spec).await,
+            };
+            pools.insert(name.clone(), pool);
+        }
+        let limiters: BTreeMap<String, Arc<Limiter>> = policy
+            .limits
+            .iter()
+            .map(|(name, spec)| {
+                let kept = previous.and_then(|p| p.limiters.get(name)).filter(|l| l.spec() == spec);
+                let limiter = kept.map(Arc::clone).unwrap_or_else(|| Arc::new(Limiter::new(spec.clone())));
+                (name.clone(), limiter)
+            })
+            .collect();
+        let routes = policy
+            .routes
+            .iter()
+            .filter_map(|spec| {
+                // Validation guarantees both references exist.
+                let pool = Arc::clone(pools.get(&spec.upstream)?);
+                let limiter = spec.rate_limit.as_ref().and_then(|name| limiters.get(name)).map(Arc::clone);
+                Some(Arc::new(Route { spec: spec.clone(), pool, limiter }))
+            })
+            .collect();
+        Self { generation, routes, pools, limiters, cors: policy.cors.clone() }
+    }
+}

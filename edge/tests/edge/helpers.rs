@@ -1,0 +1,429 @@
+//! Test harness: small stub upstreams (hyper on port 0, echoing what they received), a
+//! temporary policy directory, and the real `edge` binary started on a free port.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
+
+pub use todo_test_support::{eventually, http_client, token_for, TEST_JWT_SECRET};
+
+/// A stub upstream. Paths ending in `/slow` answer after 2 s, `/wait` after 50 ms,
+/// `/broken` drop the connection without an answer; `/healthz` is not counted.
+pub struct Stub {
+    pub addr: SocketAddr,
+    hits: Arc<AtomicUsize>,
+    server: JoinHandle<()>,
+}
+
+impl Stub {
+    pub async fn start(name: &'static str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("stub binds");
+        let addr = listener.local_addr().expect("stub address");
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&hits);
+        let server = tokio::spawn(async move {
+            // Connections live in this set: aborting the server task closes them all,
+            // like a process that died.
+            let mut connections = JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                while connections.try_join_next().is_some() {}
+                let counter = Arc::clone(&counter);
+                connections.spawn(async move {
+                    let service = service_fn(move |req| answer(name, addr, Arc::clone(&counter), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self { addr, hits, server }
+    }
+
+    /// Requests received, health checks excluded.
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Stops listening and closes every open connection.
+    pub fn kill(&self) {
+        self.server.abort();
+    }
+}
+
+impl Drop for Stub {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+#[derive(Debug)]
+struct Broken;
+impl std::fmt::Display for Broken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("broken on purpose")
+    }
+}
+impl std::error::Error for Broken {}
+
+async fn answer(
+    name: &'static str,
+    addr: SocketAddr,
+    hits: Arc<AtomicUsize>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Broken> {
+    let path = req.uri().path().to_owned();
+    if path == "/healthz" {
+        return Ok(Response::new(Full::new(Bytes::from_static(br#"{"status":"alive"}"#))));
+    }
+    hits.fetch_add(1, Ordering::SeqCst);
+    if path.ends_with("/broken") {
+        return Err(Broken);
+    }
+    if path.ends_with("/slow") {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    if path.ends_with("/wait") {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let method = req.method().to_string();
+    let headers: BTreeMap<String, String> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect();
+    let body_bytes = req.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
+    let body = json!({"upstream": name, "addr": addr.to_string(), "method": method, "path": path,
+                      "headers": headers, "bodyBytes": body_bytes});
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    let headers = response.headers_mut();
+    headers.insert("content-type", "application/json".parse().expect("static"));
+    headers.insert("server", "stub-hyper/1.0".parse().expect("static"));
+    headers.insert("x-powered-by", "Express".parse().expect("static"));
+    Ok(response)
+}
+
+/// A policy directory removed when dropped.
+pub struct PolicyDir {
+    pub path: PathBuf,
+}
+
+impl PolicyDir {
+    pub fn new() -> Self {
+        let path = std::env::temp_dir().join(format!("edge-test-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&path).expect("temp dir");
+        Self { path }
+    }
+
+    /// Writes atomically (temp file + rename), as editors and config tools do.
+    pub fn write(&self, name: &str, text: &str) {
+        write_atomically(&self.path, name, text);
+    }
+}
+
+pub fn write_atomically(dir: &Path, name: &str, text: &str) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).expect("write policy");
+    std::fs::rename(&tmp, dir.join(name)).expect("rename policy");
+}
+
+impl Drop for PolicyDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+pub const LOGIN_LIMIT: u32 = 3;
+pub const USER_LIMIT: u32 = 3;
+pub const ORIGIN: &str = "https://app.example";
+
+pub fn upstreams_toml(users: &[SocketAddr], tasks: &[SocketAddr]) -> String {
+    let list = |addrs: &[SocketAddr]| addrs.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
+    format!(
+        r#"
+[upstreams.users]
+addresses = [{users}]
+connect_timeout_ms = 300
+read_timeout_ms = 1000
+[upstreams.users.health_check]
+type = "http"
+path = "/healthz"
+interval_ms = 200
+timeout_ms = 300
+
+[upstreams.tasks]
+addresses = [{tasks}]
+connect_timeout_ms = 300
+read_timeout_ms = 500
+[upstreams.tasks.health_check]
+type = "http"
+interval_ms = 200
+timeout_ms = 300
+"#,
+        users = list(users),
+        tasks = list(tasks)
+    )
+}
+
+pub const ROUTES: &str = r#"
+[[routes]]
+name = "register"
+path = "/users/register"
+methods = ["POST"]
+upstream = "users"
+auth = false
+
+[[routes]]
+name = "login"
+path = "/users/login"
+methods = ["POST"]
+upstream = "users"
+auth = false
+rate_limit = "login-per-ip"
+
+[[routes]]
+name = "me"
+path = "/users/me"
+methods = ["GET"]
+upstream = "users"
+auth = true
+
+[[routes]]
+name = "tasks-limited"
+path = "/tasks/limited"
+methods = ["GET"]
+upstream = "tasks"
+auth = true
+rate_limit = "per-user"
+
+[[routes]]
+name = "tasks"
+prefix = "/tasks"
+upstream = "tasks"
+auth = true
+"#;
+
+/// A public route the reload tests add and remove.
+pub const PING_ROUTE: &str = r#"
+[[routes]]
+name = "ping"
+path = "/public/ping"
+methods = ["GET"]
+upstream = "users"
+auth = false
+"#;
+
+pub fn limits_toml() -> String {
+    format!(
+        r#"
+# Long windows: a test never straddles a window boundary.
+[limits.login-per-ip]
+requests = {LOGIN_LIMIT}
+window_seconds = 86400
+key = "client_ip"
+
+[limits.per-user]
+requests = {USER_LIMIT}
+window_seconds = 86400
+key = "subject"
+"#
+    )
+}
+
+pub fn cors_toml() -> String {
+    format!("[cors]\nallowed_origins = [\"{ORIGIN}\"]\nallowed_methods = [\"GET\", \"POST\", \"PATCH\", \"DELETE\"]\n")
+}
+
+/// Writes the standard policy set into `dir`.
+pub fn write_policy(dir: &Path, users: &[SocketAddr], tasks: &[SocketAddr]) {
+    write_atomically(dir, "upstreams.toml", &upstreams_toml(users, tasks));
+    write_atomically(dir, "routes.toml", ROUTES);
+    write_atomically(dir, "limits.toml", &limits_toml());
+    write_atomically(dir, "cors.toml", &cors_toml());
+}
+
+/// The real edge binary, killed when dropped.
+pub struct Edge {
+    pub base: String,
+    child: Child,
+    client: reqwest::Client,
+}
+
+impl Edge {
+    pub async fn start(policy_dir: &Path, extra_env: &[(&str, &str)]) -> Self {
+        Self::start_with(policy_dir, extra_env, "/healthz").await
+    }
+
+    /// Starts the edge and waits until `ready_path` answers 200.
+    pub async fn start_with(policy_dir: &Path, extra_env: &[(&str, &str)], ready_path: &str) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_edge"));
+        command
+            .env_clear()
+            .env("LISTEN_ADDR", &addr)
+            .env("POLICY_DIR", policy_dir)
+            .env("JWT_SECRET", TEST_JWT_SECRET)
+            .env("EDGE_THREADS", "1")
+            .env("SHUTDOWN_GRACE_SECONDS", "0")
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
+        for (key, value) in extra_env {
+            command.env(key, value);
+        }
+        let quiet = std::env::var_os("TEST_LOG").is_none();
+        if quiet {
+            command.stdout(Stdio::null()).stderr(Stdio::null());
+        }
+        let child = command.spawn().expect("edge binary starts");
+        let mut edge = Self { base: format!("http://{addr}"), child, client: http_client() };
+        let url = format!("{}{ready_path}", edge.base);
+        let client = edge.client.clone();
+        for _ in 0..200 {
+            if let Ok(Some(status)) = edge.child.try_wait() {
+                panic!("edge exited early with {status}");
+            }
+            if let Ok(response) = client.get(&url).timeout(Duration::from_secs(1)).send().await {
+                if response.status() == 200 {
+                    return edge;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = edge.child.kill();
+        panic!("edge did not answer 200 on {ready_path} within 10 s");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.expect("edge answers")
+    }
+
+    pub async fn get_as(&self, path: &str, subject: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).bearer_auth(token_for(subject)).send().await.expect("edge answers")
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics").await.text().await.expect("metrics text")
+    }
+
+    /// The value of one metric line (`name{labels}`), if present.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let text = self.metrics().await;
+        text.lines().find_map(|line| line.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+    }
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The standard setup: one users stub, one tasks stub, the standard policy, a started edge.
+pub struct World {
+    pub users: Stub,
+    pub tasks: Stub,
+    pub policy: PolicyDir,
+    pub edge: Edge,
+}
+
+impl World {
+    pub async fn start() -> Self {
+        Self::start_with_env(&[]).await
+    }
+
+    pub async fn start_with_env(env: &[(&str, &str)]) -> Self {
+        todo_common::telemetry::init_for_tests();
+        let users = Stub::start("users").await;
+        let tasks = Stub::start("tasks").await;
+        let policy = PolicyDir::new();
+        write_policy(&policy.path, &[users.addr], &[tasks.addr]);
+        let edge = Edge::start_with(&policy.path, env, "/readyz").await;
+        Self { users, tasks, policy, edge }
+    }
+}
+
+/// The helmet set every response must carry.
+pub const SECURITY_HEADERS: &[(&str, &str)] = &[
+    (
+        "content-security-policy",
+        "default-src 'self';base-uri 'self';font-src 'self' https: data:;form-action 'self';frame-ancestors 'self';img-src 'self' data:;object-src 'none';script-src 'self';script-src-attr 'none';style-src 'self' https: 'unsafe-inline';upgrade-insecure-requests",
+    ),
+    ("strict-transport-security", "max-age=31536000; includeSubDomains"),
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "SAMEORIGIN"),
+    ("referrer-policy", "no-referrer"),
+    ("cross-origin-opener-policy", "same-origin"),
+    ("cross-origin-resource-policy", "same-origin"),
+    ("x-dns-prefetch-control", "off"),
+    ("x-permitted-cross-domain-policies", "none"),
+    ("origin-agent-cluster", "?1"),
+    ("x-download-options", "noopen"),
+    ("x-xss-protection", "0"),
+];
+
+/// Every security header, no software-naming header, a request id, and a body length.
+pub fn assert_edge_headers(response: &reqwest::Response, what: &str) {
+    let headers = response.headers();
+    for (name, value) in SECURITY_HEADERS {
+        assert_eq!(headers.get(*name).and_then(|v| v.to_str().ok()), Some(*value), "{what}: header {name}");
+    }
+    for name in ["server", "x-powered-by"] {
+        assert!(headers.get(name).is_none(), "{what}: {name} must not be sent");
+    }
+    assert!(headers.get("x-request-id").is_some(), "{what}: x-request-id");
+    if response.status() != 204 {
+        assert!(
+            headers.get("content-length").is_some() || headers.get("transfer-encoding").is_some(),
+            "{what}: a body length"
+        );
+    }
+}
+
+/// Asserts a problem+json body with `status`, returns it.
+pub async fn problem(response: reqwest::Response, status: u16) -> Value {
+    assert_eq!(response.status(), status, "status");
+    let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let body: Value = response.json().await.expect("problem body");
+    assert_eq!(body["status"], status);
+    assert!(body["type"].is_string() && body["title"].is_string() && body["detail"].is_string(), "{body}");
+    body
+}
+
+pub fn header<'a>(response: &'a reqwest::Response, name: &str) -> Option<&'a str> {
+    response.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Sends raw bytes (for requests an HTTP client would normalize) and reads the answer
+/// until the connection closes.
+pub async fn raw_request(edge: &Edge, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(edge.base.trim_start_matches("http://")).await.expect("connects");
+    stream.write_all(request.as_bytes()).await.expect("request sent");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}

@@ -1,0 +1,11 @@
+//! Black-box tests of the real `edge` binary against stub upstreams.
+
+mod helpers;
+
+mod auth;
+mod cli;
+mod cors_and_headers;
+mod limits;
+mod reload;
+mod routing;
+mod upstreams;
