@@ -7,4 +7,4 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/todo-system/target}"
 
 bash ci/backends.sh up
 trap 'bash ci/backends.sh stop' EXIT
-cargo test --workspace --locked "$@"
+cargo test --workspace --locked --no-fail-fast "$@"

@@ -43,6 +43,23 @@ for _ in $(seq 1 100); do
   sleep 0.2
 done
 
+# A few demo tasks for alice, through the API, only when she has none yet.
+python3 - <<'PY' || echo "(demo tasks not created)"
+import json, urllib.request
+api = "http://127.0.0.1:8080"
+def call(method, path, body=None, token=None):
+    req = urllib.request.Request(api + path, method=method, data=json.dumps(body).encode() if body else None)
+    req.add_header("content-type", "application/json")
+    if token:
+        req.add_header("authorization", "Bearer " + token)
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.load(resp) if resp.status != 204 else None
+token = call("POST", "/users/login", {"email": "alice@example.com", "password": "alice-demo-password"})["accessToken"]
+if not call("GET", "/tasks", token=token)["items"]:
+    for title, priority in [("Buy milk", "high"), ("Book the dentist", "normal"), ("Read the Pingora docs", "low")]:
+        call("POST", "/tasks", {"title": title, "priority": priority}, token)
+PY
+
 cat <<INFO
 
 The to-do API is up at http://127.0.0.1:8080  (logs: $LOGS)
