@@ -110,12 +110,17 @@ impl UpstreamPool {
     }
 }
 
+/// One slow answer from a busy service must not take it out of rotation; a dead one
+/// still leaves within two check intervals (connect failures are retried meanwhile).
+const FAILURES_BEFORE_UNHEALTHY: usize = 2;
+
 fn health_check(name: &str, spec: &UpstreamSpec) -> Box<dyn HealthCheck + Send + Sync> {
     let check = &spec.health_check;
     match &check.kind {
         HealthCheckKind::Tcp => {
             let mut tcp = TcpHealthCheck::new();
             tcp.peer_template.options.connection_timeout = Some(check.timeout);
+            tcp.consecutive_failure = FAILURES_BEFORE_UNHEALTHY;
             tcp
         }
         HealthCheckKind::Http { path } => {
@@ -128,6 +133,7 @@ fn health_check(name: &str, spec: &UpstreamSpec) -> Box<dyn HealthCheck + Send +
             }
             http.peer_template.options.connection_timeout = Some(check.timeout);
             http.peer_template.options.read_timeout = Some(check.timeout);
+            http.consecutive_failure = FAILURES_BEFORE_UNHEALTHY;
             Box::new(http)
         }
     }
