@@ -4,7 +4,8 @@
 //! Two activities share one shutdown token: the HTTP API (the shared server frame)
 //! and the [`consumer::EventConsumer`] loop. `main` reads [`Config`] and calls
 //! [`run`]; tests call [`Application::build`] on port 0 and drive it over HTTP and AMQP,
-//! so they exercise exactly what production runs.
+//! so they exercise exactly what production runs. [`Application::build_with`] takes the
+//! store and the event source instead (the standalone mode: redb and the in-process bus).
 #![forbid(unsafe_code)]
 
 pub mod config;
@@ -28,14 +29,30 @@ use todo_common::Problem;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use config::AmqpSettings;
 pub use config::Config;
-use consumer::{ConsumerStatus, EventConsumer, RetryPolicy};
+use consumer::{BusConsumer, ConsumerStatus, EventConsumer, RetryPolicy};
 use routes::Endpoint;
 use store::{MongoNotificationStore, NotificationStore};
 
 pub struct NotifyApi {
     store: Arc<dyn NotificationStore>,
     consumer: ConsumerStatus,
+    /// The event source's name in `/readyz`.
+    consumer_name: &'static str,
+}
+
+/// Where task events come from.
+pub enum EventSource {
+    /// RabbitMQ, as production runs.
+    Amqp(AmqpSettings),
+    /// The in-process bus of the standalone mode.
+    Bus(todo_common::bus::BusReceiver),
+}
+
+enum Consumer {
+    Amqp(EventConsumer),
+    Bus(BusConsumer),
 }
 
 #[async_trait]
@@ -57,8 +74,8 @@ impl Api for NotifyApi {
     /// not: while it is away events wait in the queue, so it only degrades.
     async fn readiness(&self) -> Vec<BackendReport> {
         vec![
-            BackendReport { name: "mongodb", critical: true, state: self.store.health().await },
-            BackendReport { name: "rabbitmq", critical: false, state: self.consumer.current() },
+            BackendReport { name: self.store.backend_name(), critical: true, state: self.store.health().await },
+            BackendReport { name: self.consumer_name, critical: false, state: self.consumer.current() },
         ]
     }
 }
@@ -67,7 +84,7 @@ pub struct Application {
     listener: TcpListener,
     local_addr: SocketAddr,
     app: Arc<HttpApp<NotifyApi>>,
-    consumer: EventConsumer,
+    consumer: Consumer,
     shutdown_grace: Duration,
 }
 
@@ -75,13 +92,32 @@ impl Application {
     /// Binds the listener and prepares the backends; MongoDB and RabbitMQ are reached
     /// lazily, so the service starts (unready) even while they are still coming up.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let (listener, local_addr) = server::bind(&config.listen_addr).await?;
         let db = todo_common::mongo::connect(config.mongodb_uri.expose(), &config.mongodb_db, "svc-notify").await?;
         let store: Arc<dyn NotificationStore> = Arc::new(MongoNotificationStore::new(db));
+        let source = EventSource::Amqp(config.amqp.clone());
+        Self::build_with(config, store, source).await
+    }
+
+    /// Like [`Application::build`], on the given store and event source; `config`'s
+    /// MongoDB and AMQP settings are then unused.
+    pub async fn build_with(
+        config: Config,
+        store: Arc<dyn NotificationStore>,
+        source: EventSource,
+    ) -> anyhow::Result<Self> {
+        let (listener, local_addr) = server::bind(&config.listen_addr).await?;
         let registry = Registry::new();
-        let (consumer, consumer_status) =
-            EventConsumer::new(config.amqp.clone(), store.clone(), RetryPolicy::default(), &registry);
-        let api = NotifyApi { store, consumer: consumer_status };
+        let (consumer, consumer_status, consumer_name) = match source {
+            EventSource::Amqp(settings) => {
+                let (consumer, status) = EventConsumer::new(settings, store.clone(), RetryPolicy::default(), &registry);
+                (Consumer::Amqp(consumer), status, "rabbitmq")
+            }
+            EventSource::Bus(receiver) => {
+                let (consumer, status) = BusConsumer::new(receiver, store.clone(), RetryPolicy::default(), &registry);
+                (Consumer::Bus(consumer), status, "event-bus")
+            }
+        };
+        let api = NotifyApi { store, consumer: consumer_status, consumer_name };
         let verifier = Arc::new(TokenVerifier::new(&config.jwt));
         let app = Arc::new(HttpApp::new(Arc::new(api), verifier, registry));
         Ok(Self { listener, local_addr, app, consumer, shutdown_grace: config.shutdown_grace })
@@ -94,10 +130,14 @@ impl Application {
     /// Serves and consumes until `shutdown` fires; returns once both have stopped.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) {
         tracing::info!(addr = %self.local_addr, "svc-notify listening");
-        tokio::join!(
-            server::serve(self.listener, self.app, shutdown.clone(), self.shutdown_grace),
-            self.consumer.run(shutdown),
-        );
+        let consumer_shutdown = shutdown.clone();
+        let consume = async move {
+            match self.consumer {
+                Consumer::Amqp(consumer) => consumer.run(consumer_shutdown).await,
+                Consumer::Bus(consumer) => consumer.run(consumer_shutdown).await,
+            }
+        };
+        tokio::join!(server::serve(self.listener, self.app, shutdown.clone(), self.shutdown_grace), consume);
     }
 }
 

@@ -1,6 +1,8 @@
 //! Where notifications live, behind a small trait so the consumer and the handlers do
-//! not care that it is MongoDB (and unit tests can use a fake).
+//! not care whether it is MongoDB or the embedded redb file of the standalone mode (and
+//! unit tests can use a fake).
 
+mod embedded;
 mod mongo;
 
 use async_trait::async_trait;
@@ -9,6 +11,7 @@ use todo_common::Problem;
 
 use crate::domain::{ListQuery, NewNotification, Notification, NotificationId, Page, UserId};
 
+pub use embedded::EmbeddedNotificationStore;
 pub use mongo::MongoNotificationStore;
 
 /// What storing an event's notification did.
@@ -52,6 +55,9 @@ pub trait NotificationStore: Send + Sync + 'static {
 
     /// Marks the user's notification read; `None` when the user has no such notification.
     async fn mark_read(&self, user: &UserId, id: NotificationId) -> Result<Option<Notification>, StoreError>;
+
+    /// The backend's name in `/readyz`.
+    fn backend_name(&self) -> &'static str;
 
     async fn health(&self) -> BackendState;
 }

@@ -1,4 +1,6 @@
-//! Cache-aside for task lists in Redis, invalidated by a per-user version.
+//! Cache-aside for task lists, invalidated by a per-user version: the [`ListCache`] seam,
+//! its Redis implementation ([`RedisListCache`], production) and an in-process one
+//! ([`MemoryListCache`], the standalone mode) with the same version semantics.
 //!
 //! A read looks up the user's version, then the list under a key made of the version and
 //! the query. A write bumps the version after its MongoDB commit. A read that raced a
@@ -15,14 +17,18 @@
 //! without persistence) a list cached under the same version number within the last TTL
 //! could be seen again. Cached lists live at most `LIST_TTL` either way.
 
+mod memory;
+
 use std::time::Duration;
 
+use async_trait::async_trait;
 use bytes::Bytes;
-use prometheus::{IntCounterVec, Registry};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use todo_common::health::BackendState;
 
 use crate::domain::{ListQuery, UserId};
+
+pub use memory::MemoryListCache;
 
 /// Every Redis call gives up after this; the caller then uses MongoDB.
 const REDIS_TIMEOUT: Duration = Duration::from_millis(300);
@@ -36,6 +42,23 @@ pub enum CacheError {
     Redis(#[from] redis::RedisError),
     #[error("redis did not answer within {REDIS_TIMEOUT:?}")]
     Timeout,
+    #[error("the in-process cache is poisoned by a panic")]
+    Poisoned,
+}
+
+/// The list cache as the handlers and the outbox relay use it.
+#[async_trait]
+pub trait ListCache: Send + Sync + 'static {
+    /// Looks up the owner's version, then the page cached for `query` under it.
+    async fn read(&self, owner: &UserId, query: &ListQuery) -> CacheRead;
+    /// Stores a page read from the store under the version seen before reading it.
+    async fn fill(&self, owner: &UserId, version: u64, query: &ListQuery, page: &[u8]);
+    /// Makes every list cached for `owner` unreachable.
+    async fn invalidate(&self, owner: &UserId) -> Result<(), CacheError>;
+    /// The backend's name in `/readyz`.
+    fn backend_name(&self) -> &'static str;
+    /// Never critical: down shows as degraded.
+    async fn state(&self) -> BackendState;
 }
 
 /// What a list read found in the cache.
@@ -49,15 +72,14 @@ pub enum CacheRead {
     Unavailable,
 }
 
-pub struct ListCache {
+pub struct RedisListCache {
     connection: ConnectionManager,
     prefix: String,
-    requests: IntCounterVec,
 }
 
-impl ListCache {
+impl RedisListCache {
     /// Connects lazily: the service starts, and serves from MongoDB, while Redis is down.
-    pub fn new(url: &str, prefix: &str, registry: &Registry) -> anyhow::Result<Self> {
+    pub fn new(url: &str, prefix: &str) -> anyhow::Result<Self> {
         let client = redis::Client::open(url).map_err(|e| anyhow::anyhow!("REDIS_URL is invalid: {e}"))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(REDIS_TIMEOUT))
@@ -65,13 +87,7 @@ impl ListCache {
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
         let connection = ConnectionManager::new_lazy_with_config(client, config)?;
-        let requests = todo_common::metrics::counter_vec(
-            registry,
-            "cache_requests_total",
-            "Task list cache lookups, by result: hit, miss or error (Redis failed, MongoDB answered).",
-            &["result"],
-        );
-        Ok(Self { connection, prefix: prefix.to_owned(), requests })
+        Ok(Self { connection, prefix: prefix.to_owned() })
     }
 
     fn version_key(&self, owner: &UserId) -> String {
@@ -89,8 +105,11 @@ impl ListCache {
             Err(_) => Err(CacheError::Timeout),
         }
     }
+}
 
-    pub async fn read(&self, owner: &UserId, query: &ListQuery) -> CacheRead {
+#[async_trait]
+impl ListCache for RedisListCache {
+    async fn read(&self, owner: &UserId, query: &ListQuery) -> CacheRead {
         let read = async {
             let version: Option<u64> = self.run(redis::cmd("GET").arg(self.version_key(owner))).await?;
             let version = version.unwrap_or(0);
@@ -100,20 +119,16 @@ impl ListCache {
                 None => CacheRead::Miss { version },
             })
         };
-        let (read, result) = match read.await {
-            Ok(read @ CacheRead::Hit(_)) => (read, "hit"),
-            Ok(read) => (read, "miss"),
+        match read.await {
+            Ok(read) => read,
             Err(error) => {
                 tracing::warn!(%error, "list cache unavailable, reading from MongoDB");
-                (CacheRead::Unavailable, "error")
+                CacheRead::Unavailable
             }
-        };
-        self.requests.with_label_values(&[result]).inc();
-        read
+        }
     }
 
-    /// Stores a page read from MongoDB under the version seen before reading it.
-    pub async fn fill(&self, owner: &UserId, version: u64, query: &ListQuery, page: &[u8]) {
+    async fn fill(&self, owner: &UserId, version: u64, query: &ListQuery, page: &[u8]) {
         let key = self.list_key(owner, version, query);
         let command = redis::cmd("SET").arg(key).arg(page).arg("EX").arg(LIST_TTL_SECONDS).clone();
         if let Err(error) = self.run::<()>(&command).await {
@@ -121,8 +136,7 @@ impl ListCache {
         }
     }
 
-    /// Makes every list cached for `owner` unreachable.
-    pub async fn invalidate(&self, owner: &UserId) -> Result<(), CacheError> {
+    async fn invalidate(&self, owner: &UserId) -> Result<(), CacheError> {
         let key = self.version_key(owner);
         let mut pipeline = redis::pipe();
         pipeline.atomic().incr(&key, 1).ignore().expire(&key, VERSION_TTL_SECONDS).ignore();
@@ -133,8 +147,11 @@ impl ListCache {
         }
     }
 
-    /// Redis is never critical: down shows as degraded.
-    pub async fn state(&self) -> BackendState {
+    fn backend_name(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn state(&self) -> BackendState {
         match self.run::<String>(&redis::cmd("PING")).await {
             Ok(_) => BackendState::Up,
             Err(error) => BackendState::Degraded { detail: format!("{error}; lists are read from MongoDB") },

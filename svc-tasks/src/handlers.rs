@@ -14,9 +14,10 @@ use tokio::sync::Notify;
 use crate::cache::{CacheRead, ListCache};
 use crate::domain::{ListQuery, Status, Task, TaskId, UserId};
 use crate::dto::{CreateTaskBody, PageView, TaskView, UpdateTaskBody};
-use crate::publisher::Publisher;
+use crate::publisher::EventPublisher;
 use crate::routes::{self, Endpoint, PathId};
 use crate::store::{Applied, TaskStore};
+use prometheus::IntCounterVec;
 
 pub struct Schemas {
     create: JsonSchema,
@@ -34,8 +35,10 @@ impl Schemas {
 
 pub struct TasksApi {
     pub store: Arc<dyn TaskStore>,
-    pub cache: Arc<ListCache>,
-    pub publisher: Arc<Publisher>,
+    pub cache: Arc<dyn ListCache>,
+    /// Cache lookups by result: hit, miss or error (the cache failed, the store answered).
+    pub cache_requests: IntCounterVec,
+    pub publisher: Arc<dyn EventPublisher>,
     /// Wakes the outbox relay after a commit.
     pub relay_wake: Arc<Notify>,
     pub schemas: Schemas,
@@ -64,11 +67,11 @@ impl Api for TasksApi {
     }
 
     async fn readiness(&self) -> Vec<BackendReport> {
-        let (mongodb, redis) = tokio::join!(self.store.ping(), self.cache.state());
+        let (store, cache) = tokio::join!(self.store.ping(), self.cache.state());
         vec![
-            BackendReport { name: "mongodb", critical: true, state: mongodb },
-            BackendReport { name: "redis", critical: false, state: redis },
-            BackendReport { name: "rabbitmq", critical: false, state: self.publisher.state() },
+            BackendReport { name: self.store.backend_name(), critical: true, state: store },
+            BackendReport { name: self.cache.backend_name(), critical: false, state: cache },
+            BackendReport { name: self.publisher.backend_name(), critical: false, state: self.publisher.state() },
         ]
     }
 }
@@ -88,11 +91,15 @@ fn task_response(status: StatusCode, task: &Task) -> HttpResponse {
 impl TasksApi {
     async fn list(&self, owner: &UserId, request: &Request) -> Result<HttpResponse, Problem> {
         let query = ListQuery::parse(&query_pairs(request.query.as_deref())).map_err(Problem::validation)?;
-        let fill_version = match self.cache.read(owner, &query).await {
-            CacheRead::Hit(page) => return Ok(raw_json(page)),
-            CacheRead::Miss { version } => Some(version),
-            CacheRead::Unavailable => None,
+        let (fill_version, result) = match self.cache.read(owner, &query).await {
+            CacheRead::Hit(page) => {
+                self.cache_requests.with_label_values(&["hit"]).inc();
+                return Ok(raw_json(page));
+            }
+            CacheRead::Miss { version } => (Some(version), "miss"),
+            CacheRead::Unavailable => (None, "error"),
         };
+        self.cache_requests.with_label_values(&[result]).inc();
         let page = self.store.list(owner, &query).await?;
         let body = Bytes::from(serde_json::to_vec(&PageView::from(&page)).map_err(|e| Problem::internal(&e))?);
         if let Some(version) = fill_version {

@@ -4,18 +4,23 @@
 //! background relay publishes to RabbitMQ (at least once, with confirms). Task lists are
 //! cached in Redis behind a per-user version that every write bumps, and the service keeps
 //! answering from MongoDB when Redis or RabbitMQ is down.
+//!
+//! Storage, cache and event publishing sit behind small traits ([`store::TaskStore`],
+//! [`cache::ListCache`], [`publisher::EventPublisher`]); [`Application::build`] always
+//! uses MongoDB, Redis and RabbitMQ, and [`Application::build_with`] takes [`Backends`]
+//! (the standalone mode's redb file, in-process cache and bus).
 #![forbid(unsafe_code)]
 
-mod cache;
+pub mod cache;
 pub mod config;
 pub mod domain;
 mod dto;
 mod events;
 mod handlers;
 pub mod outbox;
-mod publisher;
+pub mod publisher;
 mod routes;
-mod store;
+pub mod store;
 
 pub use config::Config;
 
@@ -29,38 +34,73 @@ use todo_common::server::{bind, serve, shutdown_on_signal, HttpApp};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::cache::ListCache;
+use crate::cache::{ListCache, MemoryListCache, RedisListCache};
 use crate::handlers::{Schemas, TasksApi};
 use crate::outbox::Relay;
-use crate::publisher::Publisher;
-use crate::store::MongoTaskStore;
+use crate::publisher::{AmqpPublisher, BusPublisher, EventPublisher};
+use crate::store::{EmbeddedTaskStore, MongoTaskStore, TaskStore};
 
 /// Between attempts to create the indexes while MongoDB is unreachable.
 const INDEX_RETRY: Duration = Duration::from_secs(2);
 /// How long the relay gets to stop after the HTTP server has drained.
 const RELAY_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What the service stores in, caches in and publishes to.
+pub struct Backends {
+    pub store: Arc<dyn TaskStore>,
+    pub cache: Arc<dyn ListCache>,
+    pub publisher: Arc<dyn EventPublisher>,
+}
+
+impl Backends {
+    /// The standalone mode's: `tasks.redb` in `data_dir`, an in-process cache, and `bus`.
+    pub fn embedded(data_dir: &std::path::Path, bus: todo_common::bus::EventBus) -> anyhow::Result<Self> {
+        Ok(Self {
+            store: Arc::new(EmbeddedTaskStore::open(&data_dir.join("tasks.redb"))?),
+            cache: Arc::new(MemoryListCache::new()),
+            publisher: Arc::new(BusPublisher::new(bus)),
+        })
+    }
+}
+
 /// The built service: bound, with backends connected lazily, not yet serving.
 pub struct Application {
     listener: TcpListener,
     local_addr: SocketAddr,
     http: Arc<HttpApp<TasksApi>>,
-    store: Arc<MongoTaskStore>,
+    store: Arc<dyn TaskStore>,
     relay: Arc<Relay>,
     shutdown_grace: Duration,
 }
 
 impl Application {
+    /// MongoDB, Redis and RabbitMQ from `config`; never anything else.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let registry = Registry::new();
         let db = todo_common::mongo::connect(&config.mongodb_uri, &config.mongodb_db, "svc-tasks").await?;
-        let store = Arc::new(MongoTaskStore::new(&db));
-        let cache = Arc::new(ListCache::new(&config.redis_url, &config.redis_key_prefix, &registry)?);
-        let publisher = Arc::new(Publisher::new(&config.amqp_url, &config.amqp_exchange));
-        let relay = Arc::new(Relay::new(store.outbox(), publisher.clone(), cache.clone(), &registry));
+        let backends = Backends {
+            store: Arc::new(MongoTaskStore::new(&db)),
+            cache: Arc::new(RedisListCache::new(&config.redis_url, &config.redis_key_prefix)?),
+            publisher: Arc::new(AmqpPublisher::new(&config.amqp_url, &config.amqp_exchange)),
+        };
+        Self::build_with(config, backends).await
+    }
+
+    /// Like [`Application::build`], on the given backends; `config`'s MongoDB, Redis and
+    /// AMQP settings are then unused.
+    pub async fn build_with(config: Config, backends: Backends) -> anyhow::Result<Self> {
+        let registry = Registry::new();
+        let Backends { store, cache, publisher } = backends;
+        let cache_requests = todo_common::metrics::counter_vec(
+            &registry,
+            "cache_requests_total",
+            "Task list cache lookups, by result: hit, miss or error (Redis failed, MongoDB answered).",
+            &["result"],
+        );
+        let relay = Arc::new(Relay::new(store.clone(), publisher.clone(), cache.clone(), &registry));
         let api = TasksApi {
             store: store.clone(),
             cache,
+            cache_requests,
             publisher,
             relay_wake: relay.waker(),
             schemas: Schemas::load()?,
@@ -104,9 +144,9 @@ impl Application {
 
 /// Creates the indexes once MongoDB is reachable, without holding up the start (the
 /// first write waits for them if this has not finished yet).
-async fn ensure_indexes(store: Arc<MongoTaskStore>, shutdown: CancellationToken) {
+async fn ensure_indexes(store: Arc<dyn TaskStore>, shutdown: CancellationToken) {
     loop {
-        match store.schema_ready().await {
+        match store.prepare().await {
             Ok(()) => return,
             Err(error) => tracing::warn!(%error, "indexes not created yet; retrying"),
         }

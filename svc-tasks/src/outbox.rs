@@ -7,14 +7,16 @@
 //! list-cache version (a durable retry of the bump the handler already tried); and only
 //! then deletes it. Delivery is at least once: an entry is published again only if its
 //! confirm or its deletion is lost.
+//!
+//! The relay works on the seams ([`TaskStore`]'s outbox calls, [`EventPublisher`],
+//! [`ListCache`]), so the standalone mode runs the same relay over redb and the
+//! in-process bus.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use mongodb::bson::oid::ObjectId;
-use mongodb::bson::{doc, DateTime as BsonDateTime};
-use mongodb::options::ReturnDocument;
-use mongodb::Collection;
+use mongodb::bson::DateTime as BsonDateTime;
 use prometheus::{IntCounter, IntGauge, Registry};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
@@ -23,13 +25,14 @@ use tokio_util::sync::CancellationToken;
 use crate::cache::ListCache;
 use crate::domain::{Timestamp, UserId};
 use crate::events::EventEnvelope;
-use crate::publisher::Publisher;
+use crate::publisher::EventPublisher;
+use crate::store::{StoreError, TaskStore};
 
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// Longer than any publish (connect 3 s + confirm 5 s) so a live lease is never taken over.
-const LEASE: Duration = Duration::from_secs(30);
+pub const LEASE: Duration = Duration::from_secs(30);
 /// An entry that failed waits this long before it is claimed again.
-const RETRY_DELAY: Duration = Duration::from_millis(500);
+pub const RETRY_DELAY: Duration = Duration::from_millis(500);
 /// Entries relayed per pass before the loop checks for shutdown again.
 const MAX_BATCH: usize = 256;
 /// On shutdown, how long the relay may spend publishing what the last requests wrote.
@@ -78,6 +81,15 @@ impl OutboxDocument {
         }
     }
 
+    pub(crate) fn entry(&self) -> OutboxEntry {
+        OutboxEntry {
+            id: OutboxId::Mongo(self.id),
+            envelope: self.envelope(),
+            needs_publish: self.needs_publish,
+            needs_invalidate: self.needs_invalidate,
+        }
+    }
+
     fn envelope(&self) -> EventEnvelope {
         EventEnvelope {
             event_id: self.event_id.clone(),
@@ -88,6 +100,24 @@ impl OutboxDocument {
             payload: self.payload.clone(),
         }
     }
+}
+
+/// Names one outbox entry in its store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxId {
+    Mongo(ObjectId),
+    Embedded(u64),
+}
+
+/// A claimed outbox entry: its event and what is still to be done for it.
+#[derive(Debug, Clone)]
+pub struct OutboxEntry {
+    pub id: OutboxId,
+    pub envelope: EventEnvelope,
+    /// Not yet confirmed by the broker.
+    pub needs_publish: bool,
+    /// The owner's list-cache version not yet bumped by the relay.
+    pub needs_invalidate: bool,
 }
 
 /// What one `process_one` did.
@@ -108,9 +138,9 @@ pub struct RelaySummary {
 }
 
 pub struct Relay {
-    outbox: Collection<OutboxDocument>,
-    publisher: Arc<Publisher>,
-    cache: Arc<ListCache>,
+    store: Arc<dyn TaskStore>,
+    publisher: Arc<dyn EventPublisher>,
+    cache: Arc<dyn ListCache>,
     wake: Arc<Notify>,
     /// Names this relay in its leases.
     owner: String,
@@ -121,14 +151,14 @@ pub struct Relay {
 
 impl Relay {
     pub(crate) fn new(
-        outbox: Collection<OutboxDocument>,
-        publisher: Arc<Publisher>,
-        cache: Arc<ListCache>,
+        store: Arc<dyn TaskStore>,
+        publisher: Arc<dyn EventPublisher>,
+        cache: Arc<dyn ListCache>,
         registry: &Registry,
     ) -> Self {
         use todo_common::metrics::{counter, gauge};
         Self {
-            outbox,
+            store,
             publisher,
             cache,
             wake: Arc::new(Notify::new()),
@@ -149,70 +179,46 @@ impl Relay {
     }
 
     /// Claims the oldest claimable entry and relays it.
-    pub async fn process_one(&self) -> Result<RelayOutcome, mongodb::error::Error> {
-        let now = BsonDateTime::now();
-        let lease_until = BsonDateTime::from_millis(now.timestamp_millis() + LEASE.as_millis() as i64);
-        let claimed = self
-            .outbox
-            .find_one_and_update(
-                doc! { "leaseUntil": { "$lte": now } },
-                doc! {
-                    "$set": { "leaseUntil": lease_until, "leaseOwner": &self.owner },
-                    "$inc": { "attempts": 1 },
-                },
-            )
-            .sort(doc! { "createdAt": 1 })
-            .return_document(ReturnDocument::After)
-            .await?;
-        let Some(entry) = claimed else {
+    pub async fn process_one(&self) -> Result<RelayOutcome, StoreError> {
+        let Some(entry) = self.store.claim_outbox(&self.owner, LEASE).await? else {
             return Ok(RelayOutcome::Empty);
         };
+        let event_id = &entry.envelope.event_id;
+        let user_id = &entry.envelope.user_id;
 
         let mut published = !entry.needs_publish;
         if entry.needs_publish {
-            match self.publisher.publish(&entry.envelope()).await {
+            match self.publisher.publish(&entry.envelope).await {
                 Ok(()) => {
                     self.published.inc();
                     published = true;
                 }
                 Err(error) => {
                     self.publish_failed.inc();
-                    tracing::debug!(%error, event_id = %entry.event_id, "event not published yet");
+                    tracing::debug!(%error, %event_id, "event not published yet");
                 }
             }
         }
         let invalidated = !entry.needs_invalidate
-            || match self.cache.invalidate(&UserId::from_verified_subject(&entry.user_id)).await {
+            || match self.cache.invalidate(&UserId::from_verified_subject(user_id)).await {
                 Ok(()) => true,
                 Err(error) => {
-                    tracing::debug!(%error, user_id = %entry.user_id, "list cache version not bumped yet");
+                    tracing::debug!(%error, %user_id, "list cache version not bumped yet");
                     false
                 }
             };
 
         if published && invalidated {
-            self.outbox.delete_one(doc! { "_id": entry.id }).await?;
+            self.store.remove_outbox(entry.id).await?;
             return Ok(RelayOutcome::Relayed);
         }
-        let retry_at =
-            BsonDateTime::from_millis(BsonDateTime::now().timestamp_millis() + RETRY_DELAY.as_millis() as i64);
-        self.outbox
-            .update_one(
-                doc! { "_id": entry.id },
-                doc! { "$set": {
-                    "needsPublish": !published,
-                    "needsInvalidate": !invalidated,
-                    "leaseUntil": retry_at,
-                    "leaseOwner": null,
-                } },
-            )
-            .await?;
+        self.store.defer_outbox(entry.id, !published, !invalidated, RETRY_DELAY).await?;
         Ok(RelayOutcome::Deferred { published })
     }
 
     /// Relays everything claimable now; stops early when the broker is down, since every
     /// other entry would fail the same way.
-    pub async fn relay_pending(&self) -> Result<RelaySummary, mongodb::error::Error> {
+    pub async fn relay_pending(&self) -> Result<RelaySummary, StoreError> {
         let mut summary = RelaySummary::default();
         for _ in 0..MAX_BATCH {
             match self.process_one().await? {
@@ -226,10 +232,15 @@ impl Relay {
                 }
             }
         }
-        if let Ok(backlog) = self.outbox.count_documents(doc! {}).await {
+        if let Ok(backlog) = self.store.outbox_len().await {
             self.backlog.set(i64::try_from(backlog).unwrap_or(i64::MAX));
         }
         Ok(summary)
+    }
+
+    /// Entries in the outbox not yet fully relayed.
+    pub async fn backlog_len(&self) -> Result<u64, StoreError> {
+        self.store.outbox_len().await
     }
 
     /// Relays until `shutdown`, then drains what the last requests wrote for a moment.

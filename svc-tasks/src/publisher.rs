@@ -1,4 +1,7 @@
-//! Publishing task events to RabbitMQ with publisher confirms.
+//! Publishing task events: the [`EventPublisher`] seam the outbox relay uses, RabbitMQ
+//! with publisher confirms ([`AmqpPublisher`], production) and the in-process bus
+//! ([`BusPublisher`], the standalone mode, whose "confirm" is the consumer having stored
+//! the notification).
 //!
 //! The connection is opened lazily and reopened after the broker goes away, with a
 //! backoff (0.5 s doubling to 10 s) so an outage costs no I/O per attempt. Every step has
@@ -8,10 +11,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex as StdMutex;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::publisher_confirm::Confirmation;
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use todo_common::bus::{BusMessage, EventBus};
 use todo_common::health::BackendState;
 use tokio::sync::Mutex;
 use tokio::time::{timeout, Instant};
@@ -37,6 +42,21 @@ pub enum PublishError {
     Timeout,
     #[error("amqp: {0}")]
     Amqp(#[from] lapin::Error),
+    #[error("event bus: {0}")]
+    Bus(#[from] todo_common::bus::BusError),
+}
+
+/// Where the outbox relay publishes; a publish returns once the event is safe.
+#[async_trait]
+pub trait EventPublisher: Send + Sync + 'static {
+    /// Publishes `event` and waits for its confirm.
+    async fn publish(&self, event: &EventEnvelope) -> Result<(), PublishError>;
+    /// Connects if needed, so readiness is honest while there is nothing to publish.
+    async fn ensure_connected(&self) -> Result<(), PublishError>;
+    /// The backend's name in `/readyz`.
+    fn backend_name(&self) -> &'static str;
+    fn state(&self) -> BackendState;
+    async fn close(&self);
 }
 
 struct Link {
@@ -50,7 +70,7 @@ struct LinkState {
     backoff: Duration,
 }
 
-pub struct Publisher {
+pub struct AmqpPublisher {
     url: String,
     exchange: String,
     state: Mutex<LinkState>,
@@ -59,7 +79,7 @@ pub struct Publisher {
     last_error: StdMutex<String>,
 }
 
-impl Publisher {
+impl AmqpPublisher {
     pub fn new(url: &str, exchange: &str) -> Self {
         Self {
             url: url.to_owned(),
@@ -71,7 +91,7 @@ impl Publisher {
     }
 
     /// Publishes `event` persistently and waits for the broker's confirm.
-    pub async fn publish(&self, event: &EventEnvelope) -> Result<(), PublishError> {
+    async fn publish_confirmed(&self, event: &EventEnvelope) -> Result<(), PublishError> {
         let mut state = self.state.lock().await;
         let channel = self.channel(&mut state).await?;
         let mut properties = BasicProperties::default()
@@ -108,30 +128,6 @@ impl Publisher {
                 Err(PublishError::Timeout)
             }
         }
-    }
-
-    /// Opens the connection if it is down and the backoff allows; keeps readiness honest
-    /// even while there is nothing to publish.
-    pub async fn ensure_connected(&self) -> Result<(), PublishError> {
-        let mut state = self.state.lock().await;
-        self.channel(&mut state).await.map(drop)
-    }
-
-    pub fn state(&self) -> BackendState {
-        if self.connected.load(Ordering::Relaxed) {
-            BackendState::Up
-        } else {
-            let detail = self.last_error.lock().map(|e| e.clone()).unwrap_or_default();
-            BackendState::Degraded { detail: format!("{detail}; events wait in the outbox") }
-        }
-    }
-
-    pub async fn close(&self) {
-        let mut state = self.state.lock().await;
-        if let Some(link) = state.link.take() {
-            let _ = timeout(CLOSE_TIMEOUT, link.connection.close(200, "shutting down")).await;
-        }
-        self.connected.store(false, Ordering::Relaxed);
     }
 
     async fn channel(&self, state: &mut LinkState) -> Result<Channel, PublishError> {
@@ -197,4 +193,85 @@ impl Publisher {
         }
         self.connected.store(false, Ordering::Relaxed);
     }
+}
+
+#[async_trait]
+impl EventPublisher for AmqpPublisher {
+    async fn publish(&self, event: &EventEnvelope) -> Result<(), PublishError> {
+        self.publish_confirmed(event).await
+    }
+
+    /// Opens the connection if it is down and the backoff allows.
+    async fn ensure_connected(&self) -> Result<(), PublishError> {
+        let mut state = self.state.lock().await;
+        self.channel(&mut state).await.map(drop)
+    }
+
+    fn backend_name(&self) -> &'static str {
+        "rabbitmq"
+    }
+
+    fn state(&self) -> BackendState {
+        if self.connected.load(Ordering::Relaxed) {
+            BackendState::Up
+        } else {
+            let detail = self.last_error.lock().map(|e| e.clone()).unwrap_or_default();
+            BackendState::Degraded { detail: format!("{detail}; events wait in the outbox") }
+        }
+    }
+
+    async fn close(&self) {
+        let mut state = self.state.lock().await;
+        if let Some(link) = state.link.take() {
+            let _ = timeout(CLOSE_TIMEOUT, link.connection.close(200, "shutting down")).await;
+        }
+        self.connected.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Publishes to the in-process bus; a publish resolves once svc-notify has stored (or
+/// deduplicated) the event, so the relay removes the outbox entry only after delivery.
+pub struct BusPublisher {
+    bus: EventBus,
+}
+
+impl BusPublisher {
+    pub fn new(bus: EventBus) -> Self {
+        Self { bus }
+    }
+}
+
+#[async_trait]
+impl EventPublisher for BusPublisher {
+    async fn publish(&self, event: &EventEnvelope) -> Result<(), PublishError> {
+        let message = BusMessage {
+            event_id: event.event_id.clone(),
+            routing_key: event.routing_key.clone(),
+            correlation_id: event.correlation_id.clone(),
+            payload: event.payload.clone(),
+        };
+        Ok(self.bus.publish(message).await?)
+    }
+
+    async fn ensure_connected(&self) -> Result<(), PublishError> {
+        if self.bus.is_attached() {
+            Ok(())
+        } else {
+            Err(todo_common::bus::BusError::Closed.into())
+        }
+    }
+
+    fn backend_name(&self) -> &'static str {
+        "event-bus"
+    }
+
+    fn state(&self) -> BackendState {
+        if self.bus.is_attached() {
+            BackendState::Up
+        } else {
+            BackendState::Degraded { detail: "no consumer on the event bus; events wait in the outbox".into() }
+        }
+    }
+
+    async fn close(&self) {}
 }

@@ -1,5 +1,9 @@
-//! Task storage in MongoDB. Every write changes the task and records its event in the
-//! outbox inside one transaction, so an event exists exactly when its change does.
+//! Task storage: the [`TaskStore`] seam, its MongoDB implementation and an embedded one
+//! ([`EmbeddedTaskStore`], redb, for the standalone mode). Every write changes the task
+//! and records its event in the outbox inside one transaction, so an event exists
+//! exactly when its change does.
+
+mod embedded;
 
 use std::time::Duration;
 
@@ -20,7 +24,9 @@ use crate::domain::{
     UserId,
 };
 use crate::events::{EventEnvelope, EventKind};
-use crate::outbox::OutboxDocument;
+use crate::outbox::{OutboxDocument, OutboxEntry, OutboxId};
+
+pub use embedded::EmbeddedTaskStore;
 
 pub const TASKS: &str = "tasks";
 pub const OUTBOX: &str = "outbox";
@@ -37,6 +43,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("an event could not be encoded: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("embedded store: {0}")]
+    Embedded(String),
 }
 
 impl From<StoreError> for Problem {
@@ -77,6 +85,26 @@ pub trait TaskStore: Send + Sync + 'static {
         request_id: &str,
     ) -> Result<Option<Applied>, StoreError>;
     async fn delete(&self, owner: &UserId, id: TaskId, request_id: &str) -> Result<Option<Applied>, StoreError>;
+
+    /// Claims the oldest claimable outbox entry for `lease`, naming `lease_owner`.
+    async fn claim_outbox(&self, lease_owner: &str, lease: Duration) -> Result<Option<OutboxEntry>, StoreError>;
+    /// Removes a fully relayed entry.
+    async fn remove_outbox(&self, id: OutboxId) -> Result<(), StoreError>;
+    /// Releases an entry with what is still to be done, claimable again after `retry_in`.
+    async fn defer_outbox(
+        &self,
+        id: OutboxId,
+        needs_publish: bool,
+        needs_invalidate: bool,
+        retry_in: Duration,
+    ) -> Result<(), StoreError>;
+    /// Entries in the outbox.
+    async fn outbox_len(&self) -> Result<u64, StoreError>;
+
+    /// Prepares the schema (collections, indexes); retried by the caller until it works.
+    async fn prepare(&self) -> Result<(), StoreError>;
+    /// The backend's name in `/readyz`.
+    fn backend_name(&self) -> &'static str;
     async fn ping(&self) -> BackendState;
 }
 
@@ -170,10 +198,6 @@ impl MongoTaskStore {
     /// call tries again.
     pub async fn schema_ready(&self) -> Result<(), mongodb::error::Error> {
         self.schema.get_or_try_init(|| self.ensure_indexes()).await.map(drop)
-    }
-
-    pub fn outbox(&self) -> Collection<OutboxDocument> {
-        self.outbox.clone()
     }
 
     /// The indexes the list query and the outbox relay rely on; idempotent.
@@ -410,7 +434,71 @@ impl TaskStore for MongoTaskStore {
         self.transact(owner, Write::Delete(id), request_id).await
     }
 
+    async fn claim_outbox(&self, lease_owner: &str, lease: Duration) -> Result<Option<OutboxEntry>, StoreError> {
+        let now = BsonDateTime::now();
+        let lease_until = BsonDateTime::from_millis(now.timestamp_millis() + lease.as_millis() as i64);
+        let claimed = self
+            .outbox
+            .find_one_and_update(
+                doc! { "leaseUntil": { "$lte": now } },
+                doc! {
+                    "$set": { "leaseUntil": lease_until, "leaseOwner": lease_owner },
+                    "$inc": { "attempts": 1 },
+                },
+            )
+            .sort(doc! { "createdAt": 1 })
+            .return_document(ReturnDocument::After)
+            .await?;
+        Ok(claimed.map(|entry| entry.entry()))
+    }
+
+    async fn remove_outbox(&self, id: OutboxId) -> Result<(), StoreError> {
+        self.outbox.delete_one(doc! { "_id": mongo_outbox_id(id)? }).await?;
+        Ok(())
+    }
+
+    async fn defer_outbox(
+        &self,
+        id: OutboxId,
+        needs_publish: bool,
+        needs_invalidate: bool,
+        retry_in: Duration,
+    ) -> Result<(), StoreError> {
+        let retry_at = BsonDateTime::from_millis(BsonDateTime::now().timestamp_millis() + retry_in.as_millis() as i64);
+        self.outbox
+            .update_one(
+                doc! { "_id": mongo_outbox_id(id)? },
+                doc! { "$set": {
+                    "needsPublish": needs_publish,
+                    "needsInvalidate": needs_invalidate,
+                    "leaseUntil": retry_at,
+                    "leaseOwner": null,
+                } },
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn outbox_len(&self) -> Result<u64, StoreError> {
+        Ok(self.outbox.count_documents(doc! {}).await?)
+    }
+
+    async fn prepare(&self) -> Result<(), StoreError> {
+        Ok(self.schema_ready().await?)
+    }
+
+    fn backend_name(&self) -> &'static str {
+        "mongodb"
+    }
+
     async fn ping(&self) -> BackendState {
         todo_common::mongo::ping(&self.db).await
+    }
+}
+
+fn mongo_outbox_id(id: OutboxId) -> Result<ObjectId, StoreError> {
+    match id {
+        OutboxId::Mongo(id) => Ok(id),
+        OutboxId::Embedded(_) => Err(StoreError::Corrupt("an embedded outbox id given to MongoDB".into())),
     }
 }

@@ -57,6 +57,7 @@ impl From<StoreError> for Problem {
         match error {
             StoreError::EmailTaken => Problem::conflict("this e-mail address is already registered"),
             StoreError::Database(e) => e.into(),
+            StoreError::Embedded(detail) => Problem::internal(&detail),
         }
     }
 }

@@ -10,7 +10,7 @@ mod handlers;
 mod password;
 mod routes;
 pub mod seed;
-mod store;
+pub mod store;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,8 +42,7 @@ struct UsersMetrics {
 }
 
 pub struct UsersApi {
-    store: Box<dyn UserStore>,
-    db: mongodb::Database,
+    store: Arc<dyn UserStore>,
     hasher: PasswordHasher,
     issuer: TokenIssuer,
     schemas: Schemas,
@@ -68,7 +67,7 @@ impl Api for UsersApi {
     }
 
     async fn readiness(&self) -> Vec<BackendReport> {
-        vec![BackendReport { name: "mongodb", critical: true, state: todo_common::mongo::ping(&self.db).await }]
+        vec![BackendReport { name: self.store.backend_name(), critical: true, state: self.store.ping().await }]
     }
 }
 
@@ -83,12 +82,17 @@ impl Application {
     /// Binds the listener and prepares the backends; MongoDB is reached lazily, so the
     /// service starts (unready) even while the database is still coming up.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let (listener, local_addr) = server::bind(&config.listen_addr).await?;
         let db = todo_common::mongo::connect(&config.mongodb_uri, &config.mongodb_db, "svc-users").await?;
+        Self::build_with(config, Arc::new(MongoUserStore::new(&db))).await
+    }
+
+    /// Like [`Application::build`], on the given store (the standalone mode's embedded
+    /// one, or a test's); `config`'s MongoDB settings are then unused.
+    pub async fn build_with(config: Config, store: Arc<dyn UserStore>) -> anyhow::Result<Self> {
+        let (listener, local_addr) = server::bind(&config.listen_addr).await?;
         let registry = Registry::new();
         let api = UsersApi {
-            store: Box::new(MongoUserStore::new(&db)),
-            db,
+            store,
             hasher: PasswordHasher::new(config.bcrypt_cost).await?,
             issuer: TokenIssuer::new(&config.jwt, config.token_ttl),
             schemas: Schemas {

@@ -12,8 +12,12 @@ pub const DEMO_USERS: &[(&str, &str, &str)] =
 /// Creates the demo users that do not exist yet; returns how many were created.
 pub async fn seed(config: &Config) -> anyhow::Result<usize> {
     let db = todo_common::mongo::connect(&config.mongodb_uri, &config.mongodb_db, "svc-users-seed").await?;
-    let store = MongoUserStore::new(&db);
-    let hasher = PasswordHasher::new(config.bcrypt_cost).await?;
+    seed_store(&MongoUserStore::new(&db), config.bcrypt_cost).await
+}
+
+/// Creates the demo users missing from `store`, hashing with `bcrypt_cost`.
+pub async fn seed_store(store: &dyn UserStore, bcrypt_cost: u32) -> anyhow::Result<usize> {
+    let hasher = PasswordHasher::new(bcrypt_cost).await?;
     let mut created = 0;
     for (email, password, name) in DEMO_USERS {
         let email = Email::parse(email).map_err(|e| anyhow::anyhow!(e.message))?;
@@ -24,6 +28,7 @@ pub async fn seed(config: &Config) -> anyhow::Result<usize> {
             Ok(_) => created += 1,
             Err(StoreError::EmailTaken) => {}
             Err(StoreError::Database(e)) => return Err(e.into()),
+            Err(StoreError::Embedded(e)) => anyhow::bail!("embedded store: {e}"),
         }
     }
     Ok(created)

@@ -1,4 +1,9 @@
-//! Where users live: a small trait, and its MongoDB implementation.
+//! Where users live: a small trait, its MongoDB implementation and an embedded one
+//! ([`EmbeddedUserStore`], on redb) for the standalone mode.
+
+mod embedded;
+
+pub use embedded::EmbeddedUserStore;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -6,6 +11,7 @@ use mongodb::bson::{doc, oid::ObjectId};
 use mongodb::options::IndexOptions;
 use mongodb::{Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
+use todo_common::health::BackendState;
 use tokio::sync::OnceCell;
 
 use crate::domain::{DisplayName, Email};
@@ -34,6 +40,8 @@ pub enum StoreError {
     EmailTaken,
     #[error(transparent)]
     Database(#[from] mongodb::error::Error),
+    #[error("embedded store: {0}")]
+    Embedded(String),
 }
 
 #[async_trait]
@@ -41,16 +49,20 @@ pub trait UserStore: Send + Sync {
     async fn insert(&self, user: NewUser) -> Result<UserRecord, StoreError>;
     async fn find_by_email(&self, email: &Email) -> Result<Option<UserRecord>, StoreError>;
     async fn find_by_id(&self, id: ObjectId) -> Result<Option<UserRecord>, StoreError>;
+    /// The backend's name in `/readyz`.
+    fn backend_name(&self) -> &'static str;
+    async fn ping(&self) -> BackendState;
 }
 
 pub struct MongoUserStore {
+    db: Database,
     users: Collection<UserRecord>,
     indexes: OnceCell<()>,
 }
 
 impl MongoUserStore {
     pub fn new(db: &Database) -> Self {
-        Self { users: db.collection("users"), indexes: OnceCell::new() }
+        Self { db: db.clone(), users: db.collection("users"), indexes: OnceCell::new() }
     }
 
     /// The unique e-mail index must exist before the first insert; creating it is
@@ -91,5 +103,13 @@ impl UserStore for MongoUserStore {
 
     async fn find_by_id(&self, id: ObjectId) -> Result<Option<UserRecord>, StoreError> {
         Ok(self.users.find_one(doc! { "_id": id }).await?)
+    }
+
+    fn backend_name(&self) -> &'static str {
+        "mongodb"
+    }
+
+    async fn ping(&self) -> BackendState {
+        todo_common::mongo::ping(&self.db).await
     }
 }

@@ -9,6 +9,7 @@
 //! prefetched, unacknowledged message goes back to the queue.
 
 mod backoff;
+mod bus;
 mod processor;
 mod topology;
 
@@ -27,6 +28,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use backoff::Backoff;
+pub use bus::BusConsumer;
 pub use processor::{Outcome, Processor, RetryPolicy};
 pub use topology::{BINDING_KEY, PREFETCH};
 

@@ -131,6 +131,9 @@ mod tests {
         async fn mark_read(&self, _: &UserId, _: NotificationId) -> Result<Option<Notification>, StoreError> {
             unimplemented!("not used by the processor")
         }
+        fn backend_name(&self) -> &'static str {
+            "fake"
+        }
         async fn health(&self) -> BackendState {
             BackendState::Up
         }

@@ -184,6 +184,10 @@ impl NotificationStore for MongoNotificationStore {
         updated.map(NotificationDocument::into_domain).transpose()
     }
 
+    fn backend_name(&self) -> &'static str {
+        "mongodb"
+    }
+
     async fn health(&self) -> BackendState {
         todo_common::mongo::ping(&self.db).await
     }

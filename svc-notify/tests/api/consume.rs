@@ -4,7 +4,7 @@ use lapin::BasicProperties;
 use serde_json::{json, Value};
 use todo_test_support::{eventually, unique_name};
 
-use crate::helpers::{spawn_app, TestEvent, PATIENCE};
+use crate::helpers::{embedded, spawn_app, TestEvent, PATIENCE};
 
 #[tokio::test]
 async fn an_event_becomes_a_notification_for_its_owner_only() {
@@ -88,15 +88,19 @@ async fn poison_goes_to_the_dead_letter_queue_and_the_next_message_is_processed(
     assert_eq!(items.len(), 1);
     assert_eq!(items[0]["message"], "Task \"Still works\" was completed");
 
+    assert_eq!(app.metric(r#"events_dead_lettered_total{reason="not_json"}"#).await, Some(1.0));
+    assert_eq!(app.metric(r#"events_dead_lettered_total{reason="unknown_type"}"#).await, Some(1.0));
+    assert_eq!(app.metric(r#"events_dead_lettered_total{reason="bad_shape"}"#).await, Some(1.0));
+    if embedded() {
+        eprintln!("dead-letter queue checks skipped under TEST_BACKEND=embedded: the in-process bus has none");
+        return;
+    }
     let dlq = app.dead_letter_queue();
     let mut dead = Vec::new();
     for n in 1..=3 {
         dead.push(eventually(&format!("dead letter {n}"), PATIENCE, || app.take_message(&dlq)).await);
     }
     assert_eq!(dead, vec![not_json, unknown_type, without_title], "dead-lettered unchanged, in order");
-    assert_eq!(app.metric(r#"events_dead_lettered_total{reason="not_json"}"#).await, Some(1.0));
-    assert_eq!(app.metric(r#"events_dead_lettered_total{reason="unknown_type"}"#).await, Some(1.0));
-    assert_eq!(app.metric(r#"events_dead_lettered_total{reason="bad_shape"}"#).await, Some(1.0));
     assert_eq!(app.queue_depth(&app.queue).await, 0, "nothing is left looping in the queue");
 }
 
@@ -106,6 +110,19 @@ async fn after_shutdown_events_wait_in_the_queue() {
     let owner = unique_name("user");
 
     app.stop().await;
+    if let Some(embedded) = &app.embedded {
+        // In-process, "waiting in the queue" is the publisher keeping the event: the
+        // publish fails, so svc-tasks leaves it in its outbox.
+        let event = TestEvent::new("task.created", &owner, "Later");
+        let message = todo_common::bus::BusMessage {
+            event_id: event.id.clone(),
+            routing_key: event.kind.clone(),
+            correlation_id: None,
+            payload: String::from_utf8(event.body()).unwrap(),
+        };
+        assert!(embedded.bus.publish(message).await.is_err(), "a stopped consumer settles nothing");
+        return;
+    }
     app.publish(&TestEvent::new("task.created", &owner, "Later")).await;
 
     eventually("the event to wait in the queue", PATIENCE, || async {

@@ -2,19 +2,25 @@
 
 use todo_test_support::{eventually, token_for, unique_name, Backends};
 
-use crate::helpers::{closed_port, spawn_app, spawn_app_with, OutageProxy, TestEvent, PATIENCE};
+use crate::helpers::{
+    backend_names, closed_port, skip_when_embedded, spawn_app, spawn_app_with, OutageProxy, TestEvent, PATIENCE,
+};
 
 #[tokio::test]
 async fn ready_when_both_backends_are_up() {
     let app = spawn_app().await;
     let (status, body) = app.readyz().await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["backends"]["mongodb"]["status"], "up");
-    assert_eq!(body["backends"]["rabbitmq"]["status"], "up");
+    let (store, events) = backend_names();
+    assert_eq!(body["backends"][store]["status"], "up");
+    assert_eq!(body["backends"][events]["status"], "up");
 }
 
 #[tokio::test]
 async fn unreachable_mongodb_makes_the_service_unready() {
+    if skip_when_embedded("about a MongoDB outage") {
+        return;
+    }
     let uri = format!("mongodb://127.0.0.1:{}/?serverSelectionTimeoutMS=500", closed_port());
     let app = spawn_app_with(&[("MONGODB_URI", &uri)]).await;
 
@@ -28,6 +34,9 @@ async fn unreachable_mongodb_makes_the_service_unready() {
 
 #[tokio::test]
 async fn unreachable_broker_only_degrades() {
+    if skip_when_embedded("about a RabbitMQ outage") {
+        return;
+    }
     let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", closed_port());
     let app = spawn_app_with(&[("AMQP_URL", &url)]).await;
 
@@ -40,6 +49,9 @@ async fn unreachable_broker_only_degrades() {
 
 #[tokio::test]
 async fn a_database_outage_delays_events_but_never_loses_or_dead_letters_them() {
+    if skip_when_embedded("about a MongoDB outage and the RabbitMQ dead-letter queue") {
+        return;
+    }
     let mongodb = Backends::from_env().mongodb_uri;
     let target = mongodb.trim_start_matches("mongodb://").split(['/', '?']).next().unwrap().to_owned();
     let proxy = OutageProxy::start(&target).await;

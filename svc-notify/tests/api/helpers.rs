@@ -1,7 +1,11 @@
 //! Starts the real application in-process on port 0 with its own MongoDB database,
 //! exchange and queue, publishes events the way svc-tasks does, and removes what the
-//! test created when the [`TestApp`] is dropped.
+//! test created when the [`TestApp`] is dropped. With `TEST_BACKEND=embedded` the app
+//! runs on a redb file in a temporary directory and consumes from the in-process bus,
+//! which `publish` then feeds.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -12,7 +16,9 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde_json::{json, Value};
-use svc_notify::{Application, Config};
+use svc_notify::store::EmbeddedNotificationStore;
+use svc_notify::{Application, Config, EventSource};
+use todo_common::bus::{BusMessage, EventBus};
 use todo_test_support::{eventually, http_client, test_env, token_for, unique_name, Backends};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
@@ -78,7 +84,53 @@ impl TestEvent {
     }
 }
 
+/// True when the suite runs against the embedded backends (`TEST_BACKEND=embedded`).
+pub fn embedded() -> bool {
+    std::env::var("TEST_BACKEND").is_ok_and(|backend| backend == "embedded")
+}
+
+/// Says why a test does not apply to the embedded backends; true when it should stop.
+pub fn skip_when_embedded(why: &str) -> bool {
+    if embedded() {
+        eprintln!("skipped under TEST_BACKEND=embedded: {why}");
+    }
+    embedded()
+}
+
+/// The names `/readyz` gives the store and the event source.
+pub fn backend_names() -> (&'static str, &'static str) {
+    if embedded() {
+        ("redb", "event-bus")
+    } else {
+        ("mongodb", "rabbitmq")
+    }
+}
+
+/// A temporary data directory, removed when the test ends.
+pub struct DataDir(pub PathBuf);
+
+impl DataDir {
+    pub fn new() -> Self {
+        let path = std::env::temp_dir().join(unique_name("svc-notify-test"));
+        std::fs::create_dir_all(&path).expect("temp data dir");
+        Self(path)
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The embedded backends of an app under `TEST_BACKEND=embedded`.
+pub struct Embedded {
+    pub bus: EventBus,
+    _data: DataDir,
+}
+
 pub struct TestApp {
+    pub embedded: Option<Embedded>,
     pub address: String,
     pub client: reqwest::Client,
     pub exchange: String,
@@ -114,11 +166,21 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     ];
     settings.extend_from_slice(overrides);
     let config = Config::from_env(&test_env(&settings)).expect("test configuration is valid");
-    let application = Application::build(config).await.expect("app builds");
+    let (application, embedded) = if embedded() {
+        let data = DataDir::new();
+        let store = EmbeddedNotificationStore::open(&data.0.join("notify.redb")).expect("embedded store opens");
+        let (bus, receiver) = todo_common::bus::channel(todo_common::bus::DEFAULT_CAPACITY);
+        let application =
+            Application::build_with(config, Arc::new(store), EventSource::Bus(receiver)).await.expect("app builds");
+        (application, Some(Embedded { bus, _data: data }))
+    } else {
+        (Application::build(config).await.expect("app builds"), None)
+    };
     let address = format!("http://{}", application.local_addr());
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(application.run_until_stopped(shutdown.clone()));
     TestApp {
+        embedded,
         address,
         client: http_client(),
         exchange,
@@ -275,7 +337,7 @@ impl TestApp {
     pub async fn wait_until_consuming(&self) {
         eventually("the consumer to be up", PATIENCE, || async {
             let (_, body) = self.readyz().await;
-            (body["backends"]["rabbitmq"]["status"] == "up").then_some(())
+            (body["backends"][backend_names().1]["status"] == "up").then_some(())
         })
         .await
     }
@@ -312,7 +374,21 @@ impl TestApp {
     }
 
     /// Publishes anything to the app's exchange and waits for the broker's confirm.
+    /// On the embedded backends: hands it to the bus and waits until the app settled it.
     pub async fn publish_raw(&self, routing_key: &str, body: &[u8], properties: BasicProperties) {
+        if let Some(embedded) = &self.embedded {
+            let message = BusMessage {
+                event_id: properties
+                    .message_id()
+                    .as_ref()
+                    .map_or_else(|| uuid::Uuid::new_v4().to_string(), |id| id.as_str().to_owned()),
+                routing_key: routing_key.to_owned(),
+                correlation_id: properties.correlation_id().as_ref().map(|id| id.as_str().to_owned()),
+                payload: String::from_utf8_lossy(body).into_owned(),
+            };
+            embedded.bus.publish(message).await.expect("the app settles the message");
+            return;
+        }
         let channel = self.publisher().await;
         let confirm = channel
             .basic_publish(&self.exchange, routing_key, BasicPublishOptions::default(), body, properties)
@@ -346,6 +422,9 @@ impl Drop for TestApp {
     /// so nothing redeclares what is being deleted.
     fn drop(&mut self) {
         self.shutdown.cancel();
+        if self.embedded.is_some() {
+            return;
+        }
         let amqp_url = self.backends.amqp_url.clone();
         let mongodb_uri = self.backends.mongodb_uri.clone();
         let (exchange, queue, database) = (self.exchange.clone(), self.queue.clone(), self.database.clone());

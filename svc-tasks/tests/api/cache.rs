@@ -7,7 +7,8 @@ use serde_json::{json, Value};
 use todo_test_support::{eventually, Backends};
 
 use crate::helpers::{
-    closed_port, ids, outbox_drained, spawn_app, spawn_app_with, CuttableProxy, TestApp, User, PATIENCE,
+    closed_port, ids, outbox_drained, skip_when_embedded, spawn_app, spawn_app_with, CuttableProxy, TestApp, User,
+    PATIENCE,
 };
 
 const HIT: &str = r#"cache_requests_total{result="hit"}"#;
@@ -98,6 +99,9 @@ async fn reads_racing_writes_never_leave_a_stale_list() {
 
 #[tokio::test]
 async fn without_redis_the_service_answers_from_mongodb() {
+    if skip_when_embedded("about a Redis outage") {
+        return;
+    }
     let port = closed_port().await;
     let app = spawn_app_with(&[("REDIS_URL", &format!("redis://127.0.0.1:{port}"))]).await;
     let user = User::new();
@@ -119,6 +123,9 @@ async fn without_redis_the_service_answers_from_mongodb() {
 
 #[tokio::test]
 async fn a_write_made_while_redis_was_unreachable_invalidates_once_it_is_back() {
+    if skip_when_embedded("about a Redis outage") {
+        return;
+    }
     let redis: SocketAddr = Backends::from_env()
         .redis_url
         .trim_start_matches("redis://")
@@ -148,5 +155,5 @@ async fn a_write_made_while_redis_was_unreachable_invalidates_once_it_is_back() 
         (ids(&page) == [during.clone(), before.clone()] && app.metric(HIT).await > 1.0).then_some(())
     })
     .await;
-    outbox_drained(&app).await;
+    crate::helpers::outbox_drained(&app).await;
 }

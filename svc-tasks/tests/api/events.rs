@@ -29,9 +29,11 @@ fn assert_event(event: &ReceivedEvent, kind: &str, user: &User, task_id: &str, r
     let id = body["id"].as_str().unwrap();
     assert!(uuid::Uuid::parse_str(id).is_ok(), "event id is a uuid: {id}");
 
-    let properties = &event.properties;
-    assert_eq!(properties.message_id().as_ref().map(|s| s.as_str()), Some(id));
-    assert_eq!(properties.correlation_id().as_ref().map(|s| s.as_str()), Some(request_id));
+    assert_eq!(event.message_id.as_deref(), Some(id));
+    assert_eq!(event.correlation_id.as_deref(), Some(request_id));
+    let Some(properties) = &event.properties else {
+        return; // the in-process bus carries no AMQP properties
+    };
     assert_eq!(properties.content_type().as_ref().map(|s| s.as_str()), Some("application/json"));
     assert_eq!(*properties.delivery_mode(), Some(2), "persistent");
     assert_eq!(properties.kind().as_ref().map(|s| s.as_str()), Some(kind));
@@ -76,7 +78,11 @@ async fn every_write_publishes_its_event_with_the_request_id() {
 
     outbox_drained(&app).await;
     assert!(app.metric("events_published_total").await >= 5.0);
-    assert_eq!(app.metric("outbox_backlog").await, 0.0);
+    // The relay sets the gauge after its pass, a moment after the last entry is gone.
+    todo_test_support::eventually("the backlog gauge to reach 0", crate::helpers::PATIENCE, || async {
+        (app.metric("outbox_backlog").await == 0.0).then_some(())
+    })
+    .await;
     queue.delete().await;
 }
 

@@ -1,7 +1,10 @@
 //! Starts the real svc-tasks in-process on a free port, with its own MongoDB database,
-//! Redis key prefix and RabbitMQ exchange, and drives it over HTTP.
+//! Redis key prefix and RabbitMQ exchange, and drives it over HTTP. With
+//! `TEST_BACKEND=embedded` it runs on a redb file in a temporary directory, the in-process
+//! cache and an in-process bus whose messages the test reads as it would a queue.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,25 +12,66 @@ use futures::StreamExt;
 use lapin::options::{BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, ExchangeKind};
-use mongodb::bson::doc;
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::Value;
 use svc_tasks::outbox::Relay;
-use svc_tasks::{Application, Config};
+use svc_tasks::{Application, Backends as AppBackends, Config};
+use todo_common::bus::{BusMessage, Settlement};
 use todo_common::config::EnvSource;
 use todo_test_support::{amqp_channel, eventually, http_client, test_env, token_for, unique_name, Backends};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch, Mutex};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 pub const PATIENCE: Duration = Duration::from_secs(15);
 
+/// True when the suite runs against the embedded backends (`TEST_BACKEND=embedded`).
+pub fn embedded() -> bool {
+    std::env::var("TEST_BACKEND").is_ok_and(|backend| backend == "embedded")
+}
+
+/// Says why a test does not apply to the embedded backends; true when it should stop.
+pub fn skip_when_embedded(why: &str) -> bool {
+    if embedded() {
+        eprintln!("skipped under TEST_BACKEND=embedded: {why}");
+    }
+    embedded()
+}
+
+/// The names `/readyz` gives the store, the cache and the publisher.
+pub fn backend_names() -> [&'static str; 3] {
+    if embedded() {
+        ["redb", "memory-cache", "event-bus"]
+    } else {
+        ["mongodb", "redis", "rabbitmq"]
+    }
+}
+
+/// A temporary data directory, removed when the test ends.
+pub struct DataDir(pub PathBuf);
+
+impl DataDir {
+    pub fn new() -> Self {
+        let path = std::env::temp_dir().join(unique_name("svc-tasks-test"));
+        std::fs::create_dir_all(&path).expect("temp data dir");
+        Self(path)
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 pub struct TestApp {
     pub addr: SocketAddr,
     pub config: Config,
-    pub db: mongodb::Database,
     pub relay: Arc<Relay>,
+    /// Under `TEST_BACKEND=embedded`: every message the bus delivered, until a test takes it.
+    bus_messages: Mutex<Option<mpsc::Receiver<BusMessage>>>,
+    _data: Option<DataDir>,
     pub stopped: tokio::task::JoinHandle<()>,
     pub stop: CancellationToken,
     client: reqwest::Client,
@@ -71,8 +115,23 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
         env.insert(k.to_string(), v.to_string());
     }
     let config = Config::from_env(&env as &dyn EnvSource).expect("test config is valid");
-    let db = todo_common::mongo::connect(&backends.mongodb_uri, &db_name, "svc-tasks-tests").await.expect("mongo");
-    let app = Application::build(config.clone()).await.expect("app builds");
+    let (app, bus_messages, data) = if embedded() {
+        let data = DataDir::new();
+        let (bus, mut receiver) = todo_common::bus::channel(todo_common::bus::DEFAULT_CAPACITY);
+        let (forward, messages) = mpsc::channel(4096);
+        // Stands in for svc-notify: accepts every message once it has recorded it.
+        tokio::spawn(async move {
+            while let Some(delivery) = receiver.recv().await {
+                let _ = forward.try_send(delivery.message.clone());
+                delivery.settle(Settlement::Accepted);
+            }
+        });
+        let backends = AppBackends::embedded(&data.0, bus).expect("embedded backends open");
+        let app = Application::build_with(config.clone(), backends).await.expect("app builds");
+        (app, Some(messages), Some(data))
+    } else {
+        (Application::build(config.clone()).await.expect("app builds"), None, None)
+    };
     let addr = app.local_addr();
     let relay = app.relay();
     let stop = CancellationToken::new();
@@ -80,8 +139,9 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     TestApp {
         addr,
         config,
-        db,
         relay,
+        bus_messages: Mutex::new(bus_messages),
+        _data: data,
         stopped,
         stop: stop.clone(),
         client: http_client(),
@@ -161,11 +221,15 @@ impl TestApp {
     }
 
     pub async fn outbox_len(&self) -> u64 {
-        self.db.collection::<mongodb::bson::Document>("outbox").count_documents(doc! {}).await.expect("outbox count")
+        self.relay.backlog_len().await.expect("outbox count")
     }
 
-    /// Binds a fresh queue to the app's exchange, receiving every task event from now on.
+    /// Binds a fresh queue to the app's exchange, receiving every task event from now on;
+    /// on the embedded backends, the bus's messages (once per app).
     pub async fn event_queue(&self) -> EventQueue {
+        if let Some(messages) = self.bus_messages.lock().await.take() {
+            return EventQueue { name: "in-process bus".into(), source: Source::Bus(messages) };
+        }
         EventQueue::bind(&Backends::from_env().amqp_url, &self.config.amqp_exchange, true).await
     }
 }
@@ -194,11 +258,14 @@ pub fn error_fields(problem: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// One event as received from the broker.
+/// One event as received from the broker (or the in-process bus).
 #[derive(Debug, Clone)]
 pub struct ReceivedEvent {
     pub routing_key: String,
-    pub properties: BasicProperties,
+    pub message_id: Option<String>,
+    pub correlation_id: Option<String>,
+    /// The AMQP properties; the bus has none beyond the two above.
+    pub properties: Option<BasicProperties>,
     pub body: Value,
 }
 
@@ -214,8 +281,12 @@ impl ReceivedEvent {
 /// A queue bound to an exchange with `task.*`, consumed without acks.
 pub struct EventQueue {
     pub name: String,
-    channel: lapin::Channel,
-    consumer: lapin::Consumer,
+    source: Source,
+}
+
+enum Source {
+    Amqp { channel: lapin::Channel, consumer: Box<lapin::Consumer> },
+    Bus(mpsc::Receiver<BusMessage>),
 }
 
 impl EventQueue {
@@ -247,7 +318,7 @@ impl EventQueue {
             )
             .await
             .expect("consuming");
-        Self { name, channel, consumer }
+        Self { name, source: Source::Amqp { channel, consumer: Box::new(consumer) } }
     }
 
     /// Re-attaches to an existing durable queue (after a broker restart).
@@ -263,17 +334,34 @@ impl EventQueue {
             )
             .await
             .expect("consuming");
-        Self { name: name.to_owned(), channel, consumer }
+        Self { name: name.to_owned(), source: Source::Amqp { channel, consumer: Box::new(consumer) } }
     }
 
     /// The next event, or `None` after `patience`.
     pub async fn next(&mut self, patience: Duration) -> Option<ReceivedEvent> {
-        let delivery = tokio::time::timeout(patience, self.consumer.next()).await.ok()??.ok()?;
-        Some(ReceivedEvent {
-            routing_key: delivery.routing_key.to_string(),
-            properties: delivery.properties.clone(),
-            body: serde_json::from_slice(&delivery.data).expect("event body is JSON"),
-        })
+        match &mut self.source {
+            Source::Amqp { consumer, .. } => {
+                let delivery = tokio::time::timeout(patience, consumer.next()).await.ok()??.ok()?;
+                let properties = delivery.properties.clone();
+                Some(ReceivedEvent {
+                    routing_key: delivery.routing_key.to_string(),
+                    message_id: properties.message_id().as_ref().map(|s| s.as_str().to_owned()),
+                    correlation_id: properties.correlation_id().as_ref().map(|s| s.as_str().to_owned()),
+                    properties: Some(properties),
+                    body: serde_json::from_slice(&delivery.data).expect("event body is JSON"),
+                })
+            }
+            Source::Bus(messages) => {
+                let message = tokio::time::timeout(patience, messages.recv()).await.ok()??;
+                Some(ReceivedEvent {
+                    routing_key: message.routing_key,
+                    message_id: Some(message.event_id),
+                    correlation_id: message.correlation_id,
+                    properties: None,
+                    body: serde_json::from_str(&message.payload).expect("event body is JSON"),
+                })
+            }
+        }
     }
 
     /// Every event up to and including the first that `last` accepts.
@@ -290,7 +378,9 @@ impl EventQueue {
     }
 
     pub async fn delete(self) {
-        let _ = self.channel.queue_delete(&self.name, Default::default()).await;
+        if let Source::Amqp { channel, .. } = &self.source {
+            let _ = channel.queue_delete(&self.name, Default::default()).await;
+        }
     }
 }
 

@@ -1,9 +1,13 @@
-//! Starts the real svc-users in-process on a free port with its own database.
+//! Starts the real svc-users in-process on a free port with its own database: a unique
+//! MongoDB database, or with `TEST_BACKEND=embedded` a redb file in a temporary directory.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use reqwest::{RequestBuilder, Response};
 use serde_json::{json, Value};
+use svc_users::store::{EmbeddedUserStore, UserStore};
 use svc_users::{Application, Config};
 use todo_common::config::EnvSource;
 use todo_test_support::{http_client, test_env, unique_name, Backends};
@@ -12,8 +16,50 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 pub struct TestApp {
     pub addr: SocketAddr,
     pub config: Config,
+    /// The embedded store the app runs on, under `TEST_BACKEND=embedded`.
+    pub embedded_store: Option<Arc<dyn UserStore>>,
     client: reqwest::Client,
     _stop: DropGuard,
+    _data: Option<DataDir>,
+}
+
+/// True when the suite runs against the embedded backends (`TEST_BACKEND=embedded`).
+pub fn embedded() -> bool {
+    std::env::var("TEST_BACKEND").is_ok_and(|backend| backend == "embedded")
+}
+
+/// Says why a test does not apply to the embedded backends; true when it should stop.
+pub fn skip_when_embedded(why: &str) -> bool {
+    if embedded() {
+        eprintln!("skipped under TEST_BACKEND=embedded: {why}");
+    }
+    embedded()
+}
+
+/// The name `/readyz` gives the store.
+pub fn store_name() -> &'static str {
+    if embedded() {
+        "redb"
+    } else {
+        "mongodb"
+    }
+}
+
+/// A temporary data directory, removed when the test ends.
+pub struct DataDir(pub PathBuf);
+
+impl DataDir {
+    pub fn new() -> Self {
+        let path = std::env::temp_dir().join(unique_name("svc-users-test"));
+        std::fs::create_dir_all(&path).expect("temp data dir");
+        Self(path)
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -29,11 +75,19 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
         env.insert(k.to_string(), v.to_string());
     }
     let config = Config::from_env(&env as &dyn EnvSource).expect("test config is valid");
-    let app = Application::build(config.clone()).await.expect("app builds");
+    let (app, embedded_store, data) = if embedded() {
+        let data = DataDir::new();
+        let store: Arc<dyn UserStore> =
+            Arc::new(EmbeddedUserStore::open(&data.0.join("users.redb")).expect("embedded store opens"));
+        let app = Application::build_with(config.clone(), store.clone()).await.expect("app builds");
+        (app, Some(store), Some(data))
+    } else {
+        (Application::build(config.clone()).await.expect("app builds"), None, None)
+    };
     let addr = app.local_addr();
     let stop = CancellationToken::new();
     tokio::spawn(app.run_until_stopped(stop.clone()));
-    TestApp { addr, config, client: http_client(), _stop: stop.drop_guard() }
+    TestApp { addr, config, embedded_store, client: http_client(), _stop: stop.drop_guard(), _data: data }
 }
 
 impl TestApp {

@@ -1,0 +1,165 @@
+//! The standalone command as a newcomer runs it: start the binary on a fresh data
+//! directory, walk through the README's curl steps via its edge, stop it with a signal,
+//! start it again on the same directory and find everything still there.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use todo_test_support::{eventually, http_client, unique_name};
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A running `todo-standalone`; killed if a test fails before stopping it.
+struct Standalone {
+    child: Child,
+    api: String,
+}
+
+impl Standalone {
+    async fn start(data_dir: &Path, port: u16) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_todo-standalone"))
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .env("TODO_DATA_DIR", data_dir)
+            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("TODO_USERS_ADDR", "127.0.0.1:0")
+            .env("TODO_TASKS_ADDR", "127.0.0.1:0")
+            .env("TODO_NOTIFY_ADDR", "127.0.0.1:0")
+            .env("BCRYPT_COST", "4")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("todo-standalone starts");
+        let standalone = Self { child, api: format!("http://127.0.0.1:{port}") };
+        let client = http_client();
+        eventually("the edge and every upstream to be ready", PATIENCE, || async {
+            let response = client.get(format!("{}/readyz", standalone.api)).send().await.ok()?;
+            (response.status() == 200).then_some(())
+        })
+        .await;
+        standalone
+    }
+
+    /// Sends `signal` (as `kill` names it) and waits for a clean exit.
+    fn stop(mut self, signal: &str) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args([&format!("-{signal}"), &pid]).status().expect("kill runs");
+        assert!(status.success(), "kill -{signal} {pid}");
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait works") {
+                assert!(status.success(), "todo-standalone exited with {status} after SIG{signal}");
+                return;
+            }
+            assert!(Instant::now() < deadline, "todo-standalone did not stop after SIG{signal}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Standalone {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct DataDir(PathBuf);
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("bound").port()
+}
+
+async fn json_of(response: reqwest::Response, status: u16) -> Value {
+    assert_eq!(response.status().as_u16(), status, "{:?}", response.url().path());
+    response.json().await.unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn the_readme_walk_through_works_and_survives_a_restart() {
+    let data = DataDir(std::env::temp_dir().join(unique_name("todo-standalone-test")));
+    let port = free_port();
+    let client = http_client();
+    let app = Standalone::start(&data.0, port).await;
+    let api = app.api.clone();
+
+    // The README's walk-through.
+    let email = format!("{}@example.com", unique_name("carol"));
+    let registered = json_of(
+        client
+            .post(format!("{api}/users/register"))
+            .json(&json!({ "email": email, "password": "carol-password", "name": "Carol" }))
+            .send()
+            .await
+            .unwrap(),
+        201,
+    )
+    .await;
+    let login = json!({ "email": email, "password": "carol-password" });
+    let token = json_of(client.post(format!("{api}/users/login")).json(&login).send().await.unwrap(), 200).await
+        ["accessToken"]
+        .as_str()
+        .expect("a token")
+        .to_owned();
+    let task = json_of(
+        client
+            .post(format!("{api}/tasks"))
+            .bearer_auth(&token)
+            .json(&json!({ "title": "Buy milk", "priority": "high" }))
+            .send()
+            .await
+            .unwrap(),
+        201,
+    )
+    .await;
+    let task_id = task["id"].as_str().expect("a task id").to_owned();
+    let completed =
+        json_of(client.post(format!("{api}/tasks/{task_id}/complete")).bearer_auth(&token).send().await.unwrap(), 200)
+            .await;
+    assert_eq!(completed["status"], "completed");
+    let completed_notifications = |body: &Value| -> Vec<Value> {
+        body["items"]
+            .as_array()
+            .map(|items| items.iter().filter(|n| n["type"] == "task.completed").cloned().collect())
+            .unwrap_or_default()
+    };
+    let notification = eventually("the completion's notification", PATIENCE, || async {
+        let response = client.get(format!("{api}/notifications")).bearer_auth(&token).send().await.ok()?;
+        let body: Value = response.json().await.ok()?;
+        completed_notifications(&body).into_iter().next()
+    })
+    .await;
+    assert_eq!(notification["message"], "Task \"Buy milk\" was completed");
+    assert_eq!(notification["taskId"], task_id.as_str());
+    // The demo users are there too.
+    let alice = json!({ "email": "alice@example.com", "password": "alice-demo-password" });
+    json_of(client.post(format!("{api}/users/login")).json(&alice).send().await.unwrap(), 200).await;
+
+    app.stop("INT");
+    let key = std::fs::read_to_string(data.0.join("jwt.key")).expect("the key is kept");
+
+    // Same directory, fresh process: the old token, the user, the task and exactly one
+    // completion notification are all still there.
+    let app = Standalone::start(&data.0, port).await;
+    assert_eq!(std::fs::read_to_string(data.0.join("jwt.key")).unwrap(), key, "the key is reused");
+    let me = json_of(client.get(format!("{api}/users/me")).bearer_auth(&token).send().await.unwrap(), 200).await;
+    assert_eq!(me["id"], registered["id"]);
+    assert_eq!(me["email"], email.as_str());
+    let task =
+        json_of(client.get(format!("{api}/tasks/{task_id}")).bearer_auth(&token).send().await.unwrap(), 200).await;
+    assert_eq!(task["status"], "completed");
+    assert_eq!(task["title"], "Buy milk");
+    let notifications =
+        json_of(client.get(format!("{api}/notifications")).bearer_auth(&token).send().await.unwrap(), 200).await;
+    assert_eq!(completed_notifications(&notifications), vec![notification], "one completion, one notification");
+    json_of(client.post(format!("{api}/users/login")).json(&login).send().await.unwrap(), 200).await;
+
+    app.stop("TERM");
+}

@@ -1,0 +1,91 @@
+//! The consumer of the in-process event bus (standalone mode): the same
+//! [`Processor`] step as the AMQP consumer, settled the same way. Stored, duplicate and
+//! poison messages are accepted (poison is logged and counted as dead-lettered: there is
+//! no dead-letter queue in-process); a message the store cannot take now is handed back,
+//! which fails the publish and leaves the event in svc-tasks' outbox for a retry.
+
+use std::sync::Arc;
+
+use todo_common::bus::{BusReceiver, Settlement};
+use todo_common::health::BackendState;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::{degraded, ConsumerMetrics, ConsumerStatus, Outcome, Processor, RetryPolicy};
+use crate::store::NotificationStore;
+
+pub struct BusConsumer {
+    receiver: BusReceiver,
+    store: Arc<dyn NotificationStore>,
+    processor: Processor,
+    metrics: ConsumerMetrics,
+    status: watch::Sender<BackendState>,
+}
+
+impl BusConsumer {
+    pub fn new(
+        receiver: BusReceiver,
+        store: Arc<dyn NotificationStore>,
+        retry: RetryPolicy,
+        registry: &prometheus::Registry,
+    ) -> (Self, ConsumerStatus) {
+        let (status, watcher) = watch::channel(degraded("not consuming yet"));
+        let processor = Processor::new(store.clone(), retry);
+        let consumer = Self { receiver, store, processor, metrics: ConsumerMetrics::new(registry), status };
+        (consumer, ConsumerStatus(watcher))
+    }
+
+    /// Consumes until `shutdown` or until every publisher is gone.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        if let Err(error) = self.store.ensure_indexes().await {
+            tracing::error!(%error, "cannot prepare the notification store; not consuming");
+            self.status.send_replace(degraded("the store could not be prepared"));
+            return;
+        }
+        self.status.send_replace(BackendState::Up);
+        self.metrics.connected.set(1);
+        tracing::info!("consuming task events from the in-process bus");
+        loop {
+            let delivery = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                delivery = self.receiver.recv() => match delivery {
+                    Some(delivery) => delivery,
+                    None => break,
+                },
+            };
+            let outcome = self.processor.process_one(delivery.message.payload.as_bytes(), &shutdown).await;
+            let event_id = delivery.message.event_id.clone();
+            let routing_key = delivery.message.routing_key.clone();
+            let settlement = match outcome {
+                Outcome::Stored => {
+                    self.metrics.consumed.inc();
+                    tracing::info!(%event_id, routing_key, "notification stored");
+                    Settlement::Accepted
+                }
+                Outcome::Duplicate => {
+                    self.metrics.duplicate.inc();
+                    tracing::info!(%event_id, routing_key, "duplicate event ignored");
+                    Settlement::Accepted
+                }
+                Outcome::DeadLettered(reason) => {
+                    self.metrics.dead_lettered.with_label_values(&[reason.label()]).inc();
+                    tracing::warn!(%event_id, routing_key, %reason, "unprocessable event dropped");
+                    Settlement::Accepted
+                }
+                Outcome::Retry => {
+                    self.metrics.retried.inc();
+                    tracing::warn!(%event_id, routing_key, "event handed back; it stays in the outbox");
+                    Settlement::Requeue("the notification store is unavailable".into())
+                }
+            };
+            delivery.settle(settlement);
+        }
+        // Messages still queued are dropped unsettled: their publishes fail and the
+        // events stay in the outbox for the next start.
+        self.receiver.close();
+        self.metrics.connected.set(0);
+        self.status.send_replace(degraded("stopped"));
+        tracing::info!("event bus consumer stopped");
+    }
+}

@@ -1,0 +1,209 @@
+//! Notifications in an embedded redb file (`notify.redb`), for the standalone mode.
+//!
+//! Tables: `notifications` (id hex → JSON), `notifications_by_event` (event id → id hex:
+//! an event is stored once, checked in the same write transaction as the insert) and
+//! `notifications_by_user` ((user, createdAt millis, id hex) → (): the newest-first
+//! order and cursor of the MongoDB store, walked backwards). Commits are durable (redb's
+//! default); every call runs on the blocking pool.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::DateTime;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use todo_common::health::BackendState;
+
+use super::{Inserted, NotificationStore, StoreError};
+use crate::domain::{
+    Cursor, EventType, ListQuery, NewNotification, Notification, NotificationId, Page, ReadFilter, TaskId, UserId,
+};
+
+const NOTIFICATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("notifications");
+const BY_EVENT: TableDefinition<&str, &str> = TableDefinition::new("notifications_by_event");
+const BY_USER: TableDefinition<(&str, i64, &str), ()> = TableDefinition::new("notifications_by_user");
+/// Sorts after every id (lower-case hex), so a range can include all of a millisecond.
+const AFTER_EVERY_ID: &str = "~";
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredNotification {
+    id: String,
+    event_id: String,
+    user_id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    message: String,
+    task_id: String,
+    created_at_millis: i64,
+    read: bool,
+}
+
+impl StoredNotification {
+    fn into_domain(self) -> Result<Notification, StoreError> {
+        let corrupt = |what: &str| StoreError::Unexpected(anyhow::anyhow!("notification {} has a bad {what}", self.id));
+        Ok(Notification {
+            id: NotificationId::parse(&self.id).ok_or_else(|| corrupt("id"))?,
+            kind: EventType::parse(&self.kind).ok_or_else(|| corrupt("type"))?,
+            task_id: TaskId::parse(&self.task_id).ok_or_else(|| corrupt("taskId"))?,
+            created_at: DateTime::from_timestamp_millis(self.created_at_millis).ok_or_else(|| corrupt("createdAt"))?,
+            message: self.message,
+            read: self.read,
+        })
+    }
+}
+
+fn unexpected(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Unexpected(anyhow::anyhow!("embedded store: {error}"))
+}
+
+fn decode(bytes: &[u8]) -> Result<StoredNotification, StoreError> {
+    serde_json::from_slice(bytes).map_err(unexpected)
+}
+
+pub struct EmbeddedNotificationStore {
+    db: Arc<Database>,
+}
+
+impl EmbeddedNotificationStore {
+    /// Opens (or creates) the database file and its tables.
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        txn.open_table(NOTIFICATIONS)?;
+        txn.open_table(BY_EVENT)?;
+        txn.open_table(BY_USER)?;
+        txn.commit()?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || work(&db)).await.map_err(unexpected)?
+    }
+}
+
+#[async_trait]
+impl NotificationStore for EmbeddedNotificationStore {
+    /// The tables are created when the file is opened.
+    async fn ensure_indexes(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn insert(&self, notification: &NewNotification) -> Result<Inserted, StoreError> {
+        let stored = StoredNotification {
+            id: notification.id.to_hex(),
+            event_id: notification.event_id.as_str().to_owned(),
+            user_id: notification.user_id.as_str().to_owned(),
+            kind: notification.kind.as_str().to_owned(),
+            message: notification.message.clone(),
+            task_id: notification.task_id.as_str().to_owned(),
+            created_at_millis: notification.created_at.timestamp_millis(),
+            read: false,
+        };
+        self.blocking(move |db| {
+            let bytes = serde_json::to_vec(&stored).map_err(unexpected)?;
+            let txn = db.begin_write().map_err(unexpected)?;
+            {
+                let mut by_event = txn.open_table(BY_EVENT).map_err(unexpected)?;
+                if by_event.get(stored.event_id.as_str()).map_err(unexpected)?.is_some() {
+                    return Ok(Inserted::Duplicate);
+                }
+                by_event.insert(stored.event_id.as_str(), stored.id.as_str()).map_err(unexpected)?;
+                let mut notifications = txn.open_table(NOTIFICATIONS).map_err(unexpected)?;
+                notifications.insert(stored.id.as_str(), bytes.as_slice()).map_err(unexpected)?;
+                let mut by_user = txn.open_table(BY_USER).map_err(unexpected)?;
+                by_user
+                    .insert((stored.user_id.as_str(), stored.created_at_millis, stored.id.as_str()), ())
+                    .map_err(unexpected)?;
+            }
+            txn.commit().map_err(unexpected)?;
+            Ok(Inserted::Created)
+        })
+        .await
+    }
+
+    async fn list(&self, user: &UserId, query: &ListQuery) -> Result<Page, StoreError> {
+        let (user, query) = (user.as_str().to_owned(), query.clone());
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unexpected)?;
+            let by_user = txn.open_table(BY_USER).map_err(unexpected)?;
+            let notifications = txn.open_table(NOTIFICATIONS).map_err(unexpected)?;
+            let low = (user.as_str(), i64::MIN, "");
+            let cursor_id = query.after.map(|c| c.id.to_hex());
+            let entries = match (query.after, &cursor_id) {
+                (Some(cursor), Some(id)) => {
+                    by_user.range(low..(user.as_str(), cursor.created_at.timestamp_millis(), id.as_str()))
+                }
+                _ => by_user.range(low..=(user.as_str(), i64::MAX, AFTER_EVERY_ID)),
+            }
+            .map_err(unexpected)?;
+            // One extra item tells whether another page follows.
+            let wanted = query.limit as usize + 1;
+            let mut items = Vec::new();
+            for entry in entries.rev() {
+                let (key, _) = entry.map_err(unexpected)?;
+                let (_, _, id) = key.value();
+                let Some(bytes) = notifications.get(id).map_err(unexpected)? else { continue };
+                let notification = decode(bytes.value())?.into_domain()?;
+                let wanted_state = match query.filter {
+                    ReadFilter::All => true,
+                    ReadFilter::UnreadOnly => !notification.read,
+                    ReadFilter::ReadOnly => notification.read,
+                };
+                if wanted_state {
+                    items.push(notification);
+                    if items.len() == wanted {
+                        break;
+                    }
+                }
+            }
+            let next = if items.len() > query.limit as usize {
+                items.truncate(query.limit as usize);
+                items.last().map(Cursor::after)
+            } else {
+                None
+            };
+            Ok(Page { items, next })
+        })
+        .await
+    }
+
+    async fn mark_read(&self, user: &UserId, id: NotificationId) -> Result<Option<Notification>, StoreError> {
+        let (user, id) = (user.as_str().to_owned(), id.to_hex());
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(unexpected)?;
+            let updated = {
+                let mut notifications = txn.open_table(NOTIFICATIONS).map_err(unexpected)?;
+                let found = notifications.get(id.as_str()).map_err(unexpected)?.map(|b| decode(b.value()));
+                match found.transpose()? {
+                    Some(mut stored) if stored.user_id == user => {
+                        stored.read = true;
+                        let bytes = serde_json::to_vec(&stored).map_err(unexpected)?;
+                        notifications.insert(id.as_str(), bytes.as_slice()).map_err(unexpected)?;
+                        Some(stored)
+                    }
+                    _ => None,
+                }
+            };
+            txn.commit().map_err(unexpected)?;
+            updated.map(StoredNotification::into_domain).transpose()
+        })
+        .await
+    }
+
+    fn backend_name(&self) -> &'static str {
+        "redb"
+    }
+
+    async fn health(&self) -> BackendState {
+        match self.blocking(|db| db.begin_read().map(drop).map_err(unexpected)).await {
+            Ok(()) => BackendState::Up,
+            Err(error) => BackendState::Down { detail: error.to_string() },
+        }
+    }
+}

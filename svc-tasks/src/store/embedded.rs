@@ -1,0 +1,484 @@
+//! Tasks and their outbox in an embedded redb file (`tasks.redb`), for the standalone mode.
+//!
+//! Tables: `tasks` (id hex → JSON), `tasks_by_owner` ((owner, createdAt millis, id hex) →
+//! (): the MongoDB store's newest-first order and cursor, walked backwards), `outbox`
+//! (sequence number → JSON entry, oldest first) and `meta` (the outbox sequence). Every
+//! write runs in one redb write transaction holding the task change and its outbox entry;
+//! redb serializes write transactions, so of two concurrent completes only one finds the
+//! task open. Commits are durable (redb's default); every call runs on the blocking pool.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+use todo_common::health::BackendState;
+
+use super::{Applied, StoreError, TaskStore};
+use crate::domain::{
+    Cursor, ListQuery, Priority, Status, Task, TaskChanges, TaskDescription, TaskId, TaskPage, TaskTitle, Timestamp,
+    UserId,
+};
+use crate::events::{EventEnvelope, EventKind};
+use crate::outbox::{OutboxEntry, OutboxId};
+
+const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
+const BY_OWNER: TableDefinition<(&str, i64, &str), ()> = TableDefinition::new("tasks_by_owner");
+const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const OUTBOX_SEQUENCE: &str = "outbox_sequence";
+/// Sorts after every id (lower-case hex), so a range can include all of a millisecond.
+const AFTER_EVERY_ID: &str = "~";
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredTask {
+    id: String,
+    owner_id: String,
+    title: String,
+    description: Option<String>,
+    status: Status,
+    priority: Priority,
+    due_date: Option<i64>,
+    created_at: i64,
+    updated_at: i64,
+    completed_at: Option<i64>,
+}
+
+impl From<&Task> for StoredTask {
+    fn from(task: &Task) -> Self {
+        Self {
+            id: task.id.to_string(),
+            owner_id: task.owner.as_str().to_owned(),
+            title: task.title.as_str().to_owned(),
+            description: task.description.as_ref().map(|d| d.as_str().to_owned()),
+            status: task.status,
+            priority: task.priority,
+            due_date: task.due_date.map(|t| t.millis()),
+            created_at: task.created_at.millis(),
+            updated_at: task.updated_at.millis(),
+            completed_at: task.completed_at.map(|t| t.millis()),
+        }
+    }
+}
+
+impl TryFrom<StoredTask> for Task {
+    type Error = StoreError;
+
+    fn try_from(stored: StoredTask) -> Result<Self, StoreError> {
+        let corrupt = |e: todo_common::problem::FieldError| StoreError::Corrupt(format!("{}: {}", e.field, e.message));
+        Ok(Self {
+            id: TaskId::parse(&stored.id).ok_or_else(|| StoreError::Corrupt(format!("task id {:?}", stored.id)))?,
+            owner: UserId::from_verified_subject(&stored.owner_id),
+            title: TaskTitle::parse(&stored.title).map_err(corrupt)?,
+            description: stored.description.as_deref().map(TaskDescription::parse).transpose().map_err(corrupt)?,
+            status: stored.status,
+            priority: stored.priority,
+            due_date: stored.due_date.map(Timestamp::from_millis),
+            created_at: Timestamp::from_millis(stored.created_at),
+            updated_at: Timestamp::from_millis(stored.updated_at),
+            completed_at: stored.completed_at.map(Timestamp::from_millis),
+        })
+    }
+}
+
+/// One pending event, as the MongoDB outbox keeps it.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredOutboxEntry {
+    event_id: String,
+    routing_key: String,
+    user_id: String,
+    correlation_id: Option<String>,
+    occurred_at: i64,
+    payload: String,
+    needs_publish: bool,
+    needs_invalidate: bool,
+    lease_until: i64,
+    lease_owner: Option<String>,
+    attempts: u32,
+}
+
+impl StoredOutboxEntry {
+    fn pending(envelope: EventEnvelope) -> Self {
+        Self {
+            event_id: envelope.event_id,
+            routing_key: envelope.routing_key,
+            user_id: envelope.user_id,
+            correlation_id: envelope.correlation_id,
+            occurred_at: envelope.occurred_at.millis(),
+            payload: envelope.payload,
+            needs_publish: true,
+            needs_invalidate: true,
+            lease_until: 0,
+            lease_owner: None,
+            attempts: 0,
+        }
+    }
+
+    fn entry(&self, sequence: u64) -> OutboxEntry {
+        OutboxEntry {
+            id: OutboxId::Embedded(sequence),
+            envelope: EventEnvelope {
+                event_id: self.event_id.clone(),
+                routing_key: self.routing_key.clone(),
+                user_id: self.user_id.clone(),
+                correlation_id: self.correlation_id.clone(),
+                occurred_at: Timestamp::from_millis(self.occurred_at),
+                payload: self.payload.clone(),
+            },
+            needs_publish: self.needs_publish,
+            needs_invalidate: self.needs_invalidate,
+        }
+    }
+}
+
+fn embedded(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Embedded(error.to_string())
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(embedded)
+}
+
+fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(embedded)
+}
+
+/// One write, applied inside a write transaction.
+enum Write {
+    Create(Task),
+    Update(TaskId, TaskChanges),
+    SetStatus(TaskId, Status),
+    Delete(TaskId),
+}
+
+pub struct EmbeddedTaskStore {
+    db: Arc<Database>,
+}
+
+impl EmbeddedTaskStore {
+    /// Opens (or creates) the database file and its tables.
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        txn.open_table(TASKS)?;
+        txn.open_table(BY_OWNER)?;
+        txn.open_table(OUTBOX)?;
+        txn.open_table(META)?;
+        txn.commit()?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || work(&db)).await.map_err(embedded)?
+    }
+
+    async fn transact(&self, owner: &UserId, write: Write, request_id: &str) -> Result<Option<Applied>, StoreError> {
+        let (owner, request_id) = (owner.clone(), request_id.to_owned());
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(embedded)?;
+            let applied = apply(&txn, &owner, write)?;
+            if let Some(Applied { task, event: Some(kind) }) = &applied {
+                let envelope = EventEnvelope::for_task(*kind, task, Some(&request_id))?;
+                let mut meta = txn.open_table(META).map_err(embedded)?;
+                let sequence = meta.get(OUTBOX_SEQUENCE).map_err(embedded)?.map_or(0, |s| s.value()) + 1;
+                meta.insert(OUTBOX_SEQUENCE, sequence).map_err(embedded)?;
+                let mut outbox = txn.open_table(OUTBOX).map_err(embedded)?;
+                let entry = encode(&StoredOutboxEntry::pending(envelope))?;
+                outbox.insert(sequence, entry.as_slice()).map_err(embedded)?;
+            }
+            txn.commit().map_err(embedded)?;
+            Ok(applied)
+        })
+        .await
+    }
+
+    /// Rewrites one outbox entry (or removes it) in a write transaction.
+    async fn update_outbox(
+        &self,
+        id: OutboxId,
+        change: impl FnOnce(&mut StoredOutboxEntry) + Send + 'static,
+        remove: bool,
+    ) -> Result<(), StoreError> {
+        let OutboxId::Embedded(sequence) = id else {
+            return Err(StoreError::Corrupt("a MongoDB outbox id given to the embedded store".into()));
+        };
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(embedded)?;
+            {
+                let mut outbox = txn.open_table(OUTBOX).map_err(embedded)?;
+                if remove {
+                    outbox.remove(sequence).map_err(embedded)?;
+                } else {
+                    let stored = outbox.get(sequence).map_err(embedded)?.map(|b| decode(b.value())).transpose()?;
+                    if let Some(mut stored) = stored {
+                        change(&mut stored);
+                        outbox.insert(sequence, encode(&stored)?.as_slice()).map_err(embedded)?;
+                    }
+                }
+            }
+            txn.commit().map_err(embedded)
+        })
+        .await
+    }
+}
+
+/// The owner's task `id`, or `None` (another owner's task is simply not found).
+fn owned_task(txn: &WriteTransaction, owner: &UserId, id: TaskId) -> Result<Option<Task>, StoreError> {
+    let tasks = txn.open_table(TASKS).map_err(embedded)?;
+    let Some(bytes) = tasks.get(id.to_string().as_str()).map_err(embedded)? else {
+        return Ok(None);
+    };
+    let task = Task::try_from(decode::<StoredTask>(bytes.value())?)?;
+    Ok((task.owner == *owner).then_some(task))
+}
+
+fn put_task(txn: &WriteTransaction, task: &Task) -> Result<(), StoreError> {
+    let id = task.id.to_string();
+    let mut tasks = txn.open_table(TASKS).map_err(embedded)?;
+    tasks.insert(id.as_str(), encode(&StoredTask::from(task))?.as_slice()).map_err(embedded)?;
+    let mut by_owner = txn.open_table(BY_OWNER).map_err(embedded)?;
+    by_owner.insert((task.owner.as_str(), task.created_at.millis(), id.as_str()), ()).map_err(embedded)?;
+    Ok(())
+}
+
+fn apply(txn: &WriteTransaction, owner: &UserId, write: Write) -> Result<Option<Applied>, StoreError> {
+    let applied = match write {
+        Write::Create(task) => {
+            put_task(txn, &task)?;
+            Some(Applied { task, event: Some(EventKind::Created) })
+        }
+        Write::Update(id, changes) => match owned_task(txn, owner, id)? {
+            Some(mut task) => {
+                task.updated_at = Timestamp::now();
+                if let Some(title) = changes.title {
+                    task.title = title;
+                }
+                if let Some(description) = changes.description {
+                    task.description = description;
+                }
+                if let Some(priority) = changes.priority {
+                    task.priority = priority;
+                }
+                if let Some(due_date) = changes.due_date {
+                    task.due_date = due_date;
+                }
+                put_task(txn, &task)?;
+                Some(Applied { task, event: Some(EventKind::Updated) })
+            }
+            None => None,
+        },
+        Write::SetStatus(id, status) => match owned_task(txn, owner, id)? {
+            // Only a real transition writes (and publishes).
+            Some(task) if task.status == status => Some(Applied { task, event: None }),
+            Some(mut task) => {
+                let now = Timestamp::now();
+                let event = match status {
+                    Status::Completed => EventKind::Completed,
+                    Status::Open => EventKind::Reopened,
+                };
+                task.status = status;
+                task.completed_at = (status == Status::Completed).then_some(now);
+                task.updated_at = now;
+                put_task(txn, &task)?;
+                Some(Applied { task, event: Some(event) })
+            }
+            None => None,
+        },
+        Write::Delete(id) => match owned_task(txn, owner, id)? {
+            Some(task) => {
+                let id = task.id.to_string();
+                txn.open_table(TASKS).map_err(embedded)?.remove(id.as_str()).map_err(embedded)?;
+                txn.open_table(BY_OWNER)
+                    .map_err(embedded)?
+                    .remove((task.owner.as_str(), task.created_at.millis(), id.as_str()))
+                    .map_err(embedded)?;
+                Some(Applied { task, event: Some(EventKind::Deleted) })
+            }
+            None => None,
+        },
+    };
+    Ok(applied)
+}
+
+fn now_millis() -> i64 {
+    Timestamp::now().millis()
+}
+
+#[async_trait]
+impl TaskStore for EmbeddedTaskStore {
+    async fn create(&self, task: &Task, request_id: &str) -> Result<Applied, StoreError> {
+        self.transact(&task.owner, Write::Create(task.clone()), request_id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("an insert applied nothing".into()))
+    }
+
+    async fn find(&self, owner: &UserId, id: TaskId) -> Result<Option<Task>, StoreError> {
+        let owner = owner.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(embedded)?;
+            let tasks = txn.open_table(TASKS).map_err(embedded)?;
+            let Some(bytes) = tasks.get(id.to_string().as_str()).map_err(embedded)? else {
+                return Ok(None);
+            };
+            let task = Task::try_from(decode::<StoredTask>(bytes.value())?)?;
+            Ok((task.owner == owner).then_some(task))
+        })
+        .await
+    }
+
+    async fn list(&self, owner: &UserId, query: &ListQuery) -> Result<TaskPage, StoreError> {
+        let (owner, query) = (owner.clone(), query.clone());
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(embedded)?;
+            let by_owner = txn.open_table(BY_OWNER).map_err(embedded)?;
+            let tasks = txn.open_table(TASKS).map_err(embedded)?;
+            let low = (owner.as_str(), i64::MIN, "");
+            let cursor_id = query.cursor.map(|c: Cursor| c.id.to_string());
+            let entries = match (query.cursor, &cursor_id) {
+                (Some(cursor), Some(id)) => {
+                    by_owner.range(low..(owner.as_str(), cursor.created_at.millis(), id.as_str()))
+                }
+                _ => by_owner.range(low..=(owner.as_str(), i64::MAX, AFTER_EVERY_ID)),
+            }
+            .map_err(embedded)?;
+            // One more than asked tells whether another page follows.
+            let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
+            let mut items = Vec::new();
+            for entry in entries.rev() {
+                let (key, _) = entry.map_err(embedded)?;
+                let (_, _, id) = key.value();
+                let Some(bytes) = tasks.get(id).map_err(embedded)? else { continue };
+                let task = Task::try_from(decode::<StoredTask>(bytes.value())?)?;
+                if query.status.is_none_or(|status| status == task.status) {
+                    items.push(task);
+                    if items.len() > limit {
+                        break;
+                    }
+                }
+            }
+            let next = if items.len() > limit {
+                items.truncate(limit);
+                items.last().map(Cursor::after)
+            } else {
+                None
+            };
+            Ok(TaskPage { items, next })
+        })
+        .await
+    }
+
+    async fn update(
+        &self,
+        owner: &UserId,
+        id: TaskId,
+        changes: &TaskChanges,
+        request_id: &str,
+    ) -> Result<Option<Applied>, StoreError> {
+        self.transact(owner, Write::Update(id, changes.clone()), request_id).await
+    }
+
+    async fn set_status(
+        &self,
+        owner: &UserId,
+        id: TaskId,
+        status: Status,
+        request_id: &str,
+    ) -> Result<Option<Applied>, StoreError> {
+        self.transact(owner, Write::SetStatus(id, status), request_id).await
+    }
+
+    async fn delete(&self, owner: &UserId, id: TaskId, request_id: &str) -> Result<Option<Applied>, StoreError> {
+        self.transact(owner, Write::Delete(id), request_id).await
+    }
+
+    async fn claim_outbox(&self, lease_owner: &str, lease: Duration) -> Result<Option<OutboxEntry>, StoreError> {
+        let lease_owner = lease_owner.to_owned();
+        self.blocking(move |db| {
+            let now = now_millis();
+            let txn = db.begin_write().map_err(embedded)?;
+            let claimed = {
+                let mut outbox = txn.open_table(OUTBOX).map_err(embedded)?;
+                let mut claimable = None;
+                for entry in outbox.iter().map_err(embedded)? {
+                    let (sequence, bytes) = entry.map_err(embedded)?;
+                    let stored: StoredOutboxEntry = decode(bytes.value())?;
+                    if stored.lease_until <= now {
+                        claimable = Some((sequence.value(), stored));
+                        break;
+                    }
+                }
+                match claimable {
+                    Some((sequence, mut stored)) => {
+                        stored.lease_until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
+                        stored.lease_owner = Some(lease_owner);
+                        stored.attempts += 1;
+                        outbox.insert(sequence, encode(&stored)?.as_slice()).map_err(embedded)?;
+                        Some(stored.entry(sequence))
+                    }
+                    None => None,
+                }
+            };
+            txn.commit().map_err(embedded)?;
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn remove_outbox(&self, id: OutboxId) -> Result<(), StoreError> {
+        self.update_outbox(id, |_| {}, true).await
+    }
+
+    async fn defer_outbox(
+        &self,
+        id: OutboxId,
+        needs_publish: bool,
+        needs_invalidate: bool,
+        retry_in: Duration,
+    ) -> Result<(), StoreError> {
+        let retry_at = now_millis() + i64::try_from(retry_in.as_millis()).unwrap_or(i64::MAX / 2);
+        self.update_outbox(
+            id,
+            move |stored| {
+                stored.needs_publish = needs_publish;
+                stored.needs_invalidate = needs_invalidate;
+                stored.lease_until = retry_at;
+                stored.lease_owner = None;
+            },
+            false,
+        )
+        .await
+    }
+
+    async fn outbox_len(&self) -> Result<u64, StoreError> {
+        self.blocking(|db| {
+            let txn = db.begin_read().map_err(embedded)?;
+            let outbox = txn.open_table(OUTBOX).map_err(embedded)?;
+            outbox.len().map_err(embedded)
+        })
+        .await
+    }
+
+    /// The tables are created when the file is opened.
+    async fn prepare(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn backend_name(&self) -> &'static str {
+        "redb"
+    }
+
+    async fn ping(&self) -> BackendState {
+        match self.blocking(|db| db.begin_read().map(drop).map_err(embedded)).await {
+            Ok(()) => BackendState::Up,
+            Err(error) => BackendState::Down { detail: error.to_string() },
+        }
+    }
+}
