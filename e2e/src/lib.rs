@@ -1,22 +1,89 @@
 //! Starts the whole system as processes for end-to-end tests: the three services and
 //! the edge, built by `cargo test --workspace`, on free ports, with a policy directory
 //! of their own, a fresh database per service and a fresh exchange and queue.
+//!
+//! For the fault scenarios a system can also run several svc-tasks replicas behind the
+//! edge, reach MongoDB and Redis through [`FaultProxy`]s that a test cuts and restores,
+//! and stop (SIGTERM or SIGKILL) and restart any one of its processes by name.
+
+pub mod proxy;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use todo_test_support::{unique_name, Backends, TEST_JWT_SECRET};
+use nix::sys::signal::{self, Signal};
+use nix::unistd::Pid;
+use todo_test_support::{eventually, unique_name, Backends, TEST_JWT_SECRET};
+
+pub use proxy::FaultProxy;
+
+/// How long a restarted process gets to become ready, and a stopped one to exit.
+const PROCESS_PATIENCE: Duration = Duration::from_secs(30);
+
+/// What to start besides the defaults of [`System::start`].
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How many svc-tasks processes the edge balances over (named `svc-tasks`,
+    /// `svc-tasks-2`, …).
+    pub tasks_replicas: usize,
+    /// Every service reaches MongoDB through a [`FaultProxy`].
+    pub proxy_mongodb: bool,
+    /// svc-tasks reaches Redis through a [`FaultProxy`].
+    pub proxy_redis: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { tasks_replicas: 1, proxy_mongodb: false, proxy_redis: false }
+    }
+}
+
+/// A service process to start: its name, port and own variables.
+type ServiceSpec = (String, u16, Vec<(&'static str, String)>);
+
+/// One process of the system, with what it takes to start it again.
+struct Process {
+    name: String,
+    url: String,
+    program: PathBuf,
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+}
+
+impl Process {
+    fn spawn(&mut self) {
+        let mut command = Command::new(&self.program);
+        command.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        self.child = Some(spawn(command));
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
 
 /// One running system; dropping it kills every process it started.
 pub struct System {
     pub edge_url: String,
     pub users_url: String,
+    /// The first svc-tasks replica.
     pub tasks_url: String,
+    /// Every svc-tasks replica, in order of their names.
+    pub tasks_urls: Vec<String>,
     pub notify_url: String,
     pub policy_dir: tempfile::TempDir,
-    processes: Vec<(String, Child)>,
+    /// svc-notify's queue, so tests can ask the broker what is still in it.
+    pub notify_queue: String,
+    /// Between the services and MongoDB, when [`Options::proxy_mongodb`].
+    pub mongodb_proxy: Option<FaultProxy>,
+    /// Between svc-tasks and Redis, when [`Options::proxy_redis`].
+    pub redis_proxy: Option<FaultProxy>,
+    processes: Vec<Process>,
 }
 
 /// Rate limits generous enough for test traffic from one address; tests of the limits
@@ -46,107 +113,237 @@ impl System {
 
     /// Like [`System::start`], letting `edit_policies` change the policy directory first.
     pub async fn start_with(edit_policies: impl FnOnce(&Path)) -> Self {
+        Self::start_custom(Options::default(), edit_policies).await
+    }
+
+    /// Starts the system described by `options`.
+    pub async fn start_with_options(options: Options) -> Self {
+        Self::start_custom(options, |_| {}).await
+    }
+
+    async fn start_custom(options: Options, edit_policies: impl FnOnce(&Path)) -> Self {
         let backends = Backends::from_env();
         let bin = binaries_dir();
         let exchange = unique_name("e2e.task.events");
         let queue = unique_name("e2e.notify");
-        let [edge, users, tasks, notify] = [free_port(), free_port(), free_port(), free_port()];
+
+        let mongodb_proxy = match options.proxy_mongodb {
+            true => Some(FaultProxy::start(host_and_port(&backends.mongodb_uri).0).await),
+            false => None,
+        };
+        // Through a proxy the driver must not discover the replica set's real address
+        // (it would connect around the proxy), so it talks to the one server directly.
+        let mongodb_uri = match &mongodb_proxy {
+            Some(proxy) => format!("mongodb://{}/?directConnection=true", proxy.addr()),
+            None => backends.mongodb_uri.clone(),
+        };
+        let redis_proxy = match options.proxy_redis {
+            true => Some(FaultProxy::start(host_and_port(&backends.redis_url).0).await),
+            false => None,
+        };
+        let redis_url = match &redis_proxy {
+            Some(proxy) => format!("redis://{}{}", proxy.addr(), host_and_port(&backends.redis_url).1),
+            None => backends.redis_url.clone(),
+        };
+
         let common = [
             ("JWT_SECRET", TEST_JWT_SECRET.to_owned()),
             ("SHUTDOWN_GRACE_SECONDS", "2".to_owned()),
             ("RUST_LOG", std::env::var("E2E_LOG").unwrap_or_else(|_| "warn".to_owned())),
         ];
-        let services = [
-            ("svc-users", users, vec![("MONGODB_DB", unique_name("e2e_users")), ("BCRYPT_COST", "4".into())]),
-            (
-                "svc-tasks",
-                tasks,
+        let tasks_db = unique_name("e2e_tasks");
+        let redis_prefix = format!("{}:", unique_name("e2e"));
+        let mut services: Vec<ServiceSpec> = Vec::new();
+        services.push((
+            "svc-users".into(),
+            free_port(),
+            vec![("MONGODB_DB", unique_name("e2e_users")), ("BCRYPT_COST", "4".into())],
+        ));
+        for replica in 1..=options.tasks_replicas.max(1) {
+            let name = if replica == 1 { "svc-tasks".to_owned() } else { format!("svc-tasks-{replica}") };
+            services.push((
+                name,
+                free_port(),
                 vec![
-                    ("MONGODB_DB", unique_name("e2e_tasks")),
-                    ("REDIS_URL", backends.redis_url.clone()),
-                    ("REDIS_KEY_PREFIX", format!("{}:", unique_name("e2e"))),
+                    ("MONGODB_DB", tasks_db.clone()),
+                    ("REDIS_URL", redis_url.clone()),
+                    ("REDIS_KEY_PREFIX", redis_prefix.clone()),
                     ("AMQP_URL", backends.amqp_url.clone()),
                     ("AMQP_EXCHANGE", exchange.clone()),
                 ],
-            ),
-            (
-                "svc-notify",
-                notify,
-                vec![
-                    ("MONGODB_DB", unique_name("e2e_notify")),
-                    ("AMQP_URL", backends.amqp_url.clone()),
-                    ("AMQP_EXCHANGE", exchange.clone()),
-                    ("AMQP_QUEUE", queue.clone()),
-                ],
-            ),
-        ];
+            ));
+        }
+        services.push((
+            "svc-notify".into(),
+            free_port(),
+            vec![
+                ("MONGODB_DB", unique_name("e2e_notify")),
+                ("AMQP_URL", backends.amqp_url.clone()),
+                ("AMQP_EXCHANGE", exchange.clone()),
+                ("AMQP_QUEUE", queue.clone()),
+            ],
+        ));
+        let edge_port = free_port();
 
+        let ports_of = |prefix: &str| -> Vec<u16> {
+            services.iter().filter(|(name, _, _)| name.starts_with(prefix)).map(|(_, port, _)| *port).collect()
+        };
         let policy_dir = tempfile::tempdir().expect("temp dir");
-        write_policies(policy_dir.path(), users, tasks, notify);
+        write_policies(policy_dir.path(), &ports_of("svc-users"), &ports_of("svc-tasks"), &ports_of("svc-notify"));
         edit_policies(policy_dir.path());
 
+        let common_env = || common.iter().map(|(k, v)| (k.to_string(), v.clone()));
         let mut processes = Vec::new();
-        for (name, port, env) in services {
-            let mut command = Command::new(bin.join(name));
-            command
-                .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-                .env("MONGODB_URI", &backends.mongodb_uri)
-                .envs(common.iter().map(|(k, v)| (*k, v.as_str())))
-                .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
-            processes.push((name.to_owned(), spawn(command)));
+        for (name, port, env) in &services {
+            let program = bin.join(if name.starts_with("svc-tasks") { "svc-tasks" } else { name.as_str() });
+            let env =
+                [("LISTEN_ADDR".to_owned(), format!("127.0.0.1:{port}")), ("MONGODB_URI".into(), mongodb_uri.clone())]
+                    .into_iter()
+                    .chain(common_env())
+                    .chain(env.iter().map(|(k, v)| (k.to_string(), v.clone())))
+                    .collect();
+            let url = format!("http://127.0.0.1:{port}");
+            processes.push(Process { name: name.clone(), url, program, env, child: None });
         }
-        let mut command = Command::new(bin.join("edge"));
-        command
-            .env("LISTEN_ADDR", format!("127.0.0.1:{edge}"))
-            .env("POLICY_DIR", policy_dir.path())
-            .envs(common.iter().map(|(k, v)| (*k, v.as_str())));
-        processes.push(("edge".to_owned(), spawn(command)));
+        let edge_env = [
+            ("LISTEN_ADDR".to_owned(), format!("127.0.0.1:{edge_port}")),
+            ("POLICY_DIR".into(), policy_dir.path().display().to_string()),
+        ]
+        .into_iter()
+        .chain(common_env())
+        .collect();
+        processes.push(Process {
+            name: "edge".into(),
+            url: format!("http://127.0.0.1:{edge_port}"),
+            program: bin.join("edge"),
+            env: edge_env,
+            child: None,
+        });
+        for process in &mut processes {
+            process.spawn();
+        }
 
+        let url_of = |name: &str| processes.iter().find(|p| p.name == name).map(|p| p.url.clone()).unwrap_or_default();
         let system = Self {
-            edge_url: format!("http://127.0.0.1:{edge}"),
-            users_url: format!("http://127.0.0.1:{users}"),
-            tasks_url: format!("http://127.0.0.1:{tasks}"),
-            notify_url: format!("http://127.0.0.1:{notify}"),
+            edge_url: url_of("edge"),
+            users_url: url_of("svc-users"),
+            tasks_url: url_of("svc-tasks"),
+            tasks_urls: processes.iter().filter(|p| p.name.starts_with("svc-tasks")).map(|p| p.url.clone()).collect(),
+            notify_url: url_of("svc-notify"),
             policy_dir,
+            notify_queue: queue,
+            mongodb_proxy,
+            redis_proxy,
             processes,
         };
-        for url in [&system.users_url, &system.tasks_url, &system.notify_url, &system.edge_url] {
-            wait_ready(url).await;
+        // The edge last: it is ready once it has a policy, but its upstreams should be up.
+        for process in system.processes.iter().filter(|p| p.name != "edge") {
+            wait_ready(&process.url).await;
         }
+        wait_ready(&system.edge_url).await;
         system
     }
 
-    /// Sends SIGKILL to one process by name ("svc-notify", …) and returns its exit.
+    /// The names of the processes, in start order (the edge last).
+    pub fn process_names(&self) -> Vec<String> {
+        self.processes.iter().map(|p| p.name.clone()).collect()
+    }
+
+    fn process(&mut self, name: &str) -> &mut Process {
+        self.processes.iter_mut().find(|p| p.name == name).unwrap_or_else(|| panic!("no process named {name}"))
+    }
+
+    /// The base URL of one process by name.
+    pub fn url(&self, name: &str) -> String {
+        self.processes.iter().find(|p| p.name == name).map(|p| p.url.clone()).unwrap_or_else(|| panic!("no {name}"))
+    }
+
+    /// The process id of a running process.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.processes.iter().find(|p| p.name == name)?.child.as_ref().map(Child::id)
+    }
+
+    /// Sends SIGKILL to one process by name ("svc-notify", …) and reaps it.
     pub fn kill(&mut self, name: &str) {
-        if let Some((_, child)) = self.processes.iter_mut().find(|(n, _)| n == name) {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process(name).kill();
+    }
+
+    /// Sends SIGTERM to one process and returns at once, so the caller can watch the drain.
+    pub fn send_sigterm(&mut self, name: &str) {
+        let pid = self.pid(name).unwrap_or_else(|| panic!("{name} is not running"));
+        let pid = Pid::from_raw(i32::try_from(pid).expect("pid fits in i32"));
+        signal::kill(pid, Signal::SIGTERM).expect("SIGTERM delivered");
+    }
+
+    /// Waits until a signalled process has exited and returns how.
+    pub async fn wait_exit(&mut self, name: &str) -> ExitStatus {
+        let process = self.process(name);
+        let child = process.child.as_mut().unwrap_or_else(|| panic!("{name} is not running"));
+        let status = eventually(&format!("{name} to exit"), PROCESS_PATIENCE, || {
+            let exited = child.try_wait().ok().flatten();
+            async move { exited }
+        })
+        .await;
+        process.child = None;
+        status
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub async fn terminate(&mut self, name: &str) -> ExitStatus {
+        self.send_sigterm(name);
+        self.wait_exit(name).await
+    }
+
+    /// Starts a process again with the same port and environment (killing it first if it
+    /// still runs) and waits until it is ready.
+    pub async fn restart(&mut self, name: &str) {
+        let process = self.process(name);
+        process.kill();
+        process.spawn();
+        let url = process.url.clone();
+        wait_ready(&url).await;
     }
 }
 
 impl Drop for System {
     fn drop(&mut self) {
-        for (_, child) in &mut self.processes {
-            let _ = child.kill();
-            let _ = child.wait();
+        for process in &mut self.processes {
+            process.kill();
         }
     }
 }
 
 /// The shipped routes and CORS policy, generous limits, and upstreams on our ports.
-fn write_policies(dir: &Path, users: u16, tasks: u16, notify: u16) {
+fn write_policies(dir: &Path, users: &[u16], tasks: &[u16], notify: &[u16]) {
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
     for file in ["routes.toml", "cors.toml"] {
         std::fs::copy(shipped.join(file), dir.join(file)).expect("shipped policy file copies");
     }
     std::fs::write(dir.join("limits.toml"), TEST_LIMITS).expect("limits written");
+    let addresses =
+        |ports: &[u16]| ports.iter().map(|port| format!("\"127.0.0.1:{port}\"")).collect::<Vec<_>>().join(", ");
     let upstreams = format!(
-        "[upstreams.users]\naddresses = [\"127.0.0.1:{users}\"]\n\n\
-         [upstreams.tasks]\naddresses = [\"127.0.0.1:{tasks}\"]\n\n\
-         [upstreams.notify]\naddresses = [\"127.0.0.1:{notify}\"]\n"
+        "[upstreams.users]\naddresses = [{}]\n\n\
+         [upstreams.tasks]\naddresses = [{}]\n\n\
+         [upstreams.notify]\naddresses = [{}]\n",
+        addresses(users),
+        addresses(tasks),
+        addresses(notify)
     );
     std::fs::write(dir.join("upstreams.toml"), upstreams).expect("upstreams written");
+}
+
+/// `host:port` of a `scheme://[user@]host:port[/rest]` URL, and the `/rest`.
+pub fn host_and_port(url: &str) -> (String, String) {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let (authority, rest) = match after_scheme.find(['/', '?']) {
+        Some(at) => after_scheme.split_at(at),
+        None => (after_scheme, ""),
+    };
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    // A replica-set URI may list several hosts; the first is the one the tests use.
+    let host = host.split(',').next().unwrap_or(host);
+    (host.to_owned(), rest.to_owned())
 }
 
 /// `target/<profile>`, where cargo put the workspace's binaries next to this test.
@@ -174,14 +371,26 @@ pub fn free_port() -> u16 {
 
 async fn wait_ready(base: &str) {
     let client = todo_test_support::http_client();
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + PROCESS_PATIENCE;
     loop {
         if let Ok(response) = client.get(format!("{base}/readyz")).send().await {
             if response.status() == 200 {
                 return;
             }
         }
-        assert!(Instant::now() < deadline, "{base} not ready within 30 s");
+        assert!(Instant::now() < deadline, "{base} not ready within {PROCESS_PATIENCE:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_and_port;
+
+    #[test]
+    fn backend_addresses_are_found_in_urls() {
+        assert_eq!(host_and_port("mongodb://127.0.0.1:27017"), ("127.0.0.1:27017".into(), "".into()));
+        assert_eq!(host_and_port("mongodb://u:p@h1:1,h2:2/?rs=x"), ("h1:1".into(), "/?rs=x".into()));
+        assert_eq!(host_and_port("redis://127.0.0.1:6379/2"), ("127.0.0.1:6379".into(), "/2".into()));
     }
 }
