@@ -58,8 +58,7 @@ where
         return Err(Problem::unsupported_media_type());
     }
     let bytes = read_limited(headers, body, limit).await?;
-    let value: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| Problem::bad_request(format!("malformed JSON: {e}")))?;
+    let value = parse_strict(&bytes).map_err(|e| Problem::bad_request(format!("malformed JSON: {e}")))?;
     schema.check(&value)?;
     serde_json::from_value(value).map_err(|e| Problem::bad_request(format!("invalid body: {e}")))
 }
@@ -80,6 +79,78 @@ where
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(Problem::payload_too_large(limit)),
         Ok(Err(e)) => Err(Problem::bad_request(format!("the body could not be read: {e}"))),
+    }
+}
+
+/// Parses JSON like `serde_json`, but refuses an object that repeats a key: parsers
+/// disagree on which value wins, so such a body is ambiguous, not valid.
+pub fn parse_strict(bytes: &[u8]) -> Result<serde_json::Value, serde_json::Error> {
+    serde_json::from_slice::<StrictValue>(bytes).map(|v| v.0)
+}
+
+struct StrictValue(serde_json::Value);
+
+impl<'de> serde::Deserialize<'de> for StrictValue {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictVisitor)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = StrictValue;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<StrictValue, E> {
+        Ok(StrictValue(v.into()))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<StrictValue, E> {
+        Ok(StrictValue(v.into()))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<StrictValue, E> {
+        Ok(StrictValue(v.into()))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<StrictValue, E> {
+        Ok(StrictValue(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, serde_json::Value::Number)))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<StrictValue, E> {
+        Ok(StrictValue(v.into()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<StrictValue, E> {
+        Ok(StrictValue(v.into()))
+    }
+
+    fn visit_unit<E>(self) -> Result<StrictValue, E> {
+        Ok(StrictValue(serde_json::Value::Null))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<StrictValue, A::Error> {
+        let mut items = Vec::new();
+        while let Some(StrictValue(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(StrictValue(serde_json::Value::Array(items)))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<StrictValue, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!("duplicate key {key:?}")));
+            }
+            let StrictValue(value) = map.next_value()?;
+            object.insert(key, value);
+        }
+        Ok(StrictValue(serde_json::Value::Object(object)))
     }
 }
 
@@ -141,6 +212,8 @@ mod tests {
         let unknown = read(&headers, r#"{"title":"a","x":1}"#, 100).await.unwrap_err();
         assert_eq!(unknown.status, 400);
         assert!(!unknown.errors.is_empty());
+        let duplicate = read(&headers, r#"{"title":"a","title":"b"}"#, 100).await.unwrap_err();
+        assert!(duplicate.status == 400 && duplicate.detail.contains("duplicate key"), "{duplicate}");
         let too_long = read(&headers, r#"{"title":"abcd"}"#, 100).await.unwrap_err();
         assert_eq!(too_long.errors[0].field, "title");
     }

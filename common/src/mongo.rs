@@ -13,7 +13,9 @@ use crate::Problem;
 
 pub const MONGODB_URI: Var = Var::new("MONGODB_URI", "mongodb://127.0.0.1:27017", "MongoDB connection string");
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Also the driver's heartbeat timeout: a busy server answering a heartbeat later than
+/// this is declared down and every connection in use is cut, so not too short.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(2);
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_POOL_SIZE: u32 = 64;

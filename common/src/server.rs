@@ -93,6 +93,7 @@ impl<A: Api> HttpApp<A> {
         let method = request.method().clone();
         let request_id = request_id::keep_or_make(request.headers().get(request_id::HEADER).map(|v| v.as_bytes()));
         let path = request.uri().path().to_owned();
+        let has_body = request_has_body(request.headers());
         let span = tracing::info_span!("request", request_id = %request_id);
 
         let (route, mut response) = async {
@@ -113,6 +114,11 @@ impl<A: Api> HttpApp<A> {
 
         if let Ok(value) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert(request_id::HEADER, value);
+        }
+        if has_body && (response.status().is_client_error() || response.status().is_server_error()) {
+            // The body may be left unread; say so, or a proxy pooling this connection
+            // would send its next request into a connection hyper is about to close.
+            response.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
         self.metrics.observe(route, method.as_str(), response.status().as_u16(), started.elapsed());
         response
@@ -154,6 +160,11 @@ impl<A: Api> HttpApp<A> {
         };
         (route, result)
     }
+}
+
+fn request_has_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(http::header::TRANSFER_ENCODING)
+        || headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim() != "0")
 }
 
 /// Serves `app` on `listener` until `shutdown` fires, then lets in-flight requests

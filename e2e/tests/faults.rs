@@ -727,7 +727,6 @@ async fn broker_outage_loses_and_doubles_no_notification() {
 /// 2. Redis cut off mid-load: every list read shows the writes acknowledged before it,
 /// during the outage and after Redis returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: svc-tasks serves lists cached before a write made while Redis was down until the outbox relay bumps the version (seconds)"]
 async fn redis_outage_never_serves_a_stale_list() {
     let _serial = SERIAL.lock().await;
     let system = System::start_with_options(Options { proxy_redis: true, ..Options::default() }).await;

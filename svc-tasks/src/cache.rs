@@ -8,17 +8,25 @@
 //! old version, which no read looks at again, so a read after a write is never stale.
 //!
 //! Every Redis call has a short timeout, and any failure makes the caller answer from
-//! MongoDB. When the immediate bump after a write fails (Redis unreachable), the outbox
-//! relay bumps the version again for that write and keeps retrying until Redis takes it,
-//! so a cached list from before the write is not served once Redis is back. The window
-//! left: between Redis coming back and the relay's next successful bump (its poll
-//! interval, ~0.5 s, plus its retry delay), a replica that reaches Redis may serve a list
-//! cached before the write; and if Redis loses the version key itself (eviction, restart
-//! without persistence) a list cached under the same version number within the last TTL
-//! could be seen again. Cached lists live at most `LIST_TTL` either way.
+//! MongoDB. A write whose version bump failed (Redis unreachable) leaves a list cached
+//! before it in Redis. Two things hide it once Redis is back:
+//! - the replica that saw the bump fail marks itself as owing an *epoch* bump: until a
+//!   global epoch counter, part of every list key, has been incremented, it reads nothing
+//!   from Redis, and its first successful Redis call increments it, which makes every
+//!   list cached before the outage unreachable for every replica;
+//! - the outbox relay bumps the owner's version again for that write, durably (it
+//!   retries until Redis takes it, across restarts).
+//!
+//! The window left: another replica that reaches Redis before either has happened may
+//! serve a list cached before the write (between Redis coming back and the failing
+//! replica's next call or the relay's next poll, ~0.5 s); and if Redis loses the version
+//! key itself (eviction, restart without persistence) a list cached under the same
+//! version within the last TTL could be seen again. Cached lists live at most
+//! `LIST_TTL_SECONDS` either way.
 
 mod memory;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -75,6 +83,8 @@ pub enum CacheRead {
 pub struct RedisListCache {
     connection: ConnectionManager,
     prefix: String,
+    /// A version bump failed here: the epoch must be bumped before Redis is trusted again.
+    owes_epoch_bump: AtomicBool,
 }
 
 impl RedisListCache {
@@ -87,15 +97,31 @@ impl RedisListCache {
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
         let connection = ConnectionManager::new_lazy_with_config(client, config)?;
-        Ok(Self { connection, prefix: prefix.to_owned() })
+        Ok(Self { connection, prefix: prefix.to_owned(), owes_epoch_bump: AtomicBool::new(false) })
+    }
+
+    fn epoch_key(&self) -> String {
+        format!("{}epoch", self.prefix)
     }
 
     fn version_key(&self, owner: &UserId) -> String {
         format!("{}{}:version", self.prefix, owner)
     }
 
+    /// `version` is the pair (epoch, owner's version) folded into one number by
+    /// [`fold_version`].
     fn list_key(&self, owner: &UserId, version: u64, query: &ListQuery) -> String {
         format!("{}{}:list:{version}:{}", self.prefix, owner, query.cache_key())
+    }
+
+    /// Pays a debt left by a failed version bump; until paid, the cache is not trusted.
+    async fn settle_epoch(&self) -> Result<(), CacheError> {
+        if self.owes_epoch_bump.load(Ordering::Acquire) {
+            self.run::<u64>(redis::cmd("INCR").arg(self.epoch_key())).await?;
+            self.owes_epoch_bump.store(false, Ordering::Release);
+            tracing::info!("list cache epoch bumped after a missed invalidation");
+        }
+        Ok(())
     }
 
     async fn run<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> Result<T, CacheError> {
@@ -107,12 +133,20 @@ impl RedisListCache {
     }
 }
 
+/// One number for (epoch, version): the epoch in the high 24 bits. A version would need
+/// 2^40 writes by one user within a day (its key's TTL) to reach them.
+fn fold_version(epoch: u64, version: u64) -> u64 {
+    (epoch << 40) ^ version
+}
+
 #[async_trait]
 impl ListCache for RedisListCache {
     async fn read(&self, owner: &UserId, query: &ListQuery) -> CacheRead {
         let read = async {
-            let version: Option<u64> = self.run(redis::cmd("GET").arg(self.version_key(owner))).await?;
-            let version = version.unwrap_or(0);
+            self.settle_epoch().await?;
+            let (epoch, version): (Option<u64>, Option<u64>) =
+                self.run(redis::cmd("MGET").arg(self.epoch_key()).arg(self.version_key(owner))).await?;
+            let version = fold_version(epoch.unwrap_or(0), version.unwrap_or(0));
             let cached: Option<Vec<u8>> = self.run(redis::cmd("GET").arg(self.list_key(owner, version, query))).await?;
             Ok::<_, CacheError>(match cached {
                 Some(bytes) => CacheRead::Hit(Bytes::from(bytes)),
@@ -141,9 +175,16 @@ impl ListCache for RedisListCache {
         let mut pipeline = redis::pipe();
         pipeline.atomic().incr(&key, 1).ignore().expire(&key, VERSION_TTL_SECONDS).ignore();
         let mut connection = self.connection.clone();
-        match tokio::time::timeout(REDIS_TIMEOUT, pipeline.query_async::<()>(&mut connection)).await {
-            Ok(result) => Ok(result?),
+        let bumped = match tokio::time::timeout(REDIS_TIMEOUT, pipeline.query_async::<()>(&mut connection)).await {
+            Ok(result) => result.map_err(CacheError::from),
             Err(_) => Err(CacheError::Timeout),
+        };
+        match bumped {
+            Ok(()) => self.settle_epoch().await,
+            Err(error) => {
+                self.owes_epoch_bump.store(true, Ordering::Release);
+                Err(error)
+            }
         }
     }
 

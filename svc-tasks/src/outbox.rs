@@ -219,8 +219,17 @@ impl Relay {
     /// Relays everything claimable now; stops early when the broker is down, since every
     /// other entry would fail the same way.
     pub async fn relay_pending(&self) -> Result<RelaySummary, StoreError> {
+        self.relay_while(|| true).await
+    }
+
+    /// Like [`Relay::relay_pending`], checking `go_on` between entries: stopping between
+    /// two entries never leaves one claimed (and so delayed by its lease) mid-publish.
+    async fn relay_while(&self, go_on: impl Fn() -> bool) -> Result<RelaySummary, StoreError> {
         let mut summary = RelaySummary::default();
         for _ in 0..MAX_BATCH {
+            if !go_on() {
+                break;
+            }
             match self.process_one().await? {
                 RelayOutcome::Empty => break,
                 RelayOutcome::Relayed => summary.relayed += 1,
@@ -249,7 +258,7 @@ impl Relay {
         loop {
             // Keeps the connection (and readiness) up even while there is nothing to publish.
             let _ = self.publisher.ensure_connected().await;
-            match self.relay_pending().await {
+            match self.relay_while(|| !shutdown.is_cancelled()).await {
                 Ok(_) if failing => {
                     failing = false;
                     tracing::info!("outbox readable again");
@@ -267,8 +276,13 @@ impl Relay {
                 _ = tokio::time::sleep(POLL_INTERVAL) => {}
             }
         }
-        if tokio::time::timeout(FINAL_DRAIN, self.relay_pending()).await.is_err() {
-            tracing::info!("outbox entries left for the next start or another replica");
+        let deadline = tokio::time::Instant::now() + FINAL_DRAIN;
+        match self.relay_while(|| tokio::time::Instant::now() < deadline).await {
+            Ok(_) if tokio::time::Instant::now() >= deadline => {
+                tracing::info!("outbox entries may be left for the next start or another replica")
+            }
+            Ok(_) => {}
+            Err(error) => tracing::info!(%error, "outbox entries left for the next start or another replica"),
         }
         self.publisher.close().await;
         tracing::info!("outbox relay stopped");

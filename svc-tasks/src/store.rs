@@ -238,7 +238,7 @@ impl MongoTaskStore {
                 }
             };
             match outcome {
-                Err(StoreError::Database(e)) if attempt < MAX_TRANSACTION_ATTEMPTS && is_write_conflict(&e) => {
+                Err(StoreError::Database(e)) if attempt < MAX_TRANSACTION_ATTEMPTS && is_retryable(&e, attempt) => {
                     tokio::time::sleep(conflict_backoff(attempt)).await;
                 }
                 other => return other,
@@ -347,14 +347,18 @@ async fn commit(session: &mut ClientSession) -> Result<(), StoreError> {
     }
 }
 
-/// A conflict with a concurrent transaction, worth retrying; an unreachable server is not
-/// (it would only turn a quick 503 into a slow one).
-fn is_write_conflict(error: &mongodb::error::Error) -> bool {
-    let unreachable = matches!(
-        *error.kind,
-        ErrorKind::ServerSelection { .. } | ErrorKind::Io(_) | ErrorKind::ConnectionPoolCleared { .. }
-    );
-    !unreachable && error.contains_label(TRANSIENT_TRANSACTION_ERROR)
+/// Worth running the transaction again: a conflict with a concurrent transaction, or
+/// (once) connections cut by the driver when a busy server answered a heartbeat late.
+/// An unreachable server is not: that would only turn a quick 503 into a slow one.
+fn is_retryable(error: &mongodb::error::Error, attempt: u32) -> bool {
+    if !error.contains_label(TRANSIENT_TRANSACTION_ERROR) {
+        return false;
+    }
+    match *error.kind {
+        ErrorKind::ServerSelection { .. } | ErrorKind::Io(_) => false,
+        ErrorKind::ConnectionPoolCleared { .. } => attempt == 1,
+        _ => true,
+    }
 }
 
 /// Growing, jittered pauses so conflicting writers do not retry in lockstep.
