@@ -107,7 +107,6 @@ fn schemathesis_path() -> Vec<PathBuf> {
 }
 
 #[tokio::test]
-#[ignore = "bug: svc-tasks answers 503 when the MongoDB driver interrupts a transaction (TransientTransactionError) instead of retrying it"]
 async fn schemathesis_finds_no_server_error_and_no_schema_mismatch() {
     let Some(schemathesis) = tool("schemathesis", &schemathesis_path()) else { return };
     let system = System::start().await;
