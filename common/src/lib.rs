@@ -10,6 +10,7 @@ pub mod body;
 pub mod bus;
 pub mod cli;
 pub mod config;
+pub mod embedded;
 pub mod health;
 pub mod metrics;
 pub mod mongo;

@@ -7,12 +7,12 @@
 //! default); every call runs on the blocking pool.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::DateTime;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
+use todo_common::embedded::{EmbeddedDb, EmbeddedError};
 use todo_common::health::BackendState;
 
 use super::{Inserted, NotificationStore, StoreError};
@@ -54,6 +54,12 @@ impl StoredNotification {
     }
 }
 
+impl From<EmbeddedError> for StoreError {
+    fn from(error: EmbeddedError) -> Self {
+        unexpected(error)
+    }
+}
+
 fn unexpected(error: impl std::fmt::Display) -> StoreError {
     StoreError::Unexpected(anyhow::anyhow!("embedded store: {error}"))
 }
@@ -63,27 +69,19 @@ fn decode(bytes: &[u8]) -> Result<StoredNotification, StoreError> {
 }
 
 pub struct EmbeddedNotificationStore {
-    db: Arc<Database>,
+    db: EmbeddedDb,
 }
 
 impl EmbeddedNotificationStore {
     /// Opens (or creates) the database file and its tables.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        let db = Database::create(path)?;
-        let txn = db.begin_write()?;
-        txn.open_table(NOTIFICATIONS)?;
-        txn.open_table(BY_EVENT)?;
-        txn.open_table(BY_USER)?;
-        txn.commit()?;
-        Ok(Self { db: Arc::new(db) })
-    }
-
-    async fn blocking<T: Send + 'static>(
-        &self,
-        work: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || work(&db)).await.map_err(unexpected)?
+        let db = EmbeddedDb::open(path, |txn| {
+            txn.open_table(NOTIFICATIONS)?;
+            txn.open_table(BY_EVENT)?;
+            txn.open_table(BY_USER)?;
+            Ok(())
+        })?;
+        Ok(Self { db })
     }
 }
 
@@ -105,95 +103,98 @@ impl NotificationStore for EmbeddedNotificationStore {
             created_at_millis: notification.created_at.timestamp_millis(),
             read: false,
         };
-        self.blocking(move |db| {
-            let bytes = serde_json::to_vec(&stored).map_err(unexpected)?;
-            let txn = db.begin_write().map_err(unexpected)?;
-            {
-                let mut by_event = txn.open_table(BY_EVENT).map_err(unexpected)?;
-                if by_event.get(stored.event_id.as_str()).map_err(unexpected)?.is_some() {
-                    return Ok(Inserted::Duplicate);
+        self.db
+            .blocking(move |db| {
+                let bytes = serde_json::to_vec(&stored).map_err(unexpected)?;
+                let txn = db.begin_write().map_err(unexpected)?;
+                {
+                    let mut by_event = txn.open_table(BY_EVENT).map_err(unexpected)?;
+                    if by_event.get(stored.event_id.as_str()).map_err(unexpected)?.is_some() {
+                        return Ok(Inserted::Duplicate);
+                    }
+                    by_event.insert(stored.event_id.as_str(), stored.id.as_str()).map_err(unexpected)?;
+                    let mut notifications = txn.open_table(NOTIFICATIONS).map_err(unexpected)?;
+                    notifications.insert(stored.id.as_str(), bytes.as_slice()).map_err(unexpected)?;
+                    let mut by_user = txn.open_table(BY_USER).map_err(unexpected)?;
+                    by_user
+                        .insert((stored.user_id.as_str(), stored.created_at_millis, stored.id.as_str()), ())
+                        .map_err(unexpected)?;
                 }
-                by_event.insert(stored.event_id.as_str(), stored.id.as_str()).map_err(unexpected)?;
-                let mut notifications = txn.open_table(NOTIFICATIONS).map_err(unexpected)?;
-                notifications.insert(stored.id.as_str(), bytes.as_slice()).map_err(unexpected)?;
-                let mut by_user = txn.open_table(BY_USER).map_err(unexpected)?;
-                by_user
-                    .insert((stored.user_id.as_str(), stored.created_at_millis, stored.id.as_str()), ())
-                    .map_err(unexpected)?;
-            }
-            txn.commit().map_err(unexpected)?;
-            Ok(Inserted::Created)
-        })
-        .await
+                txn.commit().map_err(unexpected)?;
+                Ok(Inserted::Created)
+            })
+            .await
     }
 
     async fn list(&self, user: &UserId, query: &ListQuery) -> Result<Page, StoreError> {
         let (user, query) = (user.as_str().to_owned(), query.clone());
-        self.blocking(move |db| {
-            let txn = db.begin_read().map_err(unexpected)?;
-            let by_user = txn.open_table(BY_USER).map_err(unexpected)?;
-            let notifications = txn.open_table(NOTIFICATIONS).map_err(unexpected)?;
-            let low = (user.as_str(), i64::MIN, "");
-            let cursor_id = query.after.map(|c| c.id.to_hex());
-            let entries = match (query.after, &cursor_id) {
-                (Some(cursor), Some(id)) => {
-                    by_user.range(low..(user.as_str(), cursor.created_at.timestamp_millis(), id.as_str()))
+        self.db
+            .blocking(move |db| {
+                let txn = db.begin_read().map_err(unexpected)?;
+                let by_user = txn.open_table(BY_USER).map_err(unexpected)?;
+                let notifications = txn.open_table(NOTIFICATIONS).map_err(unexpected)?;
+                let low = (user.as_str(), i64::MIN, "");
+                let cursor_id = query.after.map(|c| c.id.to_hex());
+                let entries = match (query.after, &cursor_id) {
+                    (Some(cursor), Some(id)) => {
+                        by_user.range(low..(user.as_str(), cursor.created_at.timestamp_millis(), id.as_str()))
+                    }
+                    _ => by_user.range(low..=(user.as_str(), i64::MAX, AFTER_EVERY_ID)),
                 }
-                _ => by_user.range(low..=(user.as_str(), i64::MAX, AFTER_EVERY_ID)),
-            }
-            .map_err(unexpected)?;
-            // One extra item tells whether another page follows.
-            let wanted = query.limit as usize + 1;
-            let mut items = Vec::new();
-            for entry in entries.rev() {
-                let (key, _) = entry.map_err(unexpected)?;
-                let (_, _, id) = key.value();
-                let Some(bytes) = notifications.get(id).map_err(unexpected)? else { continue };
-                let notification = decode(bytes.value())?.into_domain()?;
-                let wanted_state = match query.filter {
-                    ReadFilter::All => true,
-                    ReadFilter::UnreadOnly => !notification.read,
-                    ReadFilter::ReadOnly => notification.read,
-                };
-                if wanted_state {
-                    items.push(notification);
-                    if items.len() == wanted {
-                        break;
+                .map_err(unexpected)?;
+                // One extra item tells whether another page follows.
+                let wanted = query.limit as usize + 1;
+                let mut items = Vec::new();
+                for entry in entries.rev() {
+                    let (key, _) = entry.map_err(unexpected)?;
+                    let (_, _, id) = key.value();
+                    let Some(bytes) = notifications.get(id).map_err(unexpected)? else { continue };
+                    let notification = decode(bytes.value())?.into_domain()?;
+                    let wanted_state = match query.filter {
+                        ReadFilter::All => true,
+                        ReadFilter::UnreadOnly => !notification.read,
+                        ReadFilter::ReadOnly => notification.read,
+                    };
+                    if wanted_state {
+                        items.push(notification);
+                        if items.len() == wanted {
+                            break;
+                        }
                     }
                 }
-            }
-            let next = if items.len() > query.limit as usize {
-                items.truncate(query.limit as usize);
-                items.last().map(Cursor::after)
-            } else {
-                None
-            };
-            Ok(Page { items, next })
-        })
-        .await
+                let next = if items.len() > query.limit as usize {
+                    items.truncate(query.limit as usize);
+                    items.last().map(Cursor::after)
+                } else {
+                    None
+                };
+                Ok(Page { items, next })
+            })
+            .await
     }
 
     async fn mark_read(&self, user: &UserId, id: NotificationId) -> Result<Option<Notification>, StoreError> {
         let (user, id) = (user.as_str().to_owned(), id.to_hex());
-        self.blocking(move |db| {
-            let txn = db.begin_write().map_err(unexpected)?;
-            let updated = {
-                let mut notifications = txn.open_table(NOTIFICATIONS).map_err(unexpected)?;
-                let found = notifications.get(id.as_str()).map_err(unexpected)?.map(|b| decode(b.value()));
-                match found.transpose()? {
-                    Some(mut stored) if stored.user_id == user => {
-                        stored.read = true;
-                        let bytes = serde_json::to_vec(&stored).map_err(unexpected)?;
-                        notifications.insert(id.as_str(), bytes.as_slice()).map_err(unexpected)?;
-                        Some(stored)
+        self.db
+            .blocking(move |db| {
+                let txn = db.begin_write().map_err(unexpected)?;
+                let updated = {
+                    let mut notifications = txn.open_table(NOTIFICATIONS).map_err(unexpected)?;
+                    let found = notifications.get(id.as_str()).map_err(unexpected)?.map(|b| decode(b.value()));
+                    match found.transpose()? {
+                        Some(mut stored) if stored.user_id == user => {
+                            stored.read = true;
+                            let bytes = serde_json::to_vec(&stored).map_err(unexpected)?;
+                            notifications.insert(id.as_str(), bytes.as_slice()).map_err(unexpected)?;
+                            Some(stored)
+                        }
+                        _ => None,
                     }
-                    _ => None,
-                }
-            };
-            txn.commit().map_err(unexpected)?;
-            updated.map(StoredNotification::into_domain).transpose()
-        })
-        .await
+                };
+                txn.commit().map_err(unexpected)?;
+                updated.map(StoredNotification::into_domain).transpose()
+            })
+            .await
     }
 
     fn backend_name(&self) -> &'static str {
@@ -201,7 +202,7 @@ impl NotificationStore for EmbeddedNotificationStore {
     }
 
     async fn health(&self) -> BackendState {
-        match self.blocking(|db| db.begin_read().map(drop).map_err(unexpected)).await {
+        match self.db.blocking(|db| db.begin_read().map(drop).map_err(unexpected)).await {
             Ok(()) => BackendState::Up,
             Err(error) => BackendState::Down { detail: error.to_string() },
         }

@@ -8,12 +8,12 @@
 //! task open. Commits are durable (redb's default); every call runs on the blocking pool.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
+use todo_common::embedded::{EmbeddedDb, EmbeddedError};
 use todo_common::health::BackendState;
 
 use super::{Applied, StoreError, TaskStore};
@@ -135,6 +135,12 @@ impl StoredOutboxEntry {
     }
 }
 
+impl From<EmbeddedError> for StoreError {
+    fn from(error: EmbeddedError) -> Self {
+        embedded(error)
+    }
+}
+
 fn embedded(error: impl std::fmt::Display) -> StoreError {
     StoreError::Embedded(error.to_string())
 }
@@ -156,48 +162,41 @@ enum Write {
 }
 
 pub struct EmbeddedTaskStore {
-    db: Arc<Database>,
+    db: EmbeddedDb,
 }
 
 impl EmbeddedTaskStore {
     /// Opens (or creates) the database file and its tables.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        let db = Database::create(path)?;
-        let txn = db.begin_write()?;
-        txn.open_table(TASKS)?;
-        txn.open_table(BY_OWNER)?;
-        txn.open_table(OUTBOX)?;
-        txn.open_table(META)?;
-        txn.commit()?;
-        Ok(Self { db: Arc::new(db) })
-    }
-
-    async fn blocking<T: Send + 'static>(
-        &self,
-        work: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || work(&db)).await.map_err(embedded)?
+        let db = EmbeddedDb::open(path, |txn| {
+            txn.open_table(TASKS)?;
+            txn.open_table(BY_OWNER)?;
+            txn.open_table(OUTBOX)?;
+            txn.open_table(META)?;
+            Ok(())
+        })?;
+        Ok(Self { db })
     }
 
     async fn transact(&self, owner: &UserId, write: Write, request_id: &str) -> Result<Option<Applied>, StoreError> {
         let (owner, request_id) = (owner.clone(), request_id.to_owned());
-        self.blocking(move |db| {
-            let txn = db.begin_write().map_err(embedded)?;
-            let applied = apply(&txn, &owner, write)?;
-            if let Some(Applied { task, event: Some(kind) }) = &applied {
-                let envelope = EventEnvelope::for_task(*kind, task, Some(&request_id))?;
-                let mut meta = txn.open_table(META).map_err(embedded)?;
-                let sequence = meta.get(OUTBOX_SEQUENCE).map_err(embedded)?.map_or(0, |s| s.value()) + 1;
-                meta.insert(OUTBOX_SEQUENCE, sequence).map_err(embedded)?;
-                let mut outbox = txn.open_table(OUTBOX).map_err(embedded)?;
-                let entry = encode(&StoredOutboxEntry::pending(envelope))?;
-                outbox.insert(sequence, entry.as_slice()).map_err(embedded)?;
-            }
-            txn.commit().map_err(embedded)?;
-            Ok(applied)
-        })
-        .await
+        self.db
+            .blocking(move |db| {
+                let txn = db.begin_write().map_err(embedded)?;
+                let applied = apply(&txn, &owner, write)?;
+                if let Some(Applied { task, event: Some(kind) }) = &applied {
+                    let envelope = EventEnvelope::for_task(*kind, task, Some(&request_id))?;
+                    let mut meta = txn.open_table(META).map_err(embedded)?;
+                    let sequence = meta.get(OUTBOX_SEQUENCE).map_err(embedded)?.map_or(0, |s| s.value()) + 1;
+                    meta.insert(OUTBOX_SEQUENCE, sequence).map_err(embedded)?;
+                    let mut outbox = txn.open_table(OUTBOX).map_err(embedded)?;
+                    let entry = encode(&StoredOutboxEntry::pending(envelope))?;
+                    outbox.insert(sequence, entry.as_slice()).map_err(embedded)?;
+                }
+                txn.commit().map_err(embedded)?;
+                Ok(applied)
+            })
+            .await
     }
 
     /// Rewrites one outbox entry (or removes it) in a write transaction.
@@ -210,23 +209,24 @@ impl EmbeddedTaskStore {
         let OutboxId::Embedded(sequence) = id else {
             return Err(StoreError::Corrupt("a MongoDB outbox id given to the embedded store".into()));
         };
-        self.blocking(move |db| {
-            let txn = db.begin_write().map_err(embedded)?;
-            {
-                let mut outbox = txn.open_table(OUTBOX).map_err(embedded)?;
-                if remove {
-                    outbox.remove(sequence).map_err(embedded)?;
-                } else {
-                    let stored = outbox.get(sequence).map_err(embedded)?.map(|b| decode(b.value())).transpose()?;
-                    if let Some(mut stored) = stored {
-                        change(&mut stored);
-                        outbox.insert(sequence, encode(&stored)?.as_slice()).map_err(embedded)?;
+        self.db
+            .blocking(move |db| {
+                let txn = db.begin_write().map_err(embedded)?;
+                {
+                    let mut outbox = txn.open_table(OUTBOX).map_err(embedded)?;
+                    if remove {
+                        outbox.remove(sequence).map_err(embedded)?;
+                    } else {
+                        let stored = outbox.get(sequence).map_err(embedded)?.map(|b| decode(b.value())).transpose()?;
+                        if let Some(mut stored) = stored {
+                            change(&mut stored);
+                            outbox.insert(sequence, encode(&stored)?.as_slice()).map_err(embedded)?;
+                        }
                     }
                 }
-            }
-            txn.commit().map_err(embedded)
-        })
-        .await
+                txn.commit().map_err(embedded)
+            })
+            .await
     }
 }
 
@@ -322,57 +322,59 @@ impl TaskStore for EmbeddedTaskStore {
 
     async fn find(&self, owner: &UserId, id: TaskId) -> Result<Option<Task>, StoreError> {
         let owner = owner.clone();
-        self.blocking(move |db| {
-            let txn = db.begin_read().map_err(embedded)?;
-            let tasks = txn.open_table(TASKS).map_err(embedded)?;
-            let Some(bytes) = tasks.get(id.to_string().as_str()).map_err(embedded)? else {
-                return Ok(None);
-            };
-            let task = Task::try_from(decode::<StoredTask>(bytes.value())?)?;
-            Ok((task.owner == owner).then_some(task))
-        })
-        .await
+        self.db
+            .blocking(move |db| {
+                let txn = db.begin_read().map_err(embedded)?;
+                let tasks = txn.open_table(TASKS).map_err(embedded)?;
+                let Some(bytes) = tasks.get(id.to_string().as_str()).map_err(embedded)? else {
+                    return Ok(None);
+                };
+                let task = Task::try_from(decode::<StoredTask>(bytes.value())?)?;
+                Ok((task.owner == owner).then_some(task))
+            })
+            .await
     }
 
     async fn list(&self, owner: &UserId, query: &ListQuery) -> Result<TaskPage, StoreError> {
         let (owner, query) = (owner.clone(), query.clone());
-        self.blocking(move |db| {
-            let txn = db.begin_read().map_err(embedded)?;
-            let by_owner = txn.open_table(BY_OWNER).map_err(embedded)?;
-            let tasks = txn.open_table(TASKS).map_err(embedded)?;
-            let low = (owner.as_str(), i64::MIN, "");
-            let cursor_id = query.cursor.map(|c: Cursor| c.id.to_string());
-            let entries = match (query.cursor, &cursor_id) {
-                (Some(cursor), Some(id)) => {
-                    by_owner.range(low..(owner.as_str(), cursor.created_at.millis(), id.as_str()))
+        self.db
+            .blocking(move |db| {
+                let txn = db.begin_read().map_err(embedded)?;
+                let by_owner = txn.open_table(BY_OWNER).map_err(embedded)?;
+                let tasks = txn.open_table(TASKS).map_err(embedded)?;
+                let low = (owner.as_str(), i64::MIN, "");
+                let cursor_id = query.cursor.map(|c: Cursor| c.id.to_string());
+                let entries = match (query.cursor, &cursor_id) {
+                    (Some(cursor), Some(id)) => {
+                        by_owner.range(low..(owner.as_str(), cursor.created_at.millis(), id.as_str()))
+                    }
+                    _ => by_owner.range(low..=(owner.as_str(), i64::MAX, AFTER_EVERY_ID)),
                 }
-                _ => by_owner.range(low..=(owner.as_str(), i64::MAX, AFTER_EVERY_ID)),
-            }
-            .map_err(embedded)?;
-            // One more than asked tells whether another page follows.
-            let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
-            let mut items = Vec::new();
-            for entry in entries.rev() {
-                let (key, _) = entry.map_err(embedded)?;
-                let (_, _, id) = key.value();
-                let Some(bytes) = tasks.get(id).map_err(embedded)? else { continue };
-                let task = Task::try_from(decode::<StoredTask>(bytes.value())?)?;
-                if query.status.is_none_or(|status| status == task.status) {
-                    items.push(task);
-                    if items.len() > limit {
-                        break;
+                .map_err(embedded)?;
+                // One more than asked tells whether another page follows.
+                let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
+                let mut items = Vec::new();
+                for entry in entries.rev() {
+                    let (key, _) = entry.map_err(embedded)?;
+                    let (_, _, id) = key.value();
+                    let Some(bytes) = tasks.get(id).map_err(embedded)? else { continue };
+                    let task = Task::try_from(decode::<StoredTask>(bytes.value())?)?;
+                    if query.status.is_none_or(|status| status == task.status) {
+                        items.push(task);
+                        if items.len() > limit {
+                            break;
+                        }
                     }
                 }
-            }
-            let next = if items.len() > limit {
-                items.truncate(limit);
-                items.last().map(Cursor::after)
-            } else {
-                None
-            };
-            Ok(TaskPage { items, next })
-        })
-        .await
+                let next = if items.len() > limit {
+                    items.truncate(limit);
+                    items.last().map(Cursor::after)
+                } else {
+                    None
+                };
+                Ok(TaskPage { items, next })
+            })
+            .await
     }
 
     async fn update(
@@ -401,35 +403,36 @@ impl TaskStore for EmbeddedTaskStore {
 
     async fn claim_outbox(&self, lease_owner: &str, lease: Duration) -> Result<Option<OutboxEntry>, StoreError> {
         let lease_owner = lease_owner.to_owned();
-        self.blocking(move |db| {
-            let now = now_millis();
-            let txn = db.begin_write().map_err(embedded)?;
-            let claimed = {
-                let mut outbox = txn.open_table(OUTBOX).map_err(embedded)?;
-                let mut claimable = None;
-                for entry in outbox.iter().map_err(embedded)? {
-                    let (sequence, bytes) = entry.map_err(embedded)?;
-                    let stored: StoredOutboxEntry = decode(bytes.value())?;
-                    if stored.lease_until <= now {
-                        claimable = Some((sequence.value(), stored));
-                        break;
+        self.db
+            .blocking(move |db| {
+                let now = now_millis();
+                let txn = db.begin_write().map_err(embedded)?;
+                let claimed = {
+                    let mut outbox = txn.open_table(OUTBOX).map_err(embedded)?;
+                    let mut claimable = None;
+                    for entry in outbox.iter().map_err(embedded)? {
+                        let (sequence, bytes) = entry.map_err(embedded)?;
+                        let stored: StoredOutboxEntry = decode(bytes.value())?;
+                        if stored.lease_until <= now {
+                            claimable = Some((sequence.value(), stored));
+                            break;
+                        }
                     }
-                }
-                match claimable {
-                    Some((sequence, mut stored)) => {
-                        stored.lease_until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
-                        stored.lease_owner = Some(lease_owner);
-                        stored.attempts += 1;
-                        outbox.insert(sequence, encode(&stored)?.as_slice()).map_err(embedded)?;
-                        Some(stored.entry(sequence))
+                    match claimable {
+                        Some((sequence, mut stored)) => {
+                            stored.lease_until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
+                            stored.lease_owner = Some(lease_owner);
+                            stored.attempts += 1;
+                            outbox.insert(sequence, encode(&stored)?.as_slice()).map_err(embedded)?;
+                            Some(stored.entry(sequence))
+                        }
+                        None => None,
                     }
-                    None => None,
-                }
-            };
-            txn.commit().map_err(embedded)?;
-            Ok(claimed)
-        })
-        .await
+                };
+                txn.commit().map_err(embedded)?;
+                Ok(claimed)
+            })
+            .await
     }
 
     async fn remove_outbox(&self, id: OutboxId) -> Result<(), StoreError> {
@@ -458,12 +461,13 @@ impl TaskStore for EmbeddedTaskStore {
     }
 
     async fn outbox_len(&self) -> Result<u64, StoreError> {
-        self.blocking(|db| {
-            let txn = db.begin_read().map_err(embedded)?;
-            let outbox = txn.open_table(OUTBOX).map_err(embedded)?;
-            outbox.len().map_err(embedded)
-        })
-        .await
+        self.db
+            .blocking(|db| {
+                let txn = db.begin_read().map_err(embedded)?;
+                let outbox = txn.open_table(OUTBOX).map_err(embedded)?;
+                outbox.len().map_err(embedded)
+            })
+            .await
     }
 
     /// The tables are created when the file is opened.
@@ -476,7 +480,7 @@ impl TaskStore for EmbeddedTaskStore {
     }
 
     async fn ping(&self) -> BackendState {
-        match self.blocking(|db| db.begin_read().map(drop).map_err(embedded)).await {
+        match self.db.blocking(|db| db.begin_read().map(drop).map_err(embedded)).await {
             Ok(()) => BackendState::Up,
             Err(error) => BackendState::Down { detail: error.to_string() },
         }

@@ -6,13 +6,13 @@
 //! on the blocking pool so the runtime never waits on the disk.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mongodb::bson::oid::ObjectId;
-use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
+use todo_common::embedded::{EmbeddedDb, EmbeddedError};
 use todo_common::health::BackendState;
 
 use super::{NewUser, StoreError, UserRecord, UserStore};
@@ -54,32 +54,29 @@ impl StoredUser {
     }
 }
 
+impl From<EmbeddedError> for StoreError {
+    fn from(error: EmbeddedError) -> Self {
+        embedded(error)
+    }
+}
+
 fn embedded(error: impl std::fmt::Display) -> StoreError {
     StoreError::Embedded(error.to_string())
 }
 
 pub struct EmbeddedUserStore {
-    db: Arc<Database>,
+    db: EmbeddedDb,
 }
 
 impl EmbeddedUserStore {
     /// Opens (or creates) the database file and its tables.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        let db = Database::create(path)?;
-        let txn = db.begin_write()?;
-        txn.open_table(USERS)?;
-        txn.open_table(USERS_BY_EMAIL)?;
-        txn.commit()?;
-        Ok(Self { db: Arc::new(db) })
-    }
-
-    /// Runs `work` against the database on the blocking pool.
-    async fn blocking<T: Send + 'static>(
-        &self,
-        work: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || work(&db)).await.map_err(embedded)?
+        let db = EmbeddedDb::open(path, |txn| {
+            txn.open_table(USERS)?;
+            txn.open_table(USERS_BY_EMAIL)?;
+            Ok(())
+        })?;
+        Ok(Self { db })
     }
 }
 
@@ -102,42 +99,44 @@ impl UserStore for EmbeddedUserStore {
             password_hash: user.password_hash,
             created_at: todo_common::time::now(),
         };
-        self.blocking(move |db| {
-            let stored = serde_json::to_vec(&StoredUser::from_record(&record)).map_err(embedded)?;
-            let id = record.id.to_hex();
-            let txn = db.begin_write().map_err(embedded)?;
-            {
-                let mut by_email = txn.open_table(USERS_BY_EMAIL).map_err(embedded)?;
-                if by_email.get(record.email.as_str()).map_err(embedded)?.is_some() {
-                    return Err(StoreError::EmailTaken);
+        self.db
+            .blocking(move |db| {
+                let stored = serde_json::to_vec(&StoredUser::from_record(&record)).map_err(embedded)?;
+                let id = record.id.to_hex();
+                let txn = db.begin_write().map_err(embedded)?;
+                {
+                    let mut by_email = txn.open_table(USERS_BY_EMAIL).map_err(embedded)?;
+                    if by_email.get(record.email.as_str()).map_err(embedded)?.is_some() {
+                        return Err(StoreError::EmailTaken);
+                    }
+                    by_email.insert(record.email.as_str(), id.as_str()).map_err(embedded)?;
+                    let mut users = txn.open_table(USERS).map_err(embedded)?;
+                    users.insert(id.as_str(), stored.as_slice()).map_err(embedded)?;
                 }
-                by_email.insert(record.email.as_str(), id.as_str()).map_err(embedded)?;
-                let mut users = txn.open_table(USERS).map_err(embedded)?;
-                users.insert(id.as_str(), stored.as_slice()).map_err(embedded)?;
-            }
-            txn.commit().map_err(embedded)?;
-            Ok(record)
-        })
-        .await
+                txn.commit().map_err(embedded)?;
+                Ok(record)
+            })
+            .await
     }
 
     async fn find_by_email(&self, email: &Email) -> Result<Option<UserRecord>, StoreError> {
         let email = email.as_ref().to_owned();
-        self.blocking(move |db| {
-            // One read transaction: the index entry and the user it names are consistent.
-            let txn = db.begin_read().map_err(embedded)?;
-            let by_email = txn.open_table(USERS_BY_EMAIL).map_err(embedded)?;
-            let id = by_email.get(email.as_str()).map_err(embedded)?.map(|id| id.value().to_owned());
-            match id {
-                Some(id) => read_user(&txn, &id),
-                None => Ok(None),
-            }
-        })
-        .await
+        self.db
+            .blocking(move |db| {
+                // One read transaction: the index entry and the user it names are consistent.
+                let txn = db.begin_read().map_err(embedded)?;
+                let by_email = txn.open_table(USERS_BY_EMAIL).map_err(embedded)?;
+                let id = by_email.get(email.as_str()).map_err(embedded)?.map(|id| id.value().to_owned());
+                match id {
+                    Some(id) => read_user(&txn, &id),
+                    None => Ok(None),
+                }
+            })
+            .await
     }
 
     async fn find_by_id(&self, id: ObjectId) -> Result<Option<UserRecord>, StoreError> {
-        self.blocking(move |db| read_user(&db.begin_read().map_err(embedded)?, &id.to_hex())).await
+        self.db.blocking(move |db| read_user(&db.begin_read().map_err(embedded)?, &id.to_hex())).await
     }
 
     fn backend_name(&self) -> &'static str {
@@ -145,7 +144,7 @@ impl UserStore for EmbeddedUserStore {
     }
 
     async fn ping(&self) -> BackendState {
-        match self.blocking(|db| db.begin_read().map(drop).map_err(embedded)).await {
+        match self.db.blocking(|db| db.begin_read().map(drop).map_err(embedded)).await {
             Ok(()) => BackendState::Up,
             Err(error) => BackendState::Down { detail: error.to_string() },
         }
