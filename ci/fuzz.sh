@@ -6,9 +6,13 @@
 # cargo-fuzz needs nightly-only compiler flags; on a stable toolchain RUSTC_BOOTSTRAP=1
 # unlocks them. No sanitizer (-s none): the code under test forbids unsafe, and it
 # keeps the instrumented build fast.
+#   FUZZ_PROFILE=dev bash ci/fuzz.sh 15   # CI: an unoptimised build compiles in a fraction
+#                                           # of the time; slower fuzzing, fine for a smoke run
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 SECONDS_PER_TARGET="${1:-20}"
+profile_flag=()
+[[ "${FUZZ_PROFILE:-release}" == dev ]] && profile_flag=(--dev)
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/todo-system/target}"
 FUZZ_TARGET_DIR="$CARGO_TARGET_DIR/fuzz"
 export RUSTC_BOOTSTRAP=1
@@ -19,14 +23,14 @@ FUZZ_ARTIFACTS="${FUZZ_ARTIFACTS:-$SCRATCH/artifacts}"
 mkdir -p "$FUZZ_ARTIFACTS"
 trap 'rm -rf "$SCRATCH/corpus"' EXIT
 
-cargo fuzz build -s none --target-dir "$FUZZ_TARGET_DIR"
+cargo fuzz build -s none "${profile_flag[@]}" --target-dir "$FUZZ_TARGET_DIR"
 status=0
 for target in $(cargo fuzz list); do
   corpus="$SCRATCH/corpus/$target"
   mkdir -p "$corpus"
   [[ -d "seeds/$target" ]] && cp -r "seeds/$target/." "$corpus/"
   echo "=== fuzz $target for ${SECONDS_PER_TARGET}s"
-  if ! cargo fuzz run -s none --target-dir "$FUZZ_TARGET_DIR" "$target" "$corpus" -- \
+  if ! cargo fuzz run -s none "${profile_flag[@]}" --target-dir "$FUZZ_TARGET_DIR" "$target" "$corpus" -- \
       -max_total_time="$SECONDS_PER_TARGET" -timeout=10 -rss_limit_mb=2048 \
       -artifact_prefix="$FUZZ_ARTIFACTS/$target-" -print_final_stats=1 2>"$SCRATCH/$target.log"; then
     status=1

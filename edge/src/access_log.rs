@@ -20,9 +20,9 @@ pub fn record(session: &Session, ctx: &RequestCtx, status: u16, elapsed: Duratio
         status,
         duration_ms = elapsed.as_secs_f64() * 1000.0,
         upstream = ctx.upstream_name(),
-        upstream_addr = ctx.upstream_addr.as_ref().map(|a| a.to_string()),
+        upstream_addr = ctx.upstream_addr.as_ref().map(tracing::field::display),
         upstream_ms,
-        client_ip = ctx.client_ip.map(|ip| ip.to_string()),
+        client_ip = ctx.client_ip.map(tracing::field::display),
         subject = ctx.subject.as_deref(),
         error = error.map(|e| e.to_string()),
         "request"

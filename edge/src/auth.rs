@@ -1,6 +1,12 @@
 //! The token check of protected routes, and the identity headers a client may never
 //! smuggle to a service.
 
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use http::header::AUTHORIZATION;
 use pingora::http::RequestHeader;
 use todo_common::auth::{bearer_token, Claims, TokenError, TokenVerifier};
@@ -28,8 +34,156 @@ pub fn authenticate(verifier: &TokenVerifier, req: &RequestHeader) -> Result<Cla
     verifier.verify(token)
 }
 
+/// Tokens this process verified recently, so a client's next requests skip the HMAC,
+/// the base64 and the JSON parsing. Keyed by the whole token (an exact match, so a
+/// tampered token is never a hit); only successes are kept; an entry answers only while
+/// `now < exp`, stricter than the verifier (which allows a leeway past `exp`). Bounded:
+/// a full shard drops its expired entries, or all of them. Sharded locks, each held for
+/// one lookup or insert.
+pub struct VerifiedTokens {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: RandomState,
+}
+
+/// Verified tokens by their whole text.
+type Shard = HashMap<Box<str>, Verified>;
+
+struct Verified {
+    subject: String,
+    exp: u64,
+}
+
+const SHARDS: usize = 8;
+const ENTRIES_PER_SHARD: usize = 512;
+/// Longer tokens are verified every time; this bounds the cache at about 4 MiB.
+const MAX_CACHED_TOKEN_BYTES: usize = 1024;
+
+impl VerifiedTokens {
+    pub fn new() -> Self {
+        Self { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(), hasher: RandomState::new() }
+    }
+
+    /// The token's subject: from the cache when this exact token was verified and has
+    /// not expired, else from the full check.
+    pub fn subject(&self, verifier: &TokenVerifier, token: &str) -> Result<String, TokenError> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let shard = &self.shards[self.hasher.hash_one(token) as usize % SHARDS];
+        if let Ok(entries) = shard.lock() {
+            if let Some(hit) = entries.get(token).filter(|v| now < v.exp) {
+                return Ok(hit.subject.clone());
+            }
+        }
+        let claims = verifier.verify(token)?;
+        if token.len() <= MAX_CACHED_TOKEN_BYTES && now < claims.exp {
+            if let Ok(mut entries) = shard.lock() {
+                if entries.len() >= ENTRIES_PER_SHARD {
+                    entries.retain(|_, v| now < v.exp);
+                    if entries.len() >= ENTRIES_PER_SHARD {
+                        entries.clear();
+                    }
+                }
+                entries.insert(token.into(), Verified { subject: claims.sub.clone(), exp: claims.exp });
+            }
+        }
+        Ok(claims.sub)
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().map_or(0, |e| e.len())).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Default for VerifiedTokens {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The subject of the request's bearer token, through the cache of verified tokens.
+pub fn authenticated_subject(
+    verifier: &TokenVerifier,
+    cache: &VerifiedTokens,
+    req: &RequestHeader,
+) -> Result<String, TokenError> {
+    let token = bearer_token(req.headers.get(AUTHORIZATION).map(|v| v.as_bytes()))?;
+    cache.subject(verifier, token)
+}
+
 pub fn strip_identity_headers(req: &mut RequestHeader) {
+    // One pass over the headers present; the removals themselves are rare.
+    if !req.headers.keys().any(|name| IDENTITY_HEADERS.contains(&name.as_str())) {
+        return;
+    }
     for name in IDENTITY_HEADERS {
         req.remove_header(*name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    use todo_test_support::{jwt_settings, token_for};
+
+    fn now() -> u64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    }
+
+    fn token_expiring_at(subject: &str, exp: u64) -> String {
+        let settings = jwt_settings();
+        let mut header = Header::new(jsonwebtoken::Algorithm::HS256);
+        header.kid = Some(settings.active.kid.clone());
+        let claims = Claims {
+            sub: subject.into(),
+            iat: now() - 60,
+            exp,
+            nbf: None,
+            iss: settings.issuer.clone(),
+            aud: settings.audience.clone(),
+        };
+        encode(&header, &claims, &EncodingKey::from_secret(settings.active.secret.expose().as_bytes())).unwrap()
+    }
+
+    #[test]
+    fn a_verified_token_is_served_from_the_cache_and_a_tampered_one_is_still_refused() {
+        let verifier = TokenVerifier::new(&jwt_settings());
+        let cache = VerifiedTokens::new();
+        let token = token_for("alice");
+        assert_eq!(cache.subject(&verifier, &token).unwrap(), "alice");
+        assert_eq!(cache.len(), 1);
+        assert_eq!(cache.subject(&verifier, &token).unwrap(), "alice");
+        // A changed signature character (not the last one, whose low bits may be padding).
+        let at = token.len() - 10;
+        let swapped = if &token[at..at + 1] == "A" { "B" } else { "A" };
+        let tampered = format!("{}{swapped}{}", &token[..at], &token[at + 1..]);
+        assert!(cache.subject(&verifier, &tampered).is_err());
+        assert!(cache.subject(&verifier, "not.a.token").is_err());
+        assert_eq!(cache.len(), 1, "failures are never cached");
+    }
+
+    #[test]
+    fn a_token_past_exp_is_never_cached_though_the_leeway_still_accepts_it() {
+        let verifier = TokenVerifier::new(&jwt_settings());
+        let cache = VerifiedTokens::new();
+        let token = token_expiring_at("bob", now() - 5);
+        assert_eq!(cache.subject(&verifier, &token).unwrap(), "bob");
+        assert!(cache.is_empty());
+        let expired = token_expiring_at("bob", now() - 3600);
+        assert_eq!(cache.subject(&verifier, &expired), Err(TokenError::Expired));
+    }
+
+    #[test]
+    fn the_cache_stays_bounded() {
+        let verifier = TokenVerifier::new(&jwt_settings());
+        let cache = VerifiedTokens::new();
+        for i in 0..(SHARDS * ENTRIES_PER_SHARD + 500) {
+            let token = token_expiring_at(&format!("user-{i}"), now() + 3600);
+            assert_eq!(cache.subject(&verifier, &token).unwrap(), format!("user-{i}"));
+        }
+        assert!(cache.len() <= SHARDS * ENTRIES_PER_SHARD);
     }
 }

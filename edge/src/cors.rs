@@ -7,16 +7,16 @@ use http::header::{
     ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_HEADERS,
     ACCESS_CONTROL_REQUEST_METHOD, ORIGIN, VARY,
 };
-use http::Method;
+use http::{HeaderValue, Method};
 use pingora::http::{RequestHeader, ResponseHeader};
 
 use crate::policy::CorsSpec;
 
 /// The request's origin when the policy allowlists it.
-pub fn allowed_origin(cors: Option<&CorsSpec>, req: &RequestHeader) -> Option<String> {
+pub fn allowed_origin(cors: Option<&CorsSpec>, req: &RequestHeader) -> Option<HeaderValue> {
     let cors = cors?;
-    let origin = req.headers.get(ORIGIN)?.to_str().ok()?;
-    cors.allows_origin(origin).then(|| origin.to_owned())
+    let value = req.headers.get(ORIGIN)?;
+    cors.allows_origin(value.to_str().ok()?).then(|| value.clone())
 }
 
 pub fn is_preflight(req: &RequestHeader) -> bool {
@@ -56,13 +56,24 @@ fn requested_headers_allowed(cors: &CorsSpec, list: &str) -> bool {
 }
 
 /// `Vary: Origin` whenever CORS is configured (the answer depends on it), and the
-/// allow headers for an allowlisted origin.
-pub fn add_response_headers(resp: &mut ResponseHeader, cors: &CorsSpec, origin: Option<&str>) -> pingora::Result<()> {
-    let vary = resp.headers.get_all(VARY).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(", ");
-    let has_origin = vary.split(',').any(|v| v.trim().eq_ignore_ascii_case("origin") || v.trim() == "*");
-    if !has_origin {
-        let value = if vary.trim().is_empty() { "Origin".to_owned() } else { format!("{vary}, Origin") };
-        resp.insert_header(VARY, value)?;
+/// allow headers for an allowlisted origin. `expose` is `cors.expose_headers` joined
+/// in advance, when it makes a valid value.
+pub fn add_response_headers(
+    resp: &mut ResponseHeader,
+    cors: &CorsSpec,
+    expose: Option<&HeaderValue>,
+    origin: Option<&HeaderValue>,
+) -> pingora::Result<()> {
+    if resp.headers.contains_key(VARY) {
+        let vary = resp.headers.get_all(VARY).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(", ");
+        let has_origin = vary.split(',').any(|v| v.trim().eq_ignore_ascii_case("origin") || v.trim() == "*");
+        if !has_origin {
+            let value = if vary.trim().is_empty() { "Origin".to_owned() } else { format!("{vary}, Origin") };
+            resp.insert_header(VARY, value)?;
+        }
+    } else {
+        // The usual case, without building a string.
+        resp.insert_header(VARY, HeaderValue::from_static("Origin"))?;
     }
     let Some(origin) = origin else {
         for name in [ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_EXPOSE_HEADERS] {
@@ -70,12 +81,15 @@ pub fn add_response_headers(resp: &mut ResponseHeader, cors: &CorsSpec, origin: 
         }
         return Ok(());
     };
-    resp.insert_header(ACCESS_CONTROL_ALLOW_ORIGIN, origin)?;
+    resp.insert_header(ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone())?;
     if cors.allow_credentials {
-        resp.insert_header(ACCESS_CONTROL_ALLOW_CREDENTIALS, "true")?;
+        resp.insert_header(ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"))?;
     }
     if !cors.expose_headers.is_empty() {
-        resp.insert_header(ACCESS_CONTROL_EXPOSE_HEADERS, cors.expose_headers.join(", "))?;
+        match expose {
+            Some(value) => resp.insert_header(ACCESS_CONTROL_EXPOSE_HEADERS, value.clone())?,
+            None => resp.insert_header(ACCESS_CONTROL_EXPOSE_HEADERS, cors.expose_headers.join(", "))?,
+        }
     }
     Ok(())
 }

@@ -4,6 +4,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use http::HeaderValue;
 use pingora::protocols::l4::socket::SocketAddr;
 
 use crate::limits::Decision;
@@ -20,7 +21,7 @@ pub struct RequestCtx {
     /// Metric label for requests without a route: `_healthz`, `_unmatched`, ...
     pub label: &'static str,
     /// The request's `Origin` when allowlisted: echoed in `Access-Control-Allow-Origin`.
-    pub cors_origin: Option<String>,
+    pub cors_origin: Option<HeaderValue>,
     pub subject: Option<String>,
     pub limit: Option<Decision>,
     /// Addresses this request failed to connect to, so a retry picks another one.

@@ -3,6 +3,8 @@
 //! 502/503/504): security headers, CORS, request id, rate-limit headers, and no header
 //! naming the server software.
 
+use std::sync::LazyLock;
+
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderName, HeaderValue, StatusCode};
@@ -33,6 +35,11 @@ pub const SECURITY_HEADERS: &[(&str, &str)] = &[
     ("x-xss-protection", "0"),
 ];
 
+/// `SECURITY_HEADERS` with the values validated once: inserting a clone of a static
+/// `HeaderValue` neither copies nor re-checks the bytes on every response.
+static SECURITY_HEADER_VALUES: LazyLock<Vec<(&'static str, HeaderValue)>> =
+    LazyLock::new(|| SECURITY_HEADERS.iter().map(|(name, value)| (*name, HeaderValue::from_static(value))).collect());
+
 /// Headers that would tell the world what software answers.
 const SOFTWARE_HEADERS: &[&str] = &["server", "x-powered-by", "x-aspnet-version", "via"];
 
@@ -40,17 +47,24 @@ pub const REQUEST_ID: &str = todo_common::request_id::HEADER;
 
 /// Adds everything the edge promises on a response.
 pub fn finish(resp: &mut ResponseHeader, ctx: &RequestCtx) -> pingora::Result<()> {
-    for name in SOFTWARE_HEADERS {
-        resp.remove_header(*name);
+    // One pass over the (few) headers present instead of a lookup per name; the removals
+    // themselves are rare (an upstream's `Server`).
+    if resp.headers.keys().any(|name| SOFTWARE_HEADERS.contains(&name.as_str())) {
+        for name in SOFTWARE_HEADERS {
+            resp.remove_header(*name);
+        }
     }
-    for (name, value) in SECURITY_HEADERS {
-        resp.insert_header(*name, *value)?;
+    for (name, value) in SECURITY_HEADER_VALUES.iter() {
+        resp.insert_header(*name, value.clone())?;
     }
     if !ctx.request_id.is_empty() {
         resp.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
     }
-    if let Some(cors) = ctx.live.as_ref().and_then(|live| live.cors.as_ref()) {
-        crate::cors::add_response_headers(resp, cors, ctx.cors_origin.as_deref())?;
+    if let Some(live) = ctx.live.as_deref() {
+        if let Some(cors) = &live.cors {
+            let expose = live.cors_expose_headers.as_ref();
+            crate::cors::add_response_headers(resp, cors, expose, ctx.cors_origin.as_ref())?;
+        }
     }
     if let Some(decision) = &ctx.limit {
         add_rate_limit_headers(resp, decision)?;
@@ -59,9 +73,10 @@ pub fn finish(resp: &mut ResponseHeader, ctx: &RequestCtx) -> pingora::Result<()
 }
 
 fn add_rate_limit_headers(resp: &mut ResponseHeader, decision: &Decision) -> pingora::Result<()> {
-    resp.insert_header("ratelimit-limit", decision.limit.to_string())?;
-    resp.insert_header("ratelimit-remaining", decision.remaining.to_string())?;
-    resp.insert_header("ratelimit-reset", decision.reset_seconds.to_string())?;
+    // `HeaderValue::from(integer)` formats straight into the value's buffer (no `String`).
+    resp.insert_header("ratelimit-limit", HeaderValue::from(decision.limit))?;
+    resp.insert_header("ratelimit-remaining", HeaderValue::from(decision.remaining))?;
+    resp.insert_header("ratelimit-reset", HeaderValue::from(decision.reset_seconds))?;
     Ok(())
 }
 
@@ -101,7 +116,7 @@ pub fn local_header(response: &LocalResponse, ctx: &RequestCtx) -> pingora::Resu
     // 204 and 304 must not carry a length; everything else always does, so no client
     // ever waits for the connection to close to find the end of the body.
     if !matches!(response.status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED) {
-        resp.insert_header(CONTENT_LENGTH, response.body.len().to_string())?;
+        resp.insert_header(CONTENT_LENGTH, HeaderValue::from(response.body.len()))?;
     }
     for (name, value) in &response.headers {
         resp.insert_header(name.clone(), value.clone())?;

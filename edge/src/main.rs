@@ -4,6 +4,12 @@ use std::process::ExitCode;
 use edge::Config;
 use todo_common::config::{help_requested, ProcessEnv};
 
+/// Every request allocates and frees many small blocks (headers, contexts, buffers);
+/// mimalloc's per-thread free lists make those cheaper than glibc malloc's arenas
+/// (benchmark: about -4 % CPU per request, +10 % throughput, +11 MiB peak RSS).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     if help_requested() {
         print!("{}", Config::help());

@@ -9,7 +9,7 @@ use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
-use http::{Method, StatusCode};
+use http::{HeaderValue, Method, StatusCode};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
@@ -32,6 +32,7 @@ const MAX_CONNECT_ATTEMPTS: usize = 3;
 pub struct EdgeProxy {
     live: Arc<ArcSwapOption<Live>>,
     verifier: Arc<TokenVerifier>,
+    verified: auth::VerifiedTokens,
     metrics: Arc<EdgeMetrics>,
     max_body_bytes: usize,
 }
@@ -43,7 +44,7 @@ impl EdgeProxy {
         metrics: Arc<EdgeMetrics>,
         max_body_bytes: usize,
     ) -> Self {
-        Self { live, verifier, metrics, max_body_bytes }
+        Self { live, verifier, verified: auth::VerifiedTokens::new(), metrics, max_body_bytes }
     }
 
     async fn problem(&self, session: &mut Session, ctx: &RequestCtx, problem: Problem) -> Result<bool> {
@@ -116,8 +117,8 @@ impl ProxyHttp for EdgeProxy {
             return self.problem(session, ctx, Problem::payload_too_large(self.max_body_bytes)).await;
         }
         if route.spec.auth {
-            match auth::authenticate(&self.verifier, session.req_header()) {
-                Ok(claims) => ctx.subject = Some(claims.sub),
+            match auth::authenticated_subject(&self.verifier, &self.verified, session.req_header()) {
+                Ok(subject) => ctx.subject = Some(subject),
                 Err(refusal) => {
                     self.metrics.unauthorized(refusal.reason());
                     return self.problem(session, ctx, Problem::unauthorized(refusal.to_string())).await;
@@ -125,11 +126,13 @@ impl ProxyHttp for EdgeProxy {
             }
         }
         if let Some(limiter) = &route.limiter {
-            let key = match limiter.spec().key {
-                LimitKey::ClientIp => ctx.client_ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()),
-                LimitKey::Subject => ctx.subject.clone().unwrap_or_default(),
+            let decision = match limiter.spec().key {
+                LimitKey::ClientIp => match ctx.client_ip {
+                    Some(ip) => limiter.check(&ip.to_string()),
+                    None => limiter.check("unknown"),
+                },
+                LimitKey::Subject => limiter.check(ctx.subject.as_deref().unwrap_or_default()),
             };
-            let decision = limiter.check(&key);
             ctx.limit = Some(decision);
             if !decision.allowed {
                 self.metrics.rate_limited(&route.spec.name);
@@ -205,7 +208,7 @@ impl ProxyHttp for EdgeProxy {
                 upstream_request.remove_header("x-forwarded-for");
             }
         }
-        upstream_request.insert_header("x-forwarded-proto", "http")?;
+        upstream_request.insert_header("x-forwarded-proto", HeaderValue::from_static("http"))?;
         Ok(())
     }
 
@@ -245,9 +248,14 @@ impl ProxyHttp for EdgeProxy {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let elapsed = ctx.started.elapsed();
-        self.metrics.request(ctx.route_label(), status, elapsed);
-        if let (Some(upstream), Some(upstream_elapsed)) = (ctx.upstream_name(), ctx.upstream_elapsed) {
-            self.metrics.upstream(upstream, upstream_elapsed);
+        match &ctx.route {
+            Some(route) => {
+                self.metrics.route_request(&route.metrics, &route.spec.name, status, elapsed);
+                if let Some(upstream_elapsed) = ctx.upstream_elapsed {
+                    self.metrics.route_upstream(&route.metrics, route.pool.name(), upstream_elapsed);
+                }
+            }
+            None => self.metrics.request(ctx.label, status, elapsed),
         }
         access_log::record(session, ctx, status, elapsed, e);
     }

@@ -6,7 +6,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use http::HeaderValue;
+
 use crate::limits::Limiter;
+use crate::metrics::RouteMetrics;
 use crate::policy::{CorsSpec, Policy, RouteSpec};
 use crate::upstreams::UpstreamPool;
 
@@ -16,12 +19,15 @@ pub struct Live {
     pub pools: BTreeMap<String, Arc<UpstreamPool>>,
     pub limiters: BTreeMap<String, Arc<Limiter>>,
     pub cors: Option<CorsSpec>,
+    /// `Access-Control-Expose-Headers` of `cors`, joined once per load.
+    pub cors_expose_headers: Option<HeaderValue>,
 }
 
 pub struct Route {
     pub spec: RouteSpec,
     pub pool: Arc<UpstreamPool>,
     pub limiter: Option<Arc<Limiter>>,
+    pub metrics: RouteMetrics,
 }
 
 impl Live {
@@ -51,9 +57,14 @@ impl Live {
                 // Validation guarantees both references exist.
                 let pool = Arc::clone(pools.get(&spec.upstream)?);
                 let limiter = spec.rate_limit.as_ref().and_then(|name| limiters.get(name)).map(Arc::clone);
-                Some(Arc::new(Route { spec: spec.clone(), pool, limiter }))
+                Some(Arc::new(Route { spec: spec.clone(), pool, limiter, metrics: RouteMetrics::new() }))
             })
             .collect();
-        Self { generation, routes, pools, limiters, cors: policy.cors.clone() }
+        let cors_expose_headers = policy
+            .cors
+            .as_ref()
+            .filter(|cors| !cors.expose_headers.is_empty())
+            .and_then(|cors| HeaderValue::from_str(&cors.expose_headers.join(", ")).ok());
+        Self { generation, routes, pools, limiters, cors: policy.cors.clone(), cors_expose_headers }
     }
 }
