@@ -48,8 +48,17 @@ start_redis() {
   echo "backends: started Redis"
 }
 
+# A broker that survived a full disk can listen without its default vhost: recreate it.
+ensure_rabbitmq_vhost() {
+  if ! timeout 60 rabbitmqctl -q list_vhosts 2>/dev/null | grep -qx '/'; then
+    echo "backends: RabbitMQ has no default vhost; recreating it"
+    timeout 60 rabbitmqctl -q add_vhost / || true
+    timeout 60 rabbitmqctl -q set_permissions -p / guest '.*' '.*' '.*' || true
+  fi
+}
+
 start_rabbitmq() {
-  if port_open 5672; then echo "backends: RabbitMQ already on 5672"; return; fi
+  if port_open 5672; then echo "backends: RabbitMQ already on 5672"; ensure_rabbitmq_vhost; return; fi
   command -v rabbitmq-server >/dev/null || apt_install rabbitmq-server
   # A node whose app a failed test stopped only needs its app started again.
   if timeout 20 rabbitmqctl -q status >/dev/null 2>&1; then
@@ -60,6 +69,7 @@ start_rabbitmq() {
   fi
   wait_port 5672 90 "rabbitmq"
   timeout 60 rabbitmqctl -q await_startup >/dev/null 2>&1 || true
+  ensure_rabbitmq_vhost
   echo "backends: started RabbitMQ"
 }
 

@@ -1,7 +1,7 @@
 //! The consumer rides out a RabbitMQ restart on its own. This stops the shared broker,
 //! so it lives in its own test binary; run it under `flock /tmp/broker-fault.lock`.
 
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 #[path = "api/helpers.rs"]
 mod helpers;
 

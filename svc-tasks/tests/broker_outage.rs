@@ -3,7 +3,7 @@
 //! (run under `flock /tmp/broker-fault.lock`).
 
 #[path = "api/helpers.rs"]
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 mod helpers;
 
 use std::collections::HashSet;

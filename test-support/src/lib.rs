@@ -92,3 +92,40 @@ pub async fn amqp_channel(url: &str) -> lapin::Channel {
         lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await.expect("test broker reachable");
     connection.create_channel().await.expect("channel opens")
 }
+
+/// True when the services' contract suites run on the embedded backends
+/// (`TEST_BACKEND=embedded`) instead of MongoDB, Redis and RabbitMQ.
+pub fn embedded() -> bool {
+    std::env::var("TEST_BACKEND").is_ok_and(|backend| backend == "embedded")
+}
+
+/// Says why a test does not apply to the embedded backends; true when it should stop.
+pub fn skip_when_embedded(why: &str) -> bool {
+    if embedded() {
+        eprintln!("skipped under TEST_BACKEND=embedded: {why}");
+    }
+    embedded()
+}
+
+/// A temporary data directory for an embedded store, removed when dropped.
+pub struct DataDir(pub std::path::PathBuf);
+
+impl DataDir {
+    pub fn new() -> Self {
+        let path = std::env::temp_dir().join(unique_name("todo-test-data"));
+        std::fs::create_dir_all(&path).expect("temp data dir");
+        Self(path)
+    }
+}
+
+impl Default for DataDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

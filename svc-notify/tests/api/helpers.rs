@@ -4,7 +4,6 @@
 //! runs on a redb file in a temporary directory and consumes from the in-process bus,
 //! which `publish` then feeds.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -84,18 +83,7 @@ impl TestEvent {
     }
 }
 
-/// True when the suite runs against the embedded backends (`TEST_BACKEND=embedded`).
-pub fn embedded() -> bool {
-    std::env::var("TEST_BACKEND").is_ok_and(|backend| backend == "embedded")
-}
-
-/// Says why a test does not apply to the embedded backends; true when it should stop.
-pub fn skip_when_embedded(why: &str) -> bool {
-    if embedded() {
-        eprintln!("skipped under TEST_BACKEND=embedded: {why}");
-    }
-    embedded()
-}
+pub use todo_test_support::{embedded, skip_when_embedded, DataDir};
 
 /// The names `/readyz` gives the store and the event source.
 pub fn backend_names() -> (&'static str, &'static str) {
@@ -103,23 +91,6 @@ pub fn backend_names() -> (&'static str, &'static str) {
         ("redb", "event-bus")
     } else {
         ("mongodb", "rabbitmq")
-    }
-}
-
-/// A temporary data directory, removed when the test ends.
-pub struct DataDir(pub PathBuf);
-
-impl DataDir {
-    pub fn new() -> Self {
-        let path = std::env::temp_dir().join(unique_name("svc-notify-test"));
-        std::fs::create_dir_all(&path).expect("temp data dir");
-        Self(path)
-    }
-}
-
-impl Drop for DataDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -4,7 +4,6 @@
 //! cache and an in-process bus whose messages the test reads as it would a queue.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,18 +25,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 pub const PATIENCE: Duration = Duration::from_secs(15);
 
-/// True when the suite runs against the embedded backends (`TEST_BACKEND=embedded`).
-pub fn embedded() -> bool {
-    std::env::var("TEST_BACKEND").is_ok_and(|backend| backend == "embedded")
-}
-
-/// Says why a test does not apply to the embedded backends; true when it should stop.
-pub fn skip_when_embedded(why: &str) -> bool {
-    if embedded() {
-        eprintln!("skipped under TEST_BACKEND=embedded: {why}");
-    }
-    embedded()
-}
+pub use todo_test_support::{embedded, skip_when_embedded, DataDir};
 
 /// The names `/readyz` gives the store, the cache and the publisher.
 pub fn backend_names() -> [&'static str; 3] {
@@ -45,23 +33,6 @@ pub fn backend_names() -> [&'static str; 3] {
         ["redb", "memory-cache", "event-bus"]
     } else {
         ["mongodb", "redis", "rabbitmq"]
-    }
-}
-
-/// A temporary data directory, removed when the test ends.
-pub struct DataDir(pub PathBuf);
-
-impl DataDir {
-    pub fn new() -> Self {
-        let path = std::env::temp_dir().join(unique_name("svc-tasks-test"));
-        std::fs::create_dir_all(&path).expect("temp data dir");
-        Self(path)
-    }
-}
-
-impl Drop for DataDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

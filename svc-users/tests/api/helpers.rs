@@ -2,7 +2,6 @@
 //! MongoDB database, or with `TEST_BACKEND=embedded` a redb file in a temporary directory.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use reqwest::{RequestBuilder, Response};
@@ -23,18 +22,7 @@ pub struct TestApp {
     _data: Option<DataDir>,
 }
 
-/// True when the suite runs against the embedded backends (`TEST_BACKEND=embedded`).
-pub fn embedded() -> bool {
-    std::env::var("TEST_BACKEND").is_ok_and(|backend| backend == "embedded")
-}
-
-/// Says why a test does not apply to the embedded backends; true when it should stop.
-pub fn skip_when_embedded(why: &str) -> bool {
-    if embedded() {
-        eprintln!("skipped under TEST_BACKEND=embedded: {why}");
-    }
-    embedded()
-}
+pub use todo_test_support::{embedded, skip_when_embedded, DataDir};
 
 /// The name `/readyz` gives the store.
 pub fn store_name() -> &'static str {
@@ -42,23 +30,6 @@ pub fn store_name() -> &'static str {
         "redb"
     } else {
         "mongodb"
-    }
-}
-
-/// A temporary data directory, removed when the test ends.
-pub struct DataDir(pub PathBuf);
-
-impl DataDir {
-    pub fn new() -> Self {
-        let path = std::env::temp_dir().join(unique_name("svc-users-test"));
-        std::fs::create_dir_all(&path).expect("temp data dir");
-        Self(path)
-    }
-}
-
-impl Drop for DataDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
