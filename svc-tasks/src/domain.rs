@@ -311,6 +311,20 @@ pub struct TaskPage {
     pub next: Option<Cursor>,
 }
 
+impl TaskPage {
+    /// From up to `limit + 1` tasks read newest first: the extra one only tells that
+    /// another page follows, which starts after the last task kept.
+    pub fn from_overfetch(mut items: Vec<Task>, limit: usize) -> Self {
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(Cursor::after)
+        } else {
+            None
+        };
+        Self { items, next }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,8 +20,7 @@ use todo_common::Problem;
 use tokio::sync::OnceCell;
 
 use crate::domain::{
-    Cursor, ListQuery, Priority, Status, Task, TaskChanges, TaskDescription, TaskId, TaskPage, TaskTitle, Timestamp,
-    UserId,
+    ListQuery, Priority, Status, Task, TaskChanges, TaskDescription, TaskId, TaskPage, TaskTitle, Timestamp, UserId,
 };
 use crate::events::{EventEnvelope, EventKind};
 use crate::outbox::{OutboxDocument, OutboxEntry, OutboxId};
@@ -403,15 +402,9 @@ impl TaskStore for MongoTaskStore {
             .await?
             .try_collect()
             .await?;
-        let mut items = documents.into_iter().map(Task::try_from).collect::<Result<Vec<_>, _>>()?;
+        let items = documents.into_iter().map(Task::try_from).collect::<Result<Vec<_>, _>>()?;
         let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
-        let next = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(Cursor::after)
-        } else {
-            None
-        };
-        Ok(TaskPage { items, next })
+        Ok(TaskPage::from_overfetch(items, limit))
     }
 
     async fn update(

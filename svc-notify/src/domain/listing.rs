@@ -102,6 +102,20 @@ pub struct Page {
     pub next: Option<Cursor>,
 }
 
+impl Page {
+    /// From up to `limit + 1` items read newest first: the extra one only tells that
+    /// another page follows, which starts after the last item kept.
+    pub fn from_overfetch(mut items: Vec<Notification>, limit: usize) -> Self {
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(Cursor::after)
+        } else {
+            None
+        };
+        Self { items, next }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

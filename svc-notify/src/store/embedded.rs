@@ -17,7 +17,7 @@ use todo_common::health::BackendState;
 
 use super::{Inserted, NotificationStore, StoreError};
 use crate::domain::{
-    Cursor, EventType, ListQuery, NewNotification, Notification, NotificationId, Page, ReadFilter, TaskId, UserId,
+    EventType, ListQuery, NewNotification, Notification, NotificationId, Page, ReadFilter, TaskId, UserId,
 };
 
 const NOTIFICATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("notifications");
@@ -162,13 +162,7 @@ impl NotificationStore for EmbeddedNotificationStore {
                         }
                     }
                 }
-                let next = if items.len() > query.limit as usize {
-                    items.truncate(query.limit as usize);
-                    items.last().map(Cursor::after)
-                } else {
-                    None
-                };
-                Ok(Page { items, next })
+                Ok(Page::from_overfetch(items, query.limit as usize))
             })
             .await
     }

@@ -161,14 +161,8 @@ impl NotificationStore for MongoNotificationStore {
                 .await
         })
         .await?;
-        let mut items = documents.into_iter().map(NotificationDocument::into_domain).collect::<Result<Vec<_>, _>>()?;
-        let next = if items.len() > query.limit as usize {
-            items.truncate(query.limit as usize);
-            items.last().map(Cursor::after)
-        } else {
-            None
-        };
-        Ok(Page { items, next })
+        let items = documents.into_iter().map(NotificationDocument::into_domain).collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::from_overfetch(items, query.limit as usize))
     }
 
     async fn mark_read(&self, user: &UserId, id: NotificationId) -> Result<Option<Notification>, StoreError> {

@@ -366,13 +366,7 @@ impl TaskStore for EmbeddedTaskStore {
                         }
                     }
                 }
-                let next = if items.len() > limit {
-                    items.truncate(limit);
-                    items.last().map(Cursor::after)
-                } else {
-                    None
-                };
-                Ok(TaskPage { items, next })
+                Ok(TaskPage::from_overfetch(items, limit))
             })
             .await
     }
