@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use todo_common::auth::{self, JwtSettings};
 use todo_common::config::{ConfigError, EnvReader, EnvSource, Var};
@@ -16,9 +17,21 @@ pub const EDGE_THREADS: Var =
     Var::new("EDGE_THREADS", "0", "worker threads of the proxy; 0 means one per available CPU (cgroup aware)");
 pub const EDGE_KEEPALIVE_POOL_SIZE: Var =
     Var::new("EDGE_KEEPALIVE_POOL_SIZE", "128", "idle upstream connections kept for reuse, over all upstreams");
+pub const EDGE_HEAD_TIMEOUT_SECONDS: Var = Var::new(
+    "EDGE_HEAD_TIMEOUT_SECONDS",
+    "10",
+    "longest a client may take to send a request line and headers, from their first byte (then 408)",
+);
 
-pub const VARS: &[Var] =
-    &[LISTEN_ADDR, POLICY_DIR, EDGE_MAX_BODY_BYTES, EDGE_THREADS, EDGE_KEEPALIVE_POOL_SIZE, SHUTDOWN_GRACE_SECONDS];
+pub const VARS: &[Var] = &[
+    LISTEN_ADDR,
+    POLICY_DIR,
+    EDGE_MAX_BODY_BYTES,
+    EDGE_THREADS,
+    EDGE_KEEPALIVE_POOL_SIZE,
+    EDGE_HEAD_TIMEOUT_SECONDS,
+    SHUTDOWN_GRACE_SECONDS,
+];
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -27,6 +40,7 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub threads: usize,
     pub keepalive_pool_size: usize,
+    pub head_timeout: Duration,
     pub shutdown_grace_seconds: u64,
     pub jwt: JwtSettings,
 }
@@ -43,12 +57,17 @@ impl Config {
             0 => std::thread::available_parallelism().map(usize::from).unwrap_or(1),
             n => n,
         };
+        let head_timeout_seconds: u64 = env.parse_or(&EDGE_HEAD_TIMEOUT_SECONDS, 10);
+        if head_timeout_seconds == 0 {
+            env.problem("EDGE_HEAD_TIMEOUT_SECONDS must be at least 1".into());
+        }
         let config = Self {
             listen_addr,
             policy_dir: PathBuf::from(env.string(&POLICY_DIR)),
             max_body_bytes,
             threads,
             keepalive_pool_size: env.parse_or(&EDGE_KEEPALIVE_POOL_SIZE, 128),
+            head_timeout: Duration::from_secs(head_timeout_seconds),
             shutdown_grace_seconds: env.parse_or(&SHUTDOWN_GRACE_SECONDS, 10),
             jwt: JwtSettings::from_env(&mut env),
         };

@@ -11,6 +11,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod auth;
+pub mod client_conn;
 pub mod config;
 pub mod cors;
 pub mod ctx;
@@ -32,6 +33,7 @@ use arc_swap::ArcSwapOption;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
+use pingora::services::listening::Service;
 use todo_common::auth::TokenVerifier;
 
 pub use config::Config;
@@ -86,7 +88,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
     let verifier = Arc::new(TokenVerifier::new(&config.jwt));
     let proxy = proxy::EdgeProxy::new(Arc::clone(&live), verifier, Arc::clone(&metrics), config.max_body_bytes);
-    let mut proxy_service = pingora::proxy::http_proxy_service(&server.configuration, proxy);
+    let proxy = pingora::proxy::http_proxy(&server.configuration, proxy);
+    let layer = client_conn::Layer::new(config.head_timeout, Arc::clone(&metrics));
+    let mut proxy_service = Service::new("edge proxy".to_owned(), client_conn::Layered::new(proxy, layer));
     proxy_service.add_tcp(&config.listen_addr.to_string());
 
     server.add_service(proxy_service);

@@ -29,6 +29,16 @@ pub fn method_not_allowed(allowed: &[Method]) -> Problem {
     p
 }
 
+/// Pingora refuses `CONNECT` (tunnelling) before any phase runs; the edge says why.
+pub fn connect_not_supported() -> Problem {
+    problem(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "/problems/method-not-allowed",
+        "Method not allowed",
+        "CONNECT (tunnelling) is not supported".to_owned(),
+    )
+}
+
 pub fn ambiguous_path() -> Problem {
     Problem::bad_request("the path has empty, '.' or '..' segments")
 }
@@ -57,6 +67,7 @@ pub fn for_status(status: u16, upstream: Option<&str>, max_body_bytes: usize) ->
     let upstream = upstream.unwrap_or("the upstream");
     match status {
         400 => Problem::bad_request("the request could not be read"),
+        408 => Problem::request_timeout(),
         413 => Problem::payload_too_large(max_body_bytes),
         502 => problem(
             StatusCode::BAD_GATEWAY,
@@ -85,8 +96,8 @@ pub fn status_for(e: &Error) -> u16 {
         _ => match e.esource() {
             ErrorSource::Upstream => 502,
             ErrorSource::Downstream => match e.etype() {
-                WriteError | ReadError | ConnectionClosed => 0,
-                ReadTimedout | WriteTimedout => 0,
+                WriteError | ReadError | ConnectionClosed | WriteTimedout => 0,
+                ReadTimedout => 408,
                 _ => 400,
             },
             ErrorSource::Internal | ErrorSource::Unset => match e.etype() {
@@ -114,6 +125,7 @@ mod tests {
         assert_eq!(status_for(&Error::new_up(ErrorType::ReadTimedout)), 504);
         assert_eq!(status_for(&Error::new(ErrorType::HTTPStatus(503))), 503);
         assert_eq!(status_for(&Error::new_down(ErrorType::ReadError)), 0);
+        assert_eq!(status_for(&Error::new_down(ErrorType::ReadTimedout)), 408);
     }
 
     #[test]

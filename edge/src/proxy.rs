@@ -3,7 +3,7 @@
 //! `metrics`, `access_log`).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
@@ -23,11 +23,15 @@ use crate::metrics::EdgeMetrics;
 use crate::policy::LimitKey;
 use crate::routing::{self, Lookup};
 use crate::state::Live;
-use crate::{access_log, admin, auth, cors, problems};
+use crate::{access_log, admin, auth, client_conn, cors, problems};
 
 /// Connect attempts per request, over distinct addresses; only failures to connect
 /// (nothing sent yet) are retried.
 const MAX_CONNECT_ATTEMPTS: usize = 3;
+
+/// Longest wait for the next piece of a request body (Pingora's default is 60 s); the
+/// services give a whole body 10 s, so a stalled upload gets its 408 as soon.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct EdgeProxy {
     live: Arc<ArcSwapOption<Live>>,
@@ -72,6 +76,12 @@ impl ProxyHttp for EdgeProxy {
 
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx::new()
+    }
+
+    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut RequestCtx) -> Result<()> {
+        client_conn::head_parsed(session);
+        session.as_downstream_mut().set_read_timeout(Some(BODY_READ_TIMEOUT));
+        Ok(())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {

@@ -4,6 +4,7 @@ mod helpers;
 
 mod auth;
 mod cli;
+mod client_conn;
 mod cors_and_headers;
 mod limits;
 mod reload;
