@@ -5,6 +5,7 @@ Core 0 runs the proxy under test (every proxy is started pinned there; the idle 
 cost nothing). Core 1 runs wrk and the trivial upstream."""
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -167,6 +168,8 @@ def start_edge(processes, run_dir, binaries, name, variant, rust_log, upstream_p
         "EDGE_THREADS": "1",
         "SHUTDOWN_GRACE_SECONDS": "1",
         "RUST_LOG": rust_log,
+        # Allocator tuning experiments: MIMALLOC_PURGE_DELAY=0 bash bench/run.sh ...
+        **{key: value for key, value in os.environ.items() if key.startswith("MIMALLOC_")},
     }
     proc = processes.start(name, [str(binaries / "edge")], env=env, cpus=PROXY_CPU)
     return port, proc

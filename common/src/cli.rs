@@ -26,7 +26,7 @@ where
             return ExitCode::FAILURE;
         }
     };
-    crate::telemetry::init();
+    let _log_writer = crate::telemetry::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -49,7 +49,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    todo_common::telemetry::init();
+    let _log_writer = todo_common::telemetry::init();
     match edge::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

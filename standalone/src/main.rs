@@ -43,7 +43,7 @@ fn main() -> ExitCode {
         // Quiet by default, so the banner stays readable; RUST_LOG=info shows every request.
         std::env::set_var("RUST_LOG", "warn");
     }
-    todo_common::telemetry::init();
+    let _log_writer = todo_common::telemetry::init();
     match run(settings, process_env) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
