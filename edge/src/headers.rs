@@ -35,10 +35,14 @@ pub const SECURITY_HEADERS: &[(&str, &str)] = &[
     ("x-xss-protection", "0"),
 ];
 
-/// `SECURITY_HEADERS` with the values validated once: inserting a clone of a static
-/// `HeaderValue` neither copies nor re-checks the bytes on every response.
-static SECURITY_HEADER_VALUES: LazyLock<Vec<(&'static str, HeaderValue)>> =
-    LazyLock::new(|| SECURITY_HEADERS.iter().map(|(name, value)| (*name, HeaderValue::from_static(value))).collect());
+/// `SECURITY_HEADERS` with names and values validated once: inserting clones of static
+/// ones neither copies nor re-parses the bytes on every response.
+static SECURITY_HEADER_VALUES: LazyLock<Vec<(HeaderName, HeaderValue)>> = LazyLock::new(|| {
+    SECURITY_HEADERS
+        .iter()
+        .map(|(name, value)| (HeaderName::from_static(name), HeaderValue::from_static(value)))
+        .collect()
+});
 
 /// Headers that would tell the world what software answers.
 const SOFTWARE_HEADERS: &[&str] = &["server", "x-powered-by", "x-aspnet-version", "via"];
@@ -55,7 +59,7 @@ pub fn finish(resp: &mut ResponseHeader, ctx: &RequestCtx) -> pingora::Result<()
         }
     }
     for (name, value) in SECURITY_HEADER_VALUES.iter() {
-        resp.insert_header(*name, value.clone())?;
+        resp.insert_header(name.clone(), value.clone())?;
     }
     if !ctx.request_id.is_empty() {
         resp.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
