@@ -6,8 +6,9 @@
 //! call. A direct write cost the edge a syscall per request, a channel with a thread
 //! woken per line still about one.
 
+use std::fmt::Display;
 use std::io::{self, Write};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -35,12 +36,83 @@ impl Drop for LogGuard {
     }
 }
 
+/// The buffer `init` set up, for lines built by hand (`JsonLine`).
+static LINES: OnceLock<Arc<LineBuffer>> = OnceLock::new();
+
 pub fn init() -> LogGuard {
     let (queue, guard) = spawn_writer(Box::new(io::stdout()));
     // `try_init` also installs the `log` bridge; it fails only if logging is already set up.
-    match subscriber().with_writer(queue).try_init() {
-        Ok(()) => guard,
+    match subscriber().with_writer(queue.clone()).try_init() {
+        Ok(()) => {
+            let _ = LINES.set(queue.0);
+            guard
+        }
         Err(_) => LogGuard { writer: None },
+    }
+}
+
+/// One log line built by hand, in the shape of the subscriber's lines, for a path that
+/// logs on every request (the edge's access log): no field visitors, no span lookup.
+/// Check `tracing::enabled!` first, so `RUST_LOG` still decides.
+pub struct JsonLine {
+    buf: Vec<u8>,
+}
+
+impl JsonLine {
+    pub fn new(level: &str, target: &str, message: &str) -> Self {
+        let mut line = Self { buf: Vec::with_capacity(512) };
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        line.buf.extend_from_slice(b"{\"timestamp\":\"");
+        line.buf.extend_from_slice(now.as_bytes());
+        line.buf.push(b'"');
+        line.str("level", level).str("target", target).str("message", message);
+        line
+    }
+
+    fn key(&mut self, key: &str) {
+        self.buf.extend_from_slice(b",\"");
+        self.buf.extend_from_slice(key.as_bytes());
+        self.buf.extend_from_slice(b"\":");
+    }
+
+    /// A JSON string, escaped.
+    pub fn str(&mut self, key: &str, value: &str) -> &mut Self {
+        self.key(key);
+        let _ = serde_json::to_writer(&mut self.buf, value);
+        self
+    }
+
+    /// A JSON string of what `value` displays, escaped, without an intermediate `String`.
+    pub fn display(&mut self, key: &str, value: impl Display) -> &mut Self {
+        use serde::Serializer;
+        self.key(key);
+        let _ = serde_json::Serializer::new(&mut self.buf).collect_str(&value);
+        self
+    }
+
+    pub fn u64(&mut self, key: &str, value: u64) -> &mut Self {
+        self.key(key);
+        let _ = serde_json::to_writer(&mut self.buf, &value);
+        self
+    }
+
+    pub fn f64(&mut self, key: &str, value: f64) -> &mut Self {
+        self.key(key);
+        let _ = serde_json::to_writer(&mut self.buf, &value);
+        self
+    }
+
+    /// Ends the line and queues it; dropped when `init` did not set up the writer (tests).
+    pub fn write(mut self) {
+        self.buf.extend_from_slice(b"}\n");
+        if let Some(lines) = LINES.get() {
+            lines.append(&self.buf);
+        }
+    }
+
+    #[cfg(test)]
+    fn text(&self) -> &str {
+        std::str::from_utf8(&self.buf).unwrap_or_default()
     }
 }
 
@@ -209,6 +281,21 @@ mod tests {
                 .collect();
             assert_eq!(seen, (0..20_000).collect::<Vec<_>>(), "thread {t}");
         }
+    }
+
+    #[test]
+    fn a_hand_built_line_is_json_with_everything_escaped() {
+        let mut line = JsonLine::new("INFO", "edge::access", "request");
+        line.str("path", "/a\"b\\c\n").u64("status", 200).f64("duration_ms", 1.5).display("addr", "127.0.0.1:80");
+        let value: serde_json::Value = serde_json::from_str(&format!("{}}}", line.text())).unwrap();
+        assert_eq!(value["path"], "/a\"b\\c\n");
+        assert_eq!(value["status"], 200);
+        assert_eq!(value["duration_ms"], 1.5);
+        assert_eq!(value["addr"], "127.0.0.1:80");
+        assert_eq!(value["level"], "INFO");
+        assert_eq!(value["target"], "edge::access");
+        let timestamp = value["timestamp"].as_str().unwrap();
+        assert!(chrono::DateTime::parse_from_rfc3339(timestamp).is_ok(), "{timestamp}");
     }
 
     #[test]
