@@ -65,7 +65,7 @@ impl JsonLine {
         line.buf.extend_from_slice(b"{\"timestamp\":\"");
         line.buf.extend_from_slice(now.as_bytes());
         line.buf.push(b'"');
-        line.str("level", level).str("target", target).str("message", message);
+        line.field("level", level).field("target", target).field("message", message);
         line
     }
 
@@ -75,8 +75,8 @@ impl JsonLine {
         self.buf.extend_from_slice(b"\":");
     }
 
-    /// A JSON string, escaped.
-    pub fn str(&mut self, key: &str, value: &str) -> &mut Self {
+    /// A JSON value: a string (escaped) or a number.
+    pub fn field(&mut self, key: &str, value: &(impl serde::Serialize + ?Sized)) -> &mut Self {
         self.key(key);
         let _ = serde_json::to_writer(&mut self.buf, value);
         self
@@ -90,23 +90,15 @@ impl JsonLine {
         self
     }
 
-    pub fn u64(&mut self, key: &str, value: u64) -> &mut Self {
-        self.key(key);
-        let _ = serde_json::to_writer(&mut self.buf, &value);
-        self
-    }
-
-    pub fn f64(&mut self, key: &str, value: f64) -> &mut Self {
-        self.key(key);
-        let _ = serde_json::to_writer(&mut self.buf, &value);
-        self
-    }
-
-    /// Ends the line and queues it; dropped when `init` did not set up the writer (tests).
+    /// Ends the line and queues it; written directly where `init` did not set up the
+    /// writer (tests with `TEST_LOG`).
     pub fn write(mut self) {
         self.buf.extend_from_slice(b"}\n");
-        if let Some(lines) = LINES.get() {
-            lines.append(&self.buf);
+        match LINES.get() {
+            Some(lines) => lines.append(&self.buf),
+            None => {
+                let _ = io::stdout().write_all(&self.buf);
+            }
         }
     }
 
@@ -286,7 +278,10 @@ mod tests {
     #[test]
     fn a_hand_built_line_is_json_with_everything_escaped() {
         let mut line = JsonLine::new("INFO", "edge::access", "request");
-        line.str("path", "/a\"b\\c\n").u64("status", 200).f64("duration_ms", 1.5).display("addr", "127.0.0.1:80");
+        line.field("path", "/a\"b\\c\n")
+            .field("status", &200u16)
+            .field("duration_ms", &1.5)
+            .display("addr", "127.0.0.1:80");
         let value: serde_json::Value = serde_json::from_str(&format!("{}}}", line.text())).unwrap();
         assert_eq!(value["path"], "/a\"b\\c\n");
         assert_eq!(value["status"], 200);

@@ -13,32 +13,42 @@ use crate::ctx::RequestCtx;
 const TARGET: &str = "edge::access";
 
 pub fn record(session: &Session, ctx: &RequestCtx, status: u16, elapsed: Duration, error: Option<&Error>) {
+    let req = session.req_header();
+    // The path only: a query string may carry things that do not belong in logs.
+    write(ctx, Some((req.method.as_str(), req.uri.path())), status, elapsed, error);
+}
+
+/// A request answered before it could be parsed (no method or path to log).
+pub fn record_refused(ctx: &RequestCtx, status: u16, elapsed: Duration) {
+    write(ctx, None, status, elapsed, None);
+}
+
+fn write(ctx: &RequestCtx, request: Option<(&str, &str)>, status: u16, elapsed: Duration, error: Option<&Error>) {
     if !tracing::enabled!(target: TARGET, tracing::Level::INFO) {
         return;
     }
-    let req = session.req_header();
     let mut line = JsonLine::new("INFO", TARGET, "request");
-    line.str("request_id", &ctx.request_id)
-        .str("method", req.method.as_str())
-        // The path only: a query string may carry things that do not belong in logs.
-        .str("path", req.uri.path())
-        .str("route", ctx.route_label())
-        .u64("status", status.into())
-        .f64("duration_ms", elapsed.as_secs_f64() * 1000.0);
+    line.field("request_id", ctx.request_id.as_str());
+    if let Some((method, path)) = request {
+        line.field("method", method).field("path", path);
+    }
+    line.field("route", ctx.route_label())
+        .field("status", &status)
+        .field("duration_ms", &(elapsed.as_secs_f64() * 1000.0));
     if let Some(upstream) = ctx.upstream_name() {
-        line.str("upstream", upstream);
+        line.field("upstream", upstream);
     }
     if let Some(addr) = &ctx.upstream_addr {
         line.display("upstream_addr", addr);
     }
     if let Some(upstream_elapsed) = ctx.upstream_elapsed {
-        line.f64("upstream_ms", upstream_elapsed.as_secs_f64() * 1000.0);
+        line.field("upstream_ms", &(upstream_elapsed.as_secs_f64() * 1000.0));
     }
     if let Some(ip) = ctx.client_ip {
         line.display("client_ip", ip);
     }
     if let Some(subject) = &ctx.subject {
-        line.str("subject", subject);
+        line.field("subject", subject.as_str());
     }
     if let Some(error) = error {
         line.display("error", error);

@@ -22,9 +22,11 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::{Buf, Bytes};
-use http::StatusCode;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::header::CONNECTION;
+use http::HeaderValue;
 use pingora::apps::ServerApp;
+use pingora::http::ResponseHeader;
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream, TimingDigest,
@@ -36,7 +38,9 @@ use todo_common::{request_id, Problem};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use crate::headers::{REQUEST_ID, SECURITY_HEADERS};
+use crate::access_log;
+use crate::ctx::RequestCtx;
+use crate::headers::{self, LocalResponse};
 use crate::metrics::EdgeMetrics;
 
 /// What every connection's layer shares.
@@ -140,20 +144,27 @@ impl ClientConn {
             timer.as_mut().reset(deadline);
         }
         ready!(timer.as_mut().poll(cx));
-        self.answer(StatusCode::REQUEST_TIMEOUT);
+        let timeout = self.layer.head_timeout;
+        self.answer("_head_timeout", head_timeout_problem(timeout), timeout);
         Poll::Ready(())
     }
 
-    fn answer(&mut self, status: StatusCode) {
-        let timeout = self.layer.head_timeout;
-        let (label, problem, took) = match status {
-            StatusCode::REQUEST_TIMEOUT => ("_head_timeout", head_timeout_problem(timeout), timeout),
-            StatusCode::METHOD_NOT_ALLOWED => ("_unparsable", crate::problems::connect_not_supported(), Duration::ZERO),
-            _ => ("_unparsable", Problem::bad_request("the request is not valid HTTP/1.1"), Duration::ZERO),
+    /// Queues the edge's own answer for a request no proxy phase saw, counted and logged
+    /// like every other answer.
+    fn answer(&mut self, label: &'static str, problem: Problem, elapsed: Duration) {
+        let mut ctx = RequestCtx::new();
+        ctx.label = label;
+        ctx.request_id = request_id::keep_or_make(None);
+        let status = problem.status;
+        self.answer = match answer_bytes(problem, &ctx) {
+            Ok(bytes) => Bytes::from(bytes),
+            Err(error) => {
+                tracing::error!(%error, "cannot build the edge's own answer");
+                Bytes::new()
+            }
         };
-        self.layer.metrics.request(label, problem.status, took);
-        tracing::info!(target: "edge::access", route = label, status = problem.status, "request refused before parsing");
-        self.answer = Bytes::from(answer_bytes(&problem));
+        self.layer.metrics.request(label, status, elapsed);
+        access_log::record_refused(&ctx, status, elapsed);
         self.phase = Phase::Answered;
     }
 
@@ -176,33 +187,36 @@ fn head_timeout_problem(timeout: Duration) -> Problem {
     problem
 }
 
-/// The whole HTTP/1.1 answer: the same security headers as every other answer, a fresh
-/// request id, and the end of the connection.
-fn answer_bytes(problem: &Problem) -> Vec<u8> {
-    let body = problem.to_body();
-    let status = problem.status();
-    let mut out = Vec::with_capacity(1024 + body.len());
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    let length = body.len().to_string();
-    let id = request_id::keep_or_make(None);
-    let fixed = [
-        ("content-type", todo_common::problem::CONTENT_TYPE),
-        ("content-length", length.as_str()),
-        ("connection", "close"),
-        (REQUEST_ID, id.as_str()),
-    ];
-    for (name, value) in fixed.iter().chain(SECURITY_HEADERS) {
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
+/// What Pingora answers on its own before any phase: 405 for `CONNECT`, else 400 for a
+/// request it cannot parse.
+fn problem_for_pingora_answer(status: Option<u16>) -> Problem {
+    match status {
+        Some(405) => crate::problems::connect_not_supported(),
+        _ => Problem::bad_request("the request is not valid HTTP/1.1"),
     }
-    out.extend_from_slice(b"\r\n\r\n");
-    out.extend_from_slice(&body);
-    out
+}
+
+/// The whole answer on the wire, finished by the helper every other answer goes through
+/// (security headers, request id), and ending the connection.
+fn answer_bytes(problem: Problem, ctx: &RequestCtx) -> pingora::Result<Vec<u8>> {
+    let mut response = LocalResponse::problem(problem);
+    response.headers.push((CONNECTION, HeaderValue::from_static("close")));
+    let head = headers::local_header(&response, ctx)?;
+    Ok(wire_bytes(&head, &response.body))
+}
+
+/// An HTTP/1.1 response on the wire: status line, the head's headers, then the body.
+fn wire_bytes(head: &ResponseHeader, body: &[u8]) -> Vec<u8> {
+    let mut out = BytesMut::with_capacity(1024 + body.len());
+    out.put_slice(b"HTTP/1.1 ");
+    out.put_slice(head.status.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(head.status.canonical_reason().unwrap_or("").as_bytes());
+    out.put_slice(b"\r\n");
+    head.header_to_h1_wire(&mut out);
+    out.put_slice(b"\r\n");
+    out.put_slice(body);
+    out.to_vec()
 }
 
 /// The status of the response whose head starts `buf` (Pingora writes a head in one go).
@@ -252,8 +266,7 @@ impl AsyncWrite for ClientConn {
             }
             Phase::Idle | Phase::Head { .. } => {
                 // No head reached the proxy: this is Pingora answering on its own.
-                let status = status_of(buf).and_then(|s| StatusCode::from_u16(s).ok());
-                this.answer(status.unwrap_or(StatusCode::BAD_REQUEST));
+                this.answer("_unparsable", problem_for_pingora_answer(status_of(buf)), Duration::ZERO);
                 ready!(this.poll_send_answer(cx))?;
                 Poll::Ready(Ok(buf.len()))
             }
@@ -265,9 +278,8 @@ impl AsyncWrite for ClientConn {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        ready!(this.poll_send_answer(cx))?;
-        Pin::new(&mut this.inner).poll_flush(cx)
+        // Writes what is left of an answer of the edge's own, then flushes.
+        self.get_mut().poll_send_answer(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -357,12 +369,20 @@ mod tests {
 
     #[test]
     fn the_own_answer_is_a_complete_problem_that_ends_the_connection() {
-        let answer = answer_bytes(&Problem::bad_request("bad"));
+        let mut ctx = RequestCtx::new();
+        ctx.request_id = "req-1".into();
+        let answer = answer_bytes(problem_for_pingora_answer(Some(400)), &ctx).unwrap();
         let text = String::from_utf8(answer).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{head}");
+        // Header names are case-insensitive; Pingora writes the ones it knows title-cased.
+        let head = head.to_ascii_lowercase();
         assert!(head.contains(&format!("\r\ncontent-length: {}\r\n", body.len())), "{head}");
-        assert!(head.contains("\r\nconnection: close\r\n") && head.contains("\r\nx-frame-options: SAMEORIGIN"));
+        assert!(
+            head.contains("\r\nconnection: close\r\n") && head.contains("\r\nx-frame-options: sameorigin"),
+            "{head}"
+        );
+        assert!(head.lines().any(|line| line == "x-request-id: req-1"), "{head}");
         assert_eq!(serde_json::from_str::<serde_json::Value>(body).unwrap()["status"], 400);
     }
 }
