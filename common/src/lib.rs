@@ -14,6 +14,7 @@ pub mod embedded;
 pub mod health;
 pub mod metrics;
 pub mod mongo;
+pub mod paging;
 pub mod problem;
 pub mod request_id;
 pub mod server;

@@ -312,15 +312,9 @@ pub struct TaskPage {
 }
 
 impl TaskPage {
-    /// From up to `limit + 1` tasks read newest first: the extra one only tells that
-    /// another page follows, which starts after the last task kept.
-    pub fn from_overfetch(mut items: Vec<Task>, limit: usize) -> Self {
-        let next = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(Cursor::after)
-        } else {
-            None
-        };
+    /// From up to `limit + 1` tasks read newest first (see `todo_common::paging`).
+    pub fn from_overfetch(items: Vec<Task>, limit: usize) -> Self {
+        let (items, next) = todo_common::paging::trim_overfetch(items, limit, Cursor::after);
         Self { items, next }
     }
 }

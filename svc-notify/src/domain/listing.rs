@@ -103,15 +103,9 @@ pub struct Page {
 }
 
 impl Page {
-    /// From up to `limit + 1` items read newest first: the extra one only tells that
-    /// another page follows, which starts after the last item kept.
-    pub fn from_overfetch(mut items: Vec<Notification>, limit: usize) -> Self {
-        let next = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(Cursor::after)
-        } else {
-            None
-        };
+    /// From up to `limit + 1` items read newest first (see `todo_common::paging`).
+    pub fn from_overfetch(items: Vec<Notification>, limit: usize) -> Self {
+        let (items, next) = todo_common::paging::trim_overfetch(items, limit, Cursor::after);
         Self { items, next }
     }
 }
