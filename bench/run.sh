@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The benchmark: builds the release binaries, then runs bench/bench.py, which measures
-# nginx (plain reverse proxy) against the edge on one pinned core, interleaved, and the
+# nginx (plain reverse proxy) against the edge on one pinned core, interleaved (the edge
+# checking HS256 and EdDSA tokens, with and without its verified-token cache), and the
 # service scenarios (login vs bcrypt, cached vs uncached lists, completion→notification).
 #
 #   bash bench/run.sh            full run (about 8 minutes): bench/results/latest.{md,svg,json}
 #   bash bench/run.sh --smoke    a few seconds of each scenario, for CI: bench/results/smoke.*
 #   bash bench/run.sh --debug     (debug binaries: CI's smoke run uses --smoke --debug)
 #   bash bench/run.sh --no-build (use the binaries already built), --only proxy|services, --rounds N, --seconds S, --bcrypt-cost C,
-#                     --edges edge,edge-bare,edge-bare-nolog, --profile (perf, full edge)
+#                     --edges edge,edge-bare,edge-bare-nolog,edge-eddsa,edge-nocache,edge-eddsa-nocache,
+#                     --profile (perf, full edge)
 #
 # Exits non-zero when a process fails to start or dies, or wrk sees errors or non-2xx
 # answers. Every process it starts listens on 127.0.0.1 and is stopped by PID on exit.
@@ -42,12 +44,13 @@ command -v wrk >/dev/null || missing+=(wrk)
 command -v taskset >/dev/null || missing+=(util-linux)
 command -v python3 >/dev/null || missing+=(python3)
 if ((${#missing[@]})); then
-  if [[ $(id -u) -ne 0 ]]; then
+  source ci/lib.sh # as root, or through sudo (e.g. GitHub's runners)
+  if ! command -v apt-get >/dev/null || ! can_be_root; then
     echo "bench: missing ${missing[*]}; install them (apt-get install ${missing[*]})" >&2
     exit 1
   fi
   say "installing ${missing[*]}"
-  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  apt_install "${missing[@]}"
 fi
 export PATH="$PATH:/usr/sbin"
 if (($(nproc) < 2)); then

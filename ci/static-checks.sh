@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # Static checks of the deployment files: Dockerfiles, Kubernetes manifests,
-# compose.yaml, GitHub workflows, alerting rules, YAML style.
+# compose.yaml, renovate.json, GitHub workflows, alerting rules and the dashboard,
+# YAML style, the setup scripts (with fake tools) and the CI wiring.
 #
 #   bash ci/static-checks.sh
 #
 # The checkers are installed from PyPI (pinned in ci/static-requirements.txt)
 # into a cached venv: $STATIC_VENV, default ~/.cache/todo-static-venv. Once the
 # venv exists everything runs offline. promtool comes from Debian's
-# `prometheus` package (installed when missing and running as root).
+# `prometheus` package (installed when missing, through sudo when not root).
 # Runs every check, then exits non-zero if any of them failed.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root="$PWD"
+source ci/lib.sh
 
 venv="${STATIC_VENV:-$HOME/.cache/todo-static-venv}"
 requirements="$root/ci/static-requirements.txt"
@@ -30,12 +32,8 @@ export PATH="$venv/bin:$PATH"
 export CKV_SKIP_PACKAGE_UPDATE_CHECK=true
 
 if ! command -v promtool >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
-  sudo=()
-  [[ "$(id -u)" == 0 ]] || sudo=(sudo -n) # e.g. GitHub's runners
   echo "==> installing promtool (Debian/Ubuntu package prometheus)"
-  { "${sudo[@]}" apt-get update -qq &&
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; } >/dev/null ||
-    echo "warning: could not install prometheus" >&2
+  apt_install --no-install-recommends prometheus || echo "warning: could not install prometheus" >&2
 fi
 
 work="$(mktemp -d)"
@@ -61,6 +59,10 @@ mapfile -t dockerfiles < <(find . \( -path ./target -o -path ./.git -o -path './
 for f in "${dockerfiles[@]}"; do
   check "hadolint $f" hadolint "$f"
 done
+# Project rules (ci/deploy-assertions.py): every base image and the frontend pinned by
+# digest, binaries built with `cargo auditable`, a `--probe` HEALTHCHECK per image.
+check "deploy/Dockerfile: digests, cargo auditable, --probe health checks" \
+  "$venv/bin/python" ci/deploy-assertions.py dockerfile
 
 # ---- Kubernetes ---------------------------------------------------------------
 # The kustomize base keeps copies of the edge policies (kustomize cannot read
@@ -96,6 +98,15 @@ render_and_validate() {
 for overlay in deploy/k8s/overlays/*/; do
   check "kustomize + kubernetes-validate --strict ${overlay%/}" render_and_validate "${overlay%/}"
 done
+# On the rendered overlays: no Deployment an HPA owns sets replicas, the edge's
+# upstreams are headless Services, prod images are pinned by digest, only svc-users
+# holds a token key (a read-only Secret file; the verifiers get the JWK Set URL and may
+# reach svc-users), no private key or JWT_* Secret comes from git; and
+# ci/pin-prod-digests.sh (CI's prod-digests job) writes digests the overlay then uses.
+check "rendered overlays: HPA-owned replicas, headless upstreams, prod digests, token keys" \
+  "$venv/bin/python" ci/deploy-assertions.py k8s "$work"/*.yaml
+check "ci/pin-prod-digests.sh pins the rendered prod overlay" \
+  "$venv/bin/python" ci/deploy-assertions.py pin-script
 
 # checkov renders every kustomization under deploy/ itself (with the kubectl
 # above) and scans it, plus every Dockerfile. Skipped checks carry their
@@ -107,6 +118,14 @@ check "checkov deploy/ (kustomize, dockerfile)" \
 # ---- Compose ------------------------------------------------------------------
 check "compose.yaml against the compose-spec schema" \
   check-jsonschema --builtin-schema vendor.compose-spec compose.yaml
+check "compose.yaml: loopback by default, demo profile, --probe health checks, digests, keygen + JWKS" \
+  "$venv/bin/python" ci/deploy-assertions.py compose
+
+# ---- Renovate -------------------------------------------------------------------
+check "renovate.json against Renovate's schema" \
+  check-jsonschema --builtin-schema vendor.renovate renovate.json
+check "renovate.json: known keys, every # renovate: pin read" \
+  "$venv/bin/python" ci/deploy-assertions.py renovate
 
 # ---- GitHub Actions -------------------------------------------------------------
 mapfile -t workflows < <(find .github/workflows -type f \( -name '*.yml' -o -name '*.yaml' \) | sort)
@@ -122,6 +141,8 @@ check "grafana dashboard is valid JSON" \
 if command -v promtool >/dev/null 2>&1; then
   check "promtool check rules" promtool check rules deploy/observability/alerts.rules.yml
   check "promtool test rules" promtool test rules deploy/observability/alerts.test.yml
+  check "grafana dashboard: process panels, layout, every query parses (promtool)" \
+    "$venv/bin/python" ci/deploy-assertions.py dashboard "$(command -v promtool)"
 else
   echo "FAILED: promtool not found (apt-get install prometheus)" >&2
   failed+=("promtool missing")
@@ -130,9 +151,12 @@ fi
 # ---- YAML style -------------------------------------------------------------------
 check "yamllint" yamllint --strict .
 
-# ---- shell scripts ------------------------------------------------------------
-check "bash -n on ci/ and deploy/ scripts" \
-  bash -c 'for f in ci/*.sh deploy/k8s/*.sh; do bash -n "$f" || exit 1; done'
+# ---- shell scripts and CI wiring -------------------------------------------------
+check "bash -n on the scripts (ci/, scripts/, deploy/, bench/, .ci/run)" \
+  bash -c 'for f in ci/*.sh scripts/*.sh deploy/k8s/*.sh bench/*.sh .ci/run; do bash -n "$f" || exit 1; done'
+check "setup scripts with fake tools (ci/lib.sh sudo, scripts/quickstart.sh)" bash ci/script-tests.sh
+check "CI wiring: cargo deny, newcomer check, apt-get only through ci/lib.sh" \
+  "$venv/bin/python" ci/deploy-assertions.py ci
 
 echo
 if ((${#failed[@]})); then

@@ -8,6 +8,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/todo-system/target}"
 
 bash ci/backends.sh up
 trap 'bash ci/backends.sh stop' EXIT
+# Not root: the tests that stop the broker find the sudo `rabbitmqctl` ci/backends.sh wrote.
+[[ "$(id -u)" == 0 ]] || export PATH="${TODO_STATE:-$HOME/.cache/todo-system}/bin:$PATH"
 status=0
 cargo test --workspace --locked --no-fail-fast "$@" || status=$?
 echo "=== the services' contract suites on the embedded backends (TEST_BACKEND=embedded)"

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole system on this machine: the backends (started only if not running),
-# the three services and the edge in development mode, with demo users seeded.
+# the three services and the edge, with demo users seeded. Tokens are EdDSA, as deployed:
+# svc-users signs with a key made on first run ($STATE/jwt-signing.pem, mode 0600), the
+# edge, svc-tasks and svc-notify check tokens against its JWK Set.
 # Ctrl-C stops the processes it started (by PID) and the backends it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,16 +12,23 @@ LOGS="$STATE/logs"
 mkdir -p "$LOGS"
 
 if ! command -v cmake >/dev/null; then
-  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake >/dev/null
+  source ci/lib.sh # as root, or through sudo
+  apt_install cmake
 fi
 bash ci/backends.sh up
 echo "building (the first build takes a few minutes)…"
 cargo build --locked --bins --quiet
 BIN="$CARGO_TARGET_DIR/debug"
 
-# Development mode: a fixed, public signing key. Never use it in production.
-export TODO_DEV_MODE=1 RUST_LOG="${RUST_LOG:-info}"
-"$BIN/svc-users" --seed >>"$LOGS/seed.log"
+# No development mode, no shared secret: only svc-users holds a key. Token settings from
+# the caller's environment would clash with these (a process given both modes refuses).
+unset TODO_DEV_MODE JWT_SECRET JWT_PREVIOUS_KEYS JWT_SIGNING_KEY JWT_PREVIOUS_PUBLIC_KEYS JWT_JWKS_URL
+export RUST_LOG="${RUST_LOG:-info}"
+SIGNING_KEY="$STATE/jwt-signing.pem"
+# Creates the key unless it exists (kept: tokens survive a restart); prints its public key.
+"$BIN/svc-users" --generate-signing-key "$SIGNING_KEY" >"$STATE/jwt-signing.pub.pem"
+JWKS_URL=http://127.0.0.1:8081/.well-known/jwks.json
+JWT_SIGNING_KEY="$SIGNING_KEY" "$BIN/svc-users" --seed >>"$LOGS/seed.log"
 
 pids=()
 stop() {
@@ -31,11 +40,18 @@ stop() {
 }
 trap stop INT TERM EXIT
 
-for svc in svc-users svc-tasks svc-notify; do
-  "$BIN/$svc" >>"$LOGS/$svc.log" 2>&1 &
+JWT_SIGNING_KEY="$SIGNING_KEY" "$BIN/svc-users" >>"$LOGS/svc-users.log" 2>&1 &
+pids+=($!)
+# The verifiers load svc-users' JWK Set before they report ready: start them once it answers.
+for _ in $(seq 1 100); do
+  curl -fs "$JWKS_URL" >/dev/null 2>&1 && break
+  sleep 0.2
+done
+for svc in svc-tasks svc-notify; do
+  JWT_JWKS_URL="$JWKS_URL" "$BIN/$svc" >>"$LOGS/$svc.log" 2>&1 &
   pids+=($!)
 done
-POLICY_DIR=policies "$BIN/edge" >>"$LOGS/edge.log" 2>&1 &
+JWT_JWKS_URL="$JWKS_URL" POLICY_DIR=policies "$BIN/edge" >>"$LOGS/edge.log" 2>&1 &
 pids+=($!)
 
 for _ in $(seq 1 100); do
@@ -63,6 +79,7 @@ PY
 cat <<INFO
 
 The to-do API is up at http://127.0.0.1:8080  (logs: $LOGS)
+Tokens: EdDSA, signed with $SIGNING_KEY; public keys at http://127.0.0.1:8080/.well-known/jwks.json
 Demo users: alice@example.com / alice-demo-password, bob@example.com / bob-demo-password
 Try:
   curl -s -X POST http://127.0.0.1:8080/users/login -H 'content-type: application/json' \\

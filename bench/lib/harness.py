@@ -32,16 +32,25 @@ def _b64(data):
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def mint_token(secret, subject, ttl_seconds=7200, kid="primary", issuer="todo-users", audience="todo-api"):
-    """An HS256 access token as svc-users issues it."""
+def _jwt(alg, sign, subject, ttl_seconds, kid, issuer, audience):
     now = int(time.time())
-    header = {"alg": "HS256", "typ": "JWT", "kid": kid}
+    header = {"alg": alg, "typ": "JWT", "kid": kid}
     claims = {"sub": subject, "iat": now, "exp": now + ttl_seconds, "iss": issuer, "aud": audience}
     signing_input = _b64(json.dumps(header, separators=(",", ":")).encode()) + "." + _b64(
         json.dumps(claims, separators=(",", ":")).encode()
     )
-    signature = hmac.new(secret.encode(), signing_input.encode(), hashlib.sha256).digest()
-    return signing_input + "." + _b64(signature)
+    return signing_input + "." + _b64(sign(signing_input.encode()))
+
+
+def mint_token(secret, subject, ttl_seconds=7200, kid="primary", issuer="todo-users", audience="todo-api"):
+    """An HS256 access token as svc-users issues it in the compatibility mode (JWT_SECRET)."""
+    return _jwt("HS256", lambda data: hmac.new(secret.encode(), data, hashlib.sha256).digest(), subject, ttl_seconds,
+                kid, issuer, audience)
+
+
+def mint_eddsa_token(key, subject, ttl_seconds=7200, kid="primary", issuer="todo-users", audience="todo-api"):
+    """An EdDSA access token as svc-users issues it; `key` is an ed25519.SigningKey."""
+    return _jwt("EdDSA", key.sign, subject, ttl_seconds, kid, issuer, audience)
 
 
 def object_id():

@@ -2,14 +2,24 @@
 core, same trivial upstream, same wrk load, interleaved rounds.
 
 Core 0 runs the proxy under test (every proxy is started pinned there; the idle ones
-cost nothing). Core 1 runs wrk and the trivial upstream."""
+cost nothing). Core 1 runs wrk and the trivial upstream (and, for the EdDSA edges, the
+static HTTP server of their JWK Set, fetched once a minute).
+
+Token checks: the HS256 edges get JWT_SECRET; the EdDSA edges get JWT_JWKS_URL, a JWK
+Set file that `python3 -m http.server` serves, holding the public half of an Ed25519 key
+this harness made (bench/lib/ed25519.py) and signs its tokens with. Each pair runs once
+with one token (after its first request the edge's verified-token cache answers) and once
+with TOKEN_POOL distinct tokens taken in turn (the cache never answers: every request
+pays the full signature check)."""
 
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
+from ed25519 import SigningKey
 from harness import (
     BenchError,
     children,
@@ -17,6 +27,7 @@ from harness import (
     free_port,
     log,
     median,
+    mint_eddsa_token,
     mint_token,
     object_id,
     port_open,
@@ -54,12 +65,30 @@ UPSTREAM_BODY = json.dumps(
     separators=(",", ":"),
 )
 
-# Which edges run besides nginx; (name, policy variant, RUST_LOG, what it shows).
+# Which edges run besides nginx; (name, policy variant, RUST_LOG, tokens, what it shows).
+# tokens: "hs256" or "eddsa", one token for every request; "hs256-pool" or "eddsa-pool",
+# TOKEN_POOL distinct tokens in turn.
 EDGE_CONFIGS = [
-    ("edge", "full", "info", "the shipped policy: token check, rate limit, CORS, security headers, metrics, access log"),
-    ("edge-bare", "bare", "info", "no token check, no rate limit, no CORS; headers, metrics and access log remain"),
-    ("edge-bare-nolog", "bare", "warn", "as edge-bare, with the access log filtered out (RUST_LOG=warn)"),
+    ("edge", "full", "info", "hs256",
+     "the shipped policy: token check (HS256, one token: the verified-token cache answers), rate limit, CORS, "
+     "security headers, metrics, access log"),
+    ("edge-bare", "bare", "info", "hs256", "no token check, no rate limit, no CORS; headers, metrics and access log remain"),
+    ("edge-bare-nolog", "bare", "warn", "hs256", "as edge-bare, with the access log filtered out (RUST_LOG=warn)"),
+    ("edge-eddsa", "full", "info", "eddsa",
+     "as edge, with EdDSA (Ed25519) tokens checked against a JWK Set (JWT_JWKS_URL, a static HTTP server); one "
+     "token: the verified-token cache answers"),
+    ("edge-nocache", "full", "info", "hs256-pool",
+     "as edge, with a distinct HS256 token per request: the cache never answers, every request is a full HMAC check"),
+    ("edge-eddsa-nocache", "full", "info", "eddsa-pool",
+     "as edge-eddsa, with a distinct EdDSA token per request: the cache never answers, every request is a full "
+     "Ed25519 check"),
 ]
+# Distinct tokens for the *-nocache edges, used in turn (wrk/bearer-pool.lua). The edge's
+# cache holds at most 8 shards x 512 tokens and empties a full shard: between two uses of
+# one token, ~1024 other new tokens land in its shard, so it was always dropped meanwhile.
+# All carry the same `sub` (one rate-limit key, as with the single token) and differ by
+# `exp` (a second apart).
+TOKEN_POOL = 8192
 NGINX_DESCRIPTION = "nginx 1 worker, plain reverse proxy, upstream keep-alive, no access log"
 
 
@@ -137,22 +166,88 @@ def busy_share(before, after, cpu):
 
 
 class Target:
-    def __init__(self, name, description, port, pids, main_pid):
+    def __init__(self, name, description, port, pids, main_pid, script):
         self.name = name
         self.description = description
         self.port = port
         self.pids = pids  # processes whose CPU counts
         self.main_pid = main_pid  # the process whose peak memory counts
+        self.script = script  # the wrk script: which token(s) the requests carry
         self.rounds = []
 
 
-def wrk_script(run_dir, token):
-    script = run_dir / "bearer.lua"
+def wrk_script(run_dir, token, name="bearer"):
+    script = run_dir / f"{name}.lua"
     script.write_text((BENCH_DIR / "wrk" / "bearer.lua").read_text().replace("@TOKEN@", token).replace("@ORIGIN@", ORIGIN))
     return script
 
 
-def start_edge(processes, run_dir, binaries, name, variant, rust_log, upstream_port, secret):
+def wrk_pool_script(run_dir, tokens, name):
+    """A wrk script sending `tokens` in turn, one per request (read from a file at start)."""
+    token_file = run_dir / f"{name}.tokens"
+    token_file.write_text("\n".join(tokens) + "\n")
+    script = run_dir / f"{name}.lua"
+    script.write_text((BENCH_DIR / "wrk" / "bearer-pool.lua").read_text().replace("@TOKENS@", str(token_file))
+                      .replace("@ORIGIN@", ORIGIN))
+    return script
+
+
+class TokenKinds:
+    """The tokens and edge settings of each token mode, made once per run."""
+
+    def __init__(self, processes, run_dir, secret, names):
+        self.secret = secret
+        self.subject = object_id()
+        self.key = None
+        self.jwks_url = None
+        self.scripts = {}
+        self.first = {}
+        kinds = {kind for name, _, _, kind, _ in EDGE_CONFIGS if name in names} | {"hs256"}
+        if any(kind.startswith("eddsa") for kind in kinds):
+            self.key = SigningKey()
+            self.jwks_url = serve_jwks(processes, run_dir, self.key)
+        for kind in sorted(kinds):
+            mint = self.mint_eddsa if kind.startswith("eddsa") else self.mint_hs256
+            if kind.endswith("-pool"):
+                started = time.monotonic()
+                tokens = [mint(7200 + i) for i in range(TOKEN_POOL)]
+                log(f"minted {TOKEN_POOL} distinct {kind.split('-')[0].upper()} tokens in "
+                    f"{time.monotonic() - started:.1f} s")
+                self.scripts[kind] = wrk_pool_script(run_dir, tokens, f"bearer-{kind}")
+            else:
+                tokens = [mint(7200)]
+                # bearer.lua: nginx, the HS256 edges and the profile run send this one.
+                self.scripts[kind] = wrk_script(run_dir, tokens[0], "bearer" if kind == "hs256" else f"bearer-{kind}")
+            self.first[kind] = tokens[0]
+
+    def mint_hs256(self, ttl_seconds):
+        return mint_token(self.secret, self.subject, ttl_seconds)
+
+    def mint_eddsa(self, ttl_seconds):
+        return mint_eddsa_token(self.key, self.subject, ttl_seconds)
+
+    def edge_env(self, kind):
+        if kind.startswith("eddsa"):
+            return {"JWT_JWKS_URL": self.jwks_url, "JWT_JWKS_REFRESH_SECONDS": "60"}
+        return {"JWT_SECRET": self.secret}
+
+
+def serve_jwks(processes, run_dir, key):
+    """Serves the JWK Set of `key` (kid `primary`, as svc-users publishes it) from a static
+    HTTP server on core 1; returns its URL."""
+    root = run_dir / "jwks"
+    (root / ".well-known").mkdir(parents=True, exist_ok=True)
+    (root / ".well-known" / "jwks.json").write_text(json.dumps({"keys": [key.jwk("primary")]}))
+    port = free_port()
+    processes.start("jwks-server", [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                                    "--directory", str(root)], cpus=LOAD_CPU)
+    wait_http_ok(port, "/.well-known/jwks.json", 10, processes)
+    url = f"http://127.0.0.1:{port}/.well-known/jwks.json"
+    log(f"JWK Set (Ed25519, kid primary) served by python3 -m http.server at {url}, core {LOAD_CPU}")
+    return url
+
+
+def start_edge(processes, run_dir, binaries, name, variant, rust_log, upstream_port, token_env):
     policy_dir = run_dir / f"policy-{name}"
     subprocess.run(
         ["python3", str(BENCH_DIR / "lib" / "policies.py"), variant, str(BENCH_DIR.parent / "policies"), str(policy_dir),
@@ -164,7 +259,7 @@ def start_edge(processes, run_dir, binaries, name, variant, rust_log, upstream_p
     env = {
         "LISTEN_ADDR": f"127.0.0.1:{port}",
         "POLICY_DIR": str(policy_dir),
-        "JWT_SECRET": secret,
+        **token_env,
         "EDGE_THREADS": "1",
         "SHUTDOWN_GRACE_SECONDS": "1",
         "RUST_LOG": rust_log,
@@ -212,23 +307,26 @@ def run(processes, run_dir, binaries, secret, rounds, seconds, warmup_seconds, c
     workers = children(nginx_master.pid)
     if len(workers) != 1:
         raise BenchError(f"proxy nginx has {len(workers)} workers, expected 1")
-    targets = [Target("nginx", NGINX_DESCRIPTION, nginx_port, [nginx_master.pid] + workers, workers[0])]
+    tokens = TokenKinds(processes, run_dir, secret, edge_names)
+    targets = [Target("nginx", NGINX_DESCRIPTION, nginx_port, [nginx_master.pid] + workers, workers[0],
+                      tokens.scripts["hs256"])]
     log(f"nginx proxy on 127.0.0.1:{nginx_port}, core {PROXY_CPU}")
 
-    token = mint_token(secret, object_id())
-    for name, variant, rust_log, description in EDGE_CONFIGS:
+    for name, variant, rust_log, kind, description in EDGE_CONFIGS:
         if name not in edge_names:
             continue
-        port, proc = start_edge(processes, run_dir, binaries, name, variant, rust_log, upstream_port, secret)
+        port, proc = start_edge(processes, run_dir, binaries, name, variant, rust_log, upstream_port,
+                                tokens.edge_env(kind))
+        # An EdDSA edge is ready only once it loaded the JWK Set.
         wait_http_ok(port, "/readyz", 20, processes)
-        check_edge_behaviour(port, token, full=variant == "full")
-        targets.append(Target(name, description, port, [proc.pid], proc.pid))
+        check_edge_behaviour(port, tokens.first[kind], full=variant == "full")
+        targets.append(Target(name, description, port, [proc.pid], proc.pid, tokens.scripts[kind]))
         log(f"{name} on 127.0.0.1:{port}, core {PROXY_CPU}: {description}")
 
-    script = wrk_script(run_dir, token)
     for target in targets:
         log(f"warm-up {target.name} ({warmup_seconds} s)")
-        run_wrk(f"http://127.0.0.1:{target.port}{WRK_PATH}", 1, connections, warmup_seconds, script, cpus=LOAD_CPU)
+        run_wrk(f"http://127.0.0.1:{target.port}{WRK_PATH}", 1, connections, warmup_seconds, target.script,
+                cpus=LOAD_CPU)
 
     for round_no in range(1, rounds + 1):
         for target in targets:
@@ -236,7 +334,8 @@ def run(processes, run_dir, binaries, secret, rounds, seconds, warmup_seconds, c
             cpu_before = sum(cpu_seconds(pid) for pid in target.pids)
             cores_before = cpu_times()
             started = time.monotonic()
-            result = run_wrk(f"http://127.0.0.1:{target.port}{WRK_PATH}", 1, connections, seconds, script, cpus=LOAD_CPU)
+            result = run_wrk(f"http://127.0.0.1:{target.port}{WRK_PATH}", 1, connections, seconds, target.script,
+                             cpus=LOAD_CPU)
             wall = time.monotonic() - started
             cores_after = cpu_times()
             cpu_used = sum(cpu_seconds(pid) for pid in target.pids) - cpu_before
@@ -248,7 +347,7 @@ def run(processes, run_dir, binaries, secret, rounds, seconds, warmup_seconds, c
             result["core1_busy"] = busy_share(cores_before, cores_after, LOAD_CPU)
             target.rounds.append(result)
             log(
-                f"round {round_no} {target.name:16} {result['rps']:9.0f} req/s  p50 {result['p50_ms']:.2f} ms  "
+                f"round {round_no} {target.name:18} {result['rps']:9.0f} req/s  p50 {result['p50_ms']:.2f} ms  "
                 f"p99 {result['p99_ms']:.2f} ms  {result['cpu_us_per_request']:.1f} us/req  "
                 f"errors {result['non_2xx'] + result['socket_errors']}"
             )
@@ -277,7 +376,7 @@ def run(processes, run_dir, binaries, secret, rounds, seconds, warmup_seconds, c
             }
         )
     return {"connections": connections, "seconds": seconds, "rounds": rounds, "body_bytes": len(UPSTREAM_BODY),
-            "path": WRK_PATH, "targets": summary}
+            "path": WRK_PATH, "token_pool": TOKEN_POOL, "targets": summary}
 
 
 def truncate_logs(run_dir, name):

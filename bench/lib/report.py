@@ -7,7 +7,13 @@ TARGETS = {
     "cpu": 2.2,  # at most, x nginx
     "p99": 3.0,  # at most, x nginx
     "peak_mib": 32.0,  # at most
+    "eddsa_cached": 0.95,  # EdDSA throughput at least, x HS256, both with the verified-token cache (issue 13)
 }
+# (what, HS256 edge, EdDSA edge): the token-check comparisons, each pair in the same run.
+TOKEN_PAIRS = [
+    ("with the verified-token cache (one token)", "edge", "edge-eddsa"),
+    ("without it (a distinct token per request)", "edge-nocache", "edge-eddsa-nocache"),
+]
 
 
 def share(value):
@@ -41,6 +47,34 @@ def verdicts(proxy):
     ]
 
 
+def token_rows(proxy):
+    """EdDSA against HS256 at the edge, for each pair that ran."""
+    by_name = {t["name"]: t for t in proxy["targets"]}
+    rows = []
+    for what, hs256, eddsa in TOKEN_PAIRS:
+        if hs256 in by_name and eddsa in by_name:
+            h, e = by_name[hs256], by_name[eddsa]
+            rows.append({
+                "what": what, "hs256": h, "eddsa": e,
+                "rps_ratio": e["rps"] / h["rps"],
+                "p99_ratio": e["p99_ms"] / h["p99_ms"],
+                "cpu_delta_us": e["cpu_us_per_request"] - h["cpu_us_per_request"],
+            })
+    return rows
+
+
+def token_verdicts(proxy):
+    out = []
+    for row in token_rows(proxy):
+        if row["hs256"]["name"] == "edge":
+            out.append((f"EdDSA throughput >= {TARGETS['eddsa_cached']}x HS256 with the verified-token cache",
+                        f"{row['rps_ratio']:.2f}x", row["rps_ratio"] >= TARGETS["eddsa_cached"]))
+        else:
+            out.append(("EdDSA throughput against HS256 without the cache (reported)", f"{row['rps_ratio']:.2f}x "
+                        f"({row['cpu_delta_us']:+.1f} µs CPU per request)", True))
+    return out
+
+
 def service_verdicts(services):
     out = []
     login = services.get("login")
@@ -67,17 +101,17 @@ def text_table(results):
     proxy = results.get("proxy")
     if proxy:
         lines.append(
-            f"{'configuration':17} {'req/s':>9} {'x nginx':>8} {'p50 ms':>8} {'p99 ms':>8} {'x nginx':>8} "
+            f"{'configuration':19} {'req/s':>9} {'x nginx':>8} {'p50 ms':>8} {'p99 ms':>8} {'x nginx':>8} "
             f"{'CPU us/req':>10} {'x nginx':>8} {'core use':>9} {'peak MiB':>9}"
         )
         for r in proxy_rows(proxy):
             lines.append(
-                f"{r['name']:17} {r['rps']:9.0f} {r['rps_ratio']:8.2f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} "
+                f"{r['name']:19} {r['rps']:9.0f} {r['rps_ratio']:8.2f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} "
                 f"{r['p99_ratio']:8.2f} {r['cpu_us_per_request']:10.1f} {r['cpu_ratio']:8.2f} "
                 f"{r['proxy_core_share']:9.0%} {r['peak_mib']:9.1f}"
             )
         lines.append("")
-    for what, value, ok in verdicts(proxy) if proxy else []:
+    for what, value, ok in (verdicts(proxy) + token_verdicts(proxy)) if proxy else []:
         lines.append(f"  {'PASS' if ok else 'MISS'}  {what}: {value}")
     for what, value, ok in service_verdicts(results.get("services", {})):
         lines.append(f"  {'PASS' if ok else 'MISS'}  {what}: {value}")
@@ -98,7 +132,8 @@ def markdown(results, chart_name):
         out += [
             f"- Proxies pinned to core 0; wrk (`-t1 -c{proxy['connections']} -d{proxy['seconds']}s --latency`) and the "
             f"trivial upstream (nginx, {proxy['body_bytes']}-byte JSON) on core 1; `GET {proxy['path']}` with a valid "
-            f"HS256 bearer token and an allowlisted Origin; medians of {proxy['rounds']} interleaved rounds.",
+            f"bearer token (HS256, unless the configuration says EdDSA; the *-nocache ones send a distinct token per "
+            f"request) and an allowlisted Origin; medians of {proxy['rounds']} interleaved rounds.",
             "",
             "## Proxy comparison",
             "",
@@ -125,6 +160,23 @@ def markdown(results, chart_name):
                     f"{r['cpu_us_per_request']:.1f} | {r['proxy_core_share']:.0%} | {r['core0_busy']:.0%} | {r['core1_busy']:.0%} | "
                     f"{r['non_2xx'] + r['socket_errors']} |"
                 )
+        rows = token_rows(proxy)
+        if rows:
+            out += ["", "### Token check: EdDSA against HS256", "",
+                    "The same edge and policy; HS256 tokens checked with `JWT_SECRET`, EdDSA (Ed25519) tokens against "
+                    "a JWK Set fetched from a static HTTP server (`JWT_JWKS_URL`). Without the cache, every request "
+                    f"carries the next of {proxy.get('token_pool', 8192)} tokens, more than the edge's verified-token "
+                    "cache keeps.", "",
+                    "| token check | HS256 req/s | EdDSA req/s | EdDSA × HS256 | HS256 p99 ms | EdDSA p99 ms | "
+                    "HS256 CPU µs/req | EdDSA CPU µs/req | EdDSA − HS256 CPU µs/req |",
+                    "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            for r in rows:
+                h, e = r["hs256"], r["eddsa"]
+                out.append(f"| {r['what']} | {h['rps']:.0f} | {e['rps']:.0f} | {r['rps_ratio']:.2f} | "
+                           f"{h['p99_ms']:.2f} | {e['p99_ms']:.2f} | {h['cpu_us_per_request']:.1f} | "
+                           f"{e['cpu_us_per_request']:.1f} | {r['cpu_delta_us']:+.1f} |")
+            out += ["", "Targets (issue 13):", ""]
+            out += [f"- {'PASS' if ok else 'MISS'}: {what}: {value}" for what, value, ok in token_verdicts(proxy)]
     services = results.get("services", {})
     if services:
         out += ["", "## Service scenarios", "", "Services in release mode on both cores (not pinned), against the "

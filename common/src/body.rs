@@ -6,6 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, HeaderMap, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
+use jsonschema::error::ValidationErrorKind;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -35,8 +36,16 @@ impl JsonSchema {
             .iter_errors(instance)
             .map(|error| {
                 let pointer = error.instance_path().to_string();
-                let field = pointer.trim_start_matches('/').replace('/', ".");
-                FieldError::new(if field.is_empty() { "body".into() } else { field }, error.to_string())
+                let mut field = pointer.trim_start_matches('/').replace('/', ".");
+                // A missing property is an error of its parent; a form needs the property.
+                if let ValidationErrorKind::Required { property } = error.kind() {
+                    if let Some(name) = property.as_str() {
+                        field = if field.is_empty() { name.to_owned() } else { format!("{field}.{name}") };
+                    }
+                }
+                let field = if field.is_empty() { "body".to_owned() } else { field };
+                // Masked: the message never echoes what was sent (a password, say).
+                FieldError::new(field, error.masked_with("the value").to_string())
             })
             .collect();
         if errors.is_empty() {
@@ -214,7 +223,10 @@ mod tests {
         assert!(!unknown.errors.is_empty());
         let duplicate = read(&headers, r#"{"title":"a","title":"b"}"#, 100).await.unwrap_err();
         assert!(duplicate.status == 400 && duplicate.detail.contains("duplicate key"), "{duplicate}");
-        let too_long = read(&headers, r#"{"title":"abcd"}"#, 100).await.unwrap_err();
+        let too_long = read(&headers, r#"{"title":"secret"}"#, 100).await.unwrap_err();
         assert_eq!(too_long.errors[0].field, "title");
+        assert!(!too_long.errors[0].message.contains("secret"), "{too_long}");
+        let missing = read(&headers, r#"{}"#, 100).await.unwrap_err();
+        assert_eq!(missing.errors[0].field, "title", "{missing}");
     }
 }

@@ -1,13 +1,15 @@
-//! The life of a service binary, the same for each: `--help`, configuration read once
-//! (all problems reported, exit 1), telemetry, a runtime, then the service's `run`.
+//! The life of a service binary, the same for each: `--help`, `--probe` (the container
+//! health check), configuration read once (all problems reported, exit 1), telemetry, a
+//! runtime, then the service's `run`.
 
 use std::future::Future;
 use std::process::ExitCode;
 
-use crate::config::{help_requested, ConfigError, EnvSource, ProcessEnv};
+use crate::config::{help_requested, ConfigError, EnvSource, ProcessEnv, Var};
 
 pub fn main<C, Fut>(
     binary: &str,
+    listen: &Var,
     help: impl FnOnce() -> String,
     from_env: impl FnOnce(&dyn EnvSource) -> Result<C, ConfigError>,
     run: impl FnOnce(C) -> Fut,
@@ -18,6 +20,9 @@ where
     if help_requested() {
         print!("{}", help());
         return ExitCode::SUCCESS;
+    }
+    if crate::probe::requested() {
+        return crate::probe::main(binary, listen, &ProcessEnv);
     }
     let config = match from_env(&ProcessEnv) {
         Ok(config) => config,

@@ -46,9 +46,20 @@ impl Var {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("invalid configuration:\n  {}", .0.join("\n  "))]
+/// Every configuration problem found; one problem is one line, several are a list.
+#[derive(Debug)]
 pub struct ConfigError(pub Vec<String>);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.as_slice() {
+            [only] => write!(f, "invalid configuration: {only}"),
+            problems => write!(f, "invalid configuration:\n  {}", problems.join("\n  ")),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 /// Reads variables, collecting every problem so one start reports all of them.
 pub struct EnvReader<'a> {

@@ -28,12 +28,15 @@ pub struct BackendReport {
 }
 
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct ReadinessBody<'a> {
     status: &'static str,
     backends: std::collections::BTreeMap<&'static str, &'a BackendState>,
+    /// Development mode (public keys accepted), shown where an operator looks.
+    dev_mode: bool,
 }
 
-pub fn readiness_response(reports: &[BackendReport]) -> Response<Full<Bytes>> {
+pub fn readiness_response(reports: &[BackendReport], dev_mode: bool) -> Response<Full<Bytes>> {
     let unready = reports.iter().any(|r| r.critical && matches!(r.state, BackendState::Down { .. }));
     let degraded = reports.iter().any(|r| r.state != BackendState::Up);
     let body = ReadinessBody {
@@ -45,6 +48,7 @@ pub fn readiness_response(reports: &[BackendReport]) -> Response<Full<Bytes>> {
             "ready"
         },
         backends: reports.iter().map(|r| (r.name, &r.state)).collect(),
+        dev_mode,
     };
     let status = if unready { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
     crate::body::json_response(status, &body)
@@ -65,7 +69,7 @@ mod tests {
     #[test]
     fn only_a_critical_backend_down_makes_unready() {
         let down = BackendState::Down { detail: "gone".into() };
-        assert_eq!(readiness_response(&[report("redis", false, down.clone())]).status(), 200);
-        assert_eq!(readiness_response(&[report("mongodb", true, down)]).status(), 503);
+        assert_eq!(readiness_response(&[report("redis", false, down.clone())], false).status(), 200);
+        assert_eq!(readiness_response(&[report("mongodb", true, down)], false).status(), 503);
     }
 }

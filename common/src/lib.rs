@@ -15,6 +15,7 @@ pub mod health;
 pub mod metrics;
 pub mod mongo;
 pub mod paging;
+pub mod probe;
 pub mod problem;
 pub mod request_id;
 pub mod server;

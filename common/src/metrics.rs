@@ -9,6 +9,17 @@ use http_body_util::Full;
 use prometheus::core::Collector;
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
 
+/// A process's registry, holding from the start the process metrics (CPU seconds,
+/// resident memory, open and maximum file descriptors, start time) every dashboard
+/// and capacity alert needs.
+pub fn process_registry() -> Registry {
+    let registry = Registry::new();
+    registry
+        .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+        .expect("the process metrics are registered first");
+    registry
+}
+
 /// Registers `metric` and hands it back; a clash of names is a bug found at start.
 pub fn register<M: Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
     registry.register(Box::new(metric.clone())).expect("metric names are unique per process");
@@ -96,5 +107,16 @@ mod tests {
             futures::executor::block_on(http_body_util::BodyExt::collect(response.into_body())).unwrap().to_bytes();
         let text = String::from_utf8_lossy(&text);
         assert!(text.contains(r#"http_requests_total{method="GET",route="/tasks/{id}",status="404"} 1"#), "{text}");
+    }
+
+    #[test]
+    fn a_process_registry_reports_cpu_memory_and_file_descriptors() {
+        let response = render(&process_registry());
+        let text =
+            futures::executor::block_on(http_body_util::BodyExt::collect(response.into_body())).unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&text);
+        for name in ["process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds"] {
+            assert!(text.contains(&format!("\n{name} ")), "{name} missing:\n{text}");
+        }
     }
 }

@@ -85,6 +85,7 @@ pub struct HttpApp<A> {
 impl<A: Api> HttpApp<A> {
     pub fn new(api: Arc<A>, verifier: Arc<TokenVerifier>, registry: Registry) -> Self {
         let metrics = HttpMetrics::new(&registry);
+        verifier.report_to(&registry);
         Self { api, verifier, registry, metrics }
     }
 
@@ -133,7 +134,11 @@ impl<A: Api> HttpApp<A> {
         if parts.method == Method::GET {
             match parts.uri.path() {
                 "/healthz" => return ("/healthz", Ok(liveness_response())),
-                "/readyz" => return ("/readyz", Ok(readiness_response(&self.api.readiness().await))),
+                "/readyz" => {
+                    let mut reports = self.api.readiness().await;
+                    reports.extend(self.verifier.readiness());
+                    return ("/readyz", Ok(readiness_response(&reports, self.verifier.dev_mode())));
+                }
                 "/metrics" => return ("/metrics", Ok(crate::metrics::render(&self.registry))),
                 _ => {}
             }
@@ -145,7 +150,11 @@ impl<A: Api> HttpApp<A> {
         let route = endpoint.route();
         let claims = if endpoint.requires_token() {
             let token = bearer_token(parts.headers.get(http::header::AUTHORIZATION).map(|v| v.as_bytes()));
-            match token.and_then(|t| self.verifier.verify(t)) {
+            let verified = match token {
+                Ok(token) => self.verifier.verify_fresh(token).await,
+                Err(missing_or_malformed) => Err(missing_or_malformed),
+            };
+            match verified {
                 Ok(claims) => Some(claims),
                 Err(e) => return (route, Err(Problem::unauthorized(e.to_string()))),
             }
@@ -170,6 +179,8 @@ fn request_has_body(headers: &HeaderMap) -> bool {
 /// Serves `app` on `listener` until `shutdown` fires, then lets in-flight requests
 /// finish for at most `grace`.
 pub async fn serve<A: Api>(listener: TcpListener, app: Arc<HttpApp<A>>, shutdown: CancellationToken, grace: Duration) {
+    // The JWK Set (when keys come from one) is refreshed while the server serves.
+    let keys_refresh = tokio::spawn(Arc::clone(&app.verifier).keep_keys_fresh());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -210,6 +221,7 @@ pub async fn serve<A: Api>(listener: TcpListener, app: Arc<HttpApp<A>>, shutdown
         });
     }
     drop(listener);
+    keys_refresh.abort();
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections drained"),
         _ = tokio::time::sleep(grace) => tracing::warn!(?grace, "grace period over, closing remaining connections"),

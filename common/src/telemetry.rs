@@ -113,13 +113,25 @@ fn subscriber() -> tracing_subscriber::fmt::SubscriberBuilder<
     tracing_subscriber::fmt::format::Format<tracing_subscriber::fmt::format::Json>,
     EnvFilter,
 > {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::new(filter_directives(std::env::var("RUST_LOG").ok().as_deref()));
     tracing_subscriber::fmt()
         .json()
         .flatten_event(true)
         .with_current_span(true)
         .with_span_list(false)
         .with_env_filter(filter)
+}
+
+/// `RUST_LOG`'s directives (default `info`), with Pingora pinned to `info` unless they
+/// name it: its debug lines print whole request headers, so `RUST_LOG=debug` for our own
+/// code must not turn them on by accident.
+fn filter_directives(rust_log: Option<&str>) -> String {
+    let directives = rust_log.map(str::trim).filter(|d| !d.is_empty()).unwrap_or("info");
+    if directives.contains("pingora") {
+        directives.to_owned()
+    } else {
+        format!("{directives},pingora=info")
+    }
 }
 
 /// For tests: silent unless `TEST_LOG` is set, then the same JSON lines, written directly
@@ -233,6 +245,14 @@ fn spawn_writer(out: Box<dyn Write + Send>) -> (BufferedLines, LogGuard) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pingora_stays_at_info_unless_named() {
+        assert_eq!(filter_directives(None), "info,pingora=info");
+        assert_eq!(filter_directives(Some(" ")), "info,pingora=info");
+        assert_eq!(filter_directives(Some("debug")), "debug,pingora=info");
+        assert_eq!(filter_directives(Some("debug,pingora_proxy=debug")), "debug,pingora_proxy=debug");
+    }
 
     /// A `Write` whose bytes the test can read.
     #[derive(Clone, Default)]

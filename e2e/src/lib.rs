@@ -15,9 +15,13 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
-use todo_test_support::{eventually, unique_name, Backends, TEST_JWT_SECRET};
+use todo_common::auth::{JwtSettings, PrivateKey, TokenIssuer, TokenKeys};
+use todo_test_support::{eventually, unique_name, Backends};
 
 pub use proxy::FaultProxy;
+
+/// svc-users' signing key in [`System::keys`].
+pub const SIGNING_KEY_FILE: &str = "signing.pem";
 
 /// How long a restarted process gets to become ready, and a stopped one to exit.
 const PROCESS_PATIENCE: Duration = Duration::from_secs(30);
@@ -32,11 +36,13 @@ pub struct Options {
     pub proxy_mongodb: bool,
     /// svc-tasks reaches Redis through a [`FaultProxy`].
     pub proxy_redis: bool,
+    /// How often the verifiers (edge, svc-tasks, svc-notify) fetch svc-users' JWK Set.
+    pub jwks_refresh_seconds: u64,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { tasks_replicas: 1, proxy_mongodb: false, proxy_redis: false }
+        Self { tasks_replicas: 1, proxy_mongodb: false, proxy_redis: false, jwks_refresh_seconds: 60 }
     }
 }
 
@@ -83,6 +89,8 @@ pub struct System {
     pub mongodb_proxy: Option<FaultProxy>,
     /// Between svc-tasks and Redis, when [`Options::proxy_redis`].
     pub redis_proxy: Option<FaultProxy>,
+    /// svc-users' Ed25519 signing key (`signing.pem`) and whatever keys a test adds.
+    pub keys: tempfile::TempDir,
     processes: Vec<Process>,
 }
 
@@ -146,8 +154,16 @@ impl System {
             None => backends.redis_url.clone(),
         };
 
+        // EdDSA, as deployed: svc-users signs, the others verify with its JWK Set.
+        let keys = tempfile::tempdir().expect("temp dir");
+        let signing_key = keys.path().join(SIGNING_KEY_FILE);
+        std::fs::write(&signing_key, PrivateKey::generate().to_pem()).expect("signing key written");
+        let users_port = free_port();
+        let verifier_env = [
+            ("JWT_JWKS_URL".to_owned(), format!("http://127.0.0.1:{users_port}/.well-known/jwks.json")),
+            ("JWT_JWKS_REFRESH_SECONDS".to_owned(), options.jwks_refresh_seconds.to_string()),
+        ];
         let common = [
-            ("JWT_SECRET", TEST_JWT_SECRET.to_owned()),
             ("SHUTDOWN_GRACE_SECONDS", "2".to_owned()),
             ("RUST_LOG", std::env::var("E2E_LOG").unwrap_or_else(|_| "warn".to_owned())),
         ];
@@ -156,8 +172,12 @@ impl System {
         let mut services: Vec<ServiceSpec> = Vec::new();
         services.push((
             "svc-users".into(),
-            free_port(),
-            vec![("MONGODB_DB", unique_name("e2e_users")), ("BCRYPT_COST", "4".into())],
+            users_port,
+            vec![
+                ("MONGODB_DB", unique_name("e2e_users")),
+                ("BCRYPT_COST", "4".into()),
+                ("JWT_SIGNING_KEY", signing_key.display().to_string()),
+            ],
         ));
         for replica in 1..=options.tasks_replicas.max(1) {
             let name = if replica == 1 { "svc-tasks".to_owned() } else { format!("svc-tasks-{replica}") };
@@ -200,6 +220,7 @@ impl System {
                 [("LISTEN_ADDR".to_owned(), format!("127.0.0.1:{port}")), ("MONGODB_URI".into(), mongodb_uri.clone())]
                     .into_iter()
                     .chain(common_env())
+                    .chain(verifier_env.iter().filter(|_| name != "svc-users").cloned())
                     .chain(env.iter().map(|(k, v)| (k.to_string(), v.clone())))
                     .collect();
             let url = format!("http://127.0.0.1:{port}");
@@ -211,6 +232,7 @@ impl System {
         ]
         .into_iter()
         .chain(common_env())
+        .chain(verifier_env.iter().cloned())
         .collect();
         processes.push(Process {
             name: "edge".into(),
@@ -234,6 +256,7 @@ impl System {
             notify_queue: queue,
             mongodb_proxy,
             redis_proxy,
+            keys,
             processes,
         };
         // The edge last: it is ready once it has a policy, but its upstreams should be up.
@@ -261,6 +284,19 @@ impl System {
     /// The process id of a running process.
     pub fn pid(&self, name: &str) -> Option<u32> {
         self.processes.iter().find(|p| p.name == name)?.child.as_ref().map(Child::id)
+    }
+
+    /// Runs the process's binary with `--probe` in the process's environment (what a
+    /// container health check does) and returns whether it reported healthy.
+    pub fn probe(&self, name: &str) -> bool {
+        let process = self.processes.iter().find(|p| p.name == name).unwrap_or_else(|| panic!("no {name}"));
+        let output = Command::new(&process.program)
+            .arg("--probe")
+            .env_clear()
+            .envs(process.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .expect("the probe runs");
+        output.status.success()
     }
 
     /// Sends SIGKILL to one process by name ("svc-notify", …) and reaps it.
@@ -292,6 +328,28 @@ impl System {
     pub async fn terminate(&mut self, name: &str) -> ExitStatus {
         self.send_sigterm(name);
         self.wait_exit(name).await
+    }
+
+    /// A valid access token for `subject`, signed like svc-users signs now (its
+    /// `JWT_SIGNING_KEY` and `JWT_KID`), for requests that need no real user.
+    pub fn token_for(&self, subject: &str) -> String {
+        let users = self.processes.iter().find(|p| p.name == "svc-users").expect("svc-users");
+        let var = |key: &str| users.env.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+        let path = var("JWT_SIGNING_KEY").expect("svc-users signs with a key file");
+        let key = PrivateKey::read(Path::new(&path)).expect("the signing key loads");
+        let kid = var("JWT_KID").unwrap_or_else(|| "primary".into());
+        let settings = JwtSettings::with_keys(TokenKeys::Signing { kid, key, published: Vec::new() });
+        let issuer = TokenIssuer::new(&settings, Duration::from_secs(3600)).expect("an issuer");
+        issuer.issue(subject).expect("token signs")
+    }
+
+    /// Sets (`Some`) or removes (`None`) one variable of a process, for its next start.
+    pub fn set_env(&mut self, name: &str, key: &str, value: Option<&str>) {
+        let process = self.process(name);
+        process.env.retain(|(k, _)| k != key);
+        if let Some(value) = value {
+            process.env.push((key.to_owned(), value.to_owned()));
+        }
     }
 
     /// Starts a process again with the same port and environment (killing it first if it

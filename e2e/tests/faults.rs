@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use todo_e2e::{Options, System};
-use todo_test_support::{eventually, http_client, token_for, unique_name, Backends};
+use todo_test_support::{eventually, http_client, unique_name, Backends};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -987,7 +987,7 @@ async fn sigterm_drains_in_flight_requests_and_loses_no_write() {
                 // Straight at svc-tasks a minted token will do; the edge gets one of the load's users.
                 let probe = match name {
                     "edge" => users[0].clone(),
-                    _ => User { token: token_for(&unique_name("drain")) },
+                    _ => User { token: system.token_for(&unique_name("drain")) },
                 };
                 let body = json!({ "title": "in flight" });
                 (Some(SlowRequest::begin(&target, "/tasks", Some(&probe.token), &body).await), Some(probe))

@@ -3,6 +3,9 @@
 use http::StatusCode;
 use serde_json::{json, Map, Value};
 
+use todo_common::auth::TokenVerifier;
+use todo_common::health::BackendState;
+
 use crate::headers::LocalResponse;
 use crate::metrics::EdgeMetrics;
 use crate::state::Live;
@@ -10,10 +13,15 @@ use crate::state::Live;
 pub const PATHS: &[&str] = &["/healthz", "/readyz", "/metrics"];
 
 /// The answer for an observability path, or `None` for any other path.
-pub fn answer(path: &str, live: Option<&Live>, metrics: &EdgeMetrics) -> Option<(&'static str, LocalResponse)> {
+pub fn answer(
+    path: &str,
+    live: Option<&Live>,
+    verifier: &TokenVerifier,
+    metrics: &EdgeMetrics,
+) -> Option<(&'static str, LocalResponse)> {
     match path {
         "/healthz" => Some(("_healthz", LocalResponse::json(StatusCode::OK, br#"{"status":"alive"}"#.to_vec()))),
-        "/readyz" => Some(("_readyz", readiness(live))),
+        "/readyz" => Some(("_readyz", readiness(live, verifier))),
         "/metrics" => Some((
             "_metrics",
             match metrics.render() {
@@ -30,10 +38,17 @@ pub fn answer(path: &str, live: Option<&Live>, metrics: &EdgeMetrics) -> Option<
     }
 }
 
-/// Ready when a policy is loaded and every upstream has at least one healthy address.
-pub fn readiness(live: Option<&Live>) -> LocalResponse {
+/// Ready when a policy is loaded, every upstream has at least one healthy address, and
+/// the token keys are loaded (a JWK Set that cannot be refreshed only degrades).
+pub fn readiness(live: Option<&Live>, verifier: &TokenVerifier) -> LocalResponse {
     let mut backends = Map::new();
     let mut ready = true;
+    let mut degraded = false;
+    if let Some(keys) = verifier.readiness() {
+        ready &= !matches!(keys.state, BackendState::Down { .. });
+        degraded |= matches!(keys.state, BackendState::Degraded { .. });
+        backends.insert(keys.name.into(), serde_json::to_value(&keys.state).unwrap_or_default());
+    }
     match live {
         None => {
             ready = false;
@@ -54,9 +69,15 @@ pub fn readiness(live: Option<&Live>) -> LocalResponse {
             }
         }
     }
+    let status = match (ready, degraded) {
+        (false, _) => "unavailable",
+        (true, true) => "degraded",
+        (true, false) => "ready",
+    };
     let body = json!({
-        "status": if ready { "ready" } else { "unavailable" },
+        "status": status,
         "backends": Value::Object(backends),
+        "devMode": verifier.dev_mode(),
     });
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     LocalResponse::json(status, serde_json::to_vec(&body).unwrap_or_default())

@@ -4,12 +4,15 @@
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use http::header::AUTHORIZATION;
+use async_trait::async_trait;
+use http::header::{AUTHORIZATION, COOKIE};
 use pingora::http::RequestHeader;
-use todo_common::auth::{bearer_token, Claims, TokenError, TokenVerifier};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use todo_common::auth::{bearer_token, TokenError, TokenVerifier};
 
 /// Client-sent headers that could pass for an identity established by the edge. The
 /// services verify the token themselves, but nothing downstream should ever see these.
@@ -29,15 +32,12 @@ pub const IDENTITY_HEADERS: &[&str] = &[
     "remote-user",
 ];
 
-pub fn authenticate(verifier: &TokenVerifier, req: &RequestHeader) -> Result<Claims, TokenError> {
-    let token = bearer_token(req.headers.get(AUTHORIZATION).map(|v| v.as_bytes()))?;
-    verifier.verify(token)
-}
-
 /// Tokens this process verified recently, so a client's next requests skip the HMAC,
 /// the base64 and the JSON parsing. Keyed by the whole token (an exact match, so a
 /// tampered token is never a hit); only successes are kept; an entry answers only while
-/// `now < exp`, stricter than the verifier (which allows a leeway past `exp`). Bounded:
+/// `now < exp`, stricter than the verifier (which allows a leeway past `exp`), and only
+/// while the verifier's keys are those it was verified with (its generation), so a token
+/// of a retired key is refused from the first request after the key set changed. Bounded:
 /// a full shard drops its expired entries, or all of them. Sharded locks, each held for
 /// one lookup or insert.
 pub struct VerifiedTokens {
@@ -51,6 +51,7 @@ type Shard = HashMap<Box<str>, Verified>;
 struct Verified {
     subject: String,
     exp: u64,
+    generation: u64,
 }
 
 const SHARDS: usize = 8;
@@ -65,15 +66,18 @@ impl VerifiedTokens {
 
     /// The token's subject: from the cache when this exact token was verified and has
     /// not expired, else from the full check.
-    pub fn subject(&self, verifier: &TokenVerifier, token: &str) -> Result<String, TokenError> {
+    pub async fn subject(&self, verifier: &TokenVerifier, token: &str) -> Result<String, TokenError> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let generation = verifier.generation();
         let shard = &self.shards[self.hasher.hash_one(token) as usize % SHARDS];
         if let Ok(entries) = shard.lock() {
-            if let Some(hit) = entries.get(token).filter(|v| now < v.exp) {
+            if let Some(hit) = entries.get(token).filter(|v| now < v.exp && v.generation == generation) {
                 return Ok(hit.subject.clone());
             }
         }
-        let claims = verifier.verify(token)?;
+        let claims = verifier.verify_fresh(token).await?;
+        // Verified under the keys as they are now (an unknown kid may have fetched new ones).
+        let generation = verifier.generation();
         if token.len() <= MAX_CACHED_TOKEN_BYTES && now < claims.exp {
             if let Ok(mut entries) = shard.lock() {
                 if entries.len() >= ENTRIES_PER_SHARD {
@@ -82,7 +86,7 @@ impl VerifiedTokens {
                         entries.clear();
                     }
                 }
-                entries.insert(token.into(), Verified { subject: claims.sub.clone(), exp: claims.exp });
+                entries.insert(token.into(), Verified { subject: claims.sub.clone(), exp: claims.exp, generation });
             }
         }
         Ok(claims.sub)
@@ -104,13 +108,48 @@ impl Default for VerifiedTokens {
 }
 
 /// The subject of the request's bearer token, through the cache of verified tokens.
-pub fn authenticated_subject(
+pub async fn authenticated_subject(
     verifier: &TokenVerifier,
     cache: &VerifiedTokens,
     req: &RequestHeader,
 ) -> Result<String, TokenError> {
     let token = bearer_token(req.headers.get(AUTHORIZATION).map(|v| v.as_bytes()))?;
-    cache.subject(verifier, token)
+    cache.subject(verifier, token).await
+}
+
+/// Marks the credentials a request carries as sensitive, so that no `Debug` print of the
+/// request (Pingora's debug lines print whole headers, upstream requests included, which
+/// are cloned from this one) shows them.
+pub fn hide_credentials(req: &mut RequestHeader) {
+    for name in [AUTHORIZATION, COOKIE] {
+        if let Some(value) = req.headers.get(&name).filter(|v| !v.is_sensitive()) {
+            let mut hidden = value.clone();
+            hidden.set_sensitive(true);
+            // Replacing a present header cannot fail.
+            let _ = req.insert_header(name, hidden);
+        }
+    }
+}
+
+/// Keeps the verifier's JWK Set fresh (a no-op for fixed keys) until shutdown.
+pub struct KeysRefresh {
+    verifier: Arc<TokenVerifier>,
+}
+
+impl KeysRefresh {
+    pub fn new(verifier: Arc<TokenVerifier>) -> Self {
+        Self { verifier }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for KeysRefresh {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        tokio::select! {
+            _ = shutdown.changed() => {}
+            _ = Arc::clone(&self.verifier).keep_keys_fresh() => {}
+        }
+    }
 }
 
 pub fn strip_identity_headers(req: &mut RequestHeader) {
@@ -125,9 +164,12 @@ pub fn strip_identity_headers(req: &mut RequestHeader) {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use jsonwebtoken::{encode, EncodingKey, Header};
+    use std::time::Duration;
+
+    use todo_common::auth::{Claims, TokenIssuer};
     use todo_test_support::{jwt_settings, token_for};
+
+    use super::*;
 
     fn now() -> u64 {
         SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
@@ -135,8 +177,6 @@ mod tests {
 
     fn token_expiring_at(subject: &str, exp: u64) -> String {
         let settings = jwt_settings();
-        let mut header = Header::new(jsonwebtoken::Algorithm::HS256);
-        header.kid = Some(settings.active.kid.clone());
         let claims = Claims {
             sub: subject.into(),
             iat: now() - 60,
@@ -145,44 +185,44 @@ mod tests {
             iss: settings.issuer.clone(),
             aud: settings.audience.clone(),
         };
-        encode(&header, &claims, &EncodingKey::from_secret(settings.active.secret.expose().as_bytes())).unwrap()
+        TokenIssuer::new(&settings, Duration::from_secs(60)).unwrap().sign(&claims).unwrap()
     }
 
-    #[test]
-    fn a_verified_token_is_served_from_the_cache_and_a_tampered_one_is_still_refused() {
+    #[tokio::test]
+    async fn a_verified_token_is_served_from_the_cache_and_a_tampered_one_is_still_refused() {
         let verifier = TokenVerifier::new(&jwt_settings());
         let cache = VerifiedTokens::new();
         let token = token_for("alice");
-        assert_eq!(cache.subject(&verifier, &token).unwrap(), "alice");
+        assert_eq!(cache.subject(&verifier, &token).await.unwrap(), "alice");
         assert_eq!(cache.len(), 1);
-        assert_eq!(cache.subject(&verifier, &token).unwrap(), "alice");
+        assert_eq!(cache.subject(&verifier, &token).await.unwrap(), "alice");
         // A changed signature character (not the last one, whose low bits may be padding).
         let at = token.len() - 10;
         let swapped = if &token[at..at + 1] == "A" { "B" } else { "A" };
         let tampered = format!("{}{swapped}{}", &token[..at], &token[at + 1..]);
-        assert!(cache.subject(&verifier, &tampered).is_err());
-        assert!(cache.subject(&verifier, "not.a.token").is_err());
+        assert!(cache.subject(&verifier, &tampered).await.is_err());
+        assert!(cache.subject(&verifier, "not.a.token").await.is_err());
         assert_eq!(cache.len(), 1, "failures are never cached");
     }
 
-    #[test]
-    fn a_token_past_exp_is_never_cached_though_the_leeway_still_accepts_it() {
+    #[tokio::test]
+    async fn a_token_past_exp_is_never_cached_though_the_leeway_still_accepts_it() {
         let verifier = TokenVerifier::new(&jwt_settings());
         let cache = VerifiedTokens::new();
         let token = token_expiring_at("bob", now() - 5);
-        assert_eq!(cache.subject(&verifier, &token).unwrap(), "bob");
+        assert_eq!(cache.subject(&verifier, &token).await.unwrap(), "bob");
         assert!(cache.is_empty());
         let expired = token_expiring_at("bob", now() - 3600);
-        assert_eq!(cache.subject(&verifier, &expired), Err(TokenError::Expired));
+        assert_eq!(cache.subject(&verifier, &expired).await, Err(TokenError::Expired));
     }
 
-    #[test]
-    fn the_cache_stays_bounded() {
+    #[tokio::test]
+    async fn the_cache_stays_bounded() {
         let verifier = TokenVerifier::new(&jwt_settings());
         let cache = VerifiedTokens::new();
         for i in 0..(SHARDS * ENTRIES_PER_SHARD + 500) {
             let token = token_expiring_at(&format!("user-{i}"), now() + 3600);
-            assert_eq!(cache.subject(&verifier, &token).unwrap(), format!("user-{i}"));
+            assert_eq!(cache.subject(&verifier, &token).await.unwrap(), format!("user-{i}"));
         }
         assert!(cache.len() <= SHARDS * ENTRIES_PER_SHARD);
     }

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use todo_common::auth::{self, JwtSettings};
+use todo_common::auth::{self, JwtSettings, Role};
 use todo_common::config::{ConfigError, EnvReader, EnvSource, Var};
 use todo_common::server::SHUTDOWN_GRACE_SECONDS;
 
@@ -69,7 +69,7 @@ impl Config {
             keepalive_pool_size: env.parse_or(&EDGE_KEEPALIVE_POOL_SIZE, 128),
             head_timeout: Duration::from_secs(head_timeout_seconds),
             shutdown_grace_seconds: env.parse_or(&SHUTDOWN_GRACE_SECONDS, 10),
-            jwt: JwtSettings::from_env(&mut env),
+            jwt: JwtSettings::from_env(&mut env, Role::Verifier),
         };
         env.finish(config)
     }
@@ -78,9 +78,10 @@ impl Config {
         todo_common::config::help_text(
             "edge",
             "the public entry point (Pingora): routing, token check, CORS, security headers, rate limits.\n\n\
-             Usage: edge [--help] [--check-policies DIR]\n  \
-             --check-policies DIR  validate the policy files in DIR, print every problem, exit non-zero if any",
-            &[VARS, auth::VARS],
+             Usage: edge [--help] [--probe] [--check-policies DIR]\n  \
+             --check-policies DIR  validate the policy files in DIR, print every problem, exit non-zero if any\n  \
+             --probe  GET /healthz on LISTEN_ADDR (the container health check); exit 0 when it answers 200",
+            &[VARS, auth::VERIFIER_VARS],
         )
     }
 }
@@ -113,7 +114,7 @@ mod tests {
     #[test]
     fn help_lists_every_variable() {
         let help = Config::help();
-        for var in VARS.iter().chain(auth::VARS) {
+        for var in VARS.iter().chain(auth::VERIFIER_VARS) {
             assert!(help.contains(var.key), "{}", var.key);
         }
     }

@@ -87,7 +87,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     server.bootstrap();
 
     let verifier = Arc::new(TokenVerifier::new(&config.jwt));
-    let proxy = proxy::EdgeProxy::new(Arc::clone(&live), verifier, Arc::clone(&metrics), config.max_body_bytes);
+    verifier.report_to(metrics.registry());
+    let proxy =
+        proxy::EdgeProxy::new(Arc::clone(&live), Arc::clone(&verifier), Arc::clone(&metrics), config.max_body_bytes);
     let proxy = pingora::proxy::http_proxy(&server.configuration, proxy);
     let layer = client_conn::Layer::new(config.head_timeout, Arc::clone(&metrics));
     let mut proxy_service = Service::new("edge proxy".to_owned(), client_conn::Layered::new(proxy, layer));
@@ -96,6 +98,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     server.add_service(proxy_service);
     server.add_service(background_service("policy watcher", PolicyWatcher::new(reloader)));
     server.add_service(background_service("upstream health checks", upstreams::HealthChecks::new(live)));
+    server.add_service(background_service("token keys refresh", auth::KeysRefresh::new(verifier)));
     tracing::info!(listen = %config.listen_addr, dir = %config.policy_dir.display(), "edge starting");
     server.run(RunArgs::default());
     Ok(())

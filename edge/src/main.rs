@@ -15,6 +15,9 @@ fn main() -> ExitCode {
         print!("{}", Config::help());
         return ExitCode::SUCCESS;
     }
+    if todo_common::probe::requested() {
+        return todo_common::probe::main("edge", &edge::config::LISTEN_ADDR, &ProcessEnv);
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(at) = args.iter().position(|a| a == "--check-policies") {
         let Some(dir) = args.get(at + 1) else {

@@ -30,7 +30,7 @@ fn histogram(registry: &Registry, name: &str, help: &str, label: &str) -> Histog
 
 impl EdgeMetrics {
     pub fn new() -> Self {
-        let registry = Registry::new();
+        let registry = todo_common::metrics::process_registry();
         let reloads = counter_vec(&registry, "edge_policy_reloads_total", "Policy reloads, by result.", &["result"]);
         // Both series exist from the start, so `increase(...)` alerts see the first failure.
         reloads.with_label_values(&["success"]);
@@ -121,6 +121,11 @@ impl EdgeMetrics {
     }
 
     /// The registry in Prometheus text format.
+    /// For metrics other parts of the process own (the token verifier's).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     pub fn render(&self) -> Result<Vec<u8>, prometheus::Error> {
         let mut buffer = Vec::with_capacity(16 * 1024);
         TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;

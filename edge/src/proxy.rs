@@ -80,6 +80,7 @@ impl ProxyHttp for EdgeProxy {
 
     async fn early_request_filter(&self, session: &mut Session, _ctx: &mut RequestCtx) -> Result<()> {
         client_conn::head_parsed(session);
+        auth::hide_credentials(session.req_header_mut());
         session.as_downstream_mut().set_read_timeout(Some(BODY_READ_TIMEOUT));
         Ok(())
     }
@@ -94,7 +95,7 @@ impl ProxyHttp for EdgeProxy {
         let path = req.uri.path().to_owned();
 
         if method == Method::GET || method == Method::HEAD {
-            if let Some((label, response)) = admin::answer(&path, ctx.live.as_deref(), &self.metrics) {
+            if let Some((label, response)) = admin::answer(&path, ctx.live.as_deref(), &self.verifier, &self.metrics) {
                 ctx.label = label;
                 headers::respond(session, ctx, response).await?;
                 return Ok(true);
@@ -127,7 +128,7 @@ impl ProxyHttp for EdgeProxy {
             return self.problem(session, ctx, Problem::payload_too_large(self.max_body_bytes)).await;
         }
         if route.spec.auth {
-            match auth::authenticated_subject(&self.verifier, &self.verified, session.req_header()) {
+            match auth::authenticated_subject(&self.verifier, &self.verified, session.req_header()).await {
                 Ok(subject) => ctx.subject = Some(subject),
                 Err(refusal) => {
                     self.metrics.unauthorized(refusal.reason());

@@ -8,6 +8,7 @@
 //! edge, then the services.
 #![forbid(unsafe_code)]
 
+mod data_dir;
 mod policies;
 mod services;
 mod settings;
@@ -19,7 +20,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use todo_common::config::help_requested;
 
-use crate::services::{service_env, ServiceConfigs};
+use crate::services::{service_env, ServiceConfigs, TokenEnv};
 use crate::settings::Settings;
 
 /// Shorter than the services' default: a local tool should stop promptly on SIGTERM.
@@ -30,6 +31,9 @@ fn main() -> ExitCode {
     if help_requested() {
         print!("{}", Settings::help());
         return ExitCode::SUCCESS;
+    }
+    if todo_common::probe::requested() {
+        return todo_common::probe::main("todo-standalone", &settings::LISTEN_ADDR, &todo_common::config::ProcessEnv);
     }
     let process_env: HashMap<String, String> = std::env::vars().collect();
     let settings = match Settings::from_env(&process_env) {
@@ -54,19 +58,19 @@ fn main() -> ExitCode {
 }
 
 fn run(settings: Settings, mut base_env: HashMap<String, String>) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&settings.data_dir)
-        .with_context(|| format!("cannot create TODO_DATA_DIR {}", settings.data_dir.display()))?;
-    let data_dir = settings.data_dir.canonicalize()?;
+    let data_dir = data_dir::prepare(&settings.data_dir)?;
     println!("todo-standalone: data in {}", data_dir.display());
-    let key = signing_key::load_or_create(&data_dir.join("jwt.key"))?;
+    let signing_key = data_dir.join("jwt-signing.pem");
+    signing_key::load_or_create(&signing_key)?;
+    let tokens = TokenEnv { signing_key, users_addr: settings.users_addr.clone() };
 
     base_env.entry("SHUTDOWN_GRACE_SECONDS".into()).or_insert_with(|| DEFAULT_SHUTDOWN_GRACE_SECONDS.into());
     let configs = ServiceConfigs {
-        users: svc_users::Config::from_env(&service_env(&base_env, &settings.users_addr, &key))
+        users: svc_users::Config::from_env(&service_env(&base_env, &settings.users_addr, tokens.issuer()))
             .context("svc-users settings")?,
-        tasks: svc_tasks::Config::from_env(&service_env(&base_env, &settings.tasks_addr, &key))
+        tasks: svc_tasks::Config::from_env(&service_env(&base_env, &settings.tasks_addr, tokens.verifier()))
             .context("svc-tasks settings")?,
-        notify: svc_notify::Config::from_env(&service_env(&base_env, &settings.notify_addr, &key))
+        notify: svc_notify::Config::from_env(&service_env(&base_env, &settings.notify_addr, tokens.verifier()))
             .context("svc-notify settings")?,
     };
     let services = services::start(configs, &data_dir)?;
@@ -77,7 +81,8 @@ fn run(settings: Settings, mut base_env: HashMap<String, String>) -> anyhow::Res
         &settings.policy_dir,
         &policies::Upstreams { users: addresses.users, tasks: addresses.tasks, notify: addresses.notify },
     )?;
-    let mut edge_env = service_env(&base_env, &settings.listen_addr.to_string(), &key);
+    let tokens = TokenEnv { users_addr: addresses.users.to_string(), ..tokens };
+    let mut edge_env = service_env(&base_env, &settings.listen_addr.to_string(), tokens.verifier());
     edge_env.insert("POLICY_DIR".into(), policy_dir.display().to_string());
     edge_env.entry("EDGE_THREADS".into()).or_insert_with(|| DEFAULT_EDGE_THREADS.into());
     let edge_config = edge::Config::from_env(&edge_env).context("edge settings")?;

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use svc_users::store::{EmbeddedUserStore, UserStore};
+use todo_common::auth::TokenKeys;
 use tokio_util::sync::CancellationToken;
 
 /// How long the services get to drain and stop once the edge has stopped.
@@ -121,9 +122,16 @@ async fn build(configs: ServiceConfigs, data_dir: &Path) -> anyhow::Result<(Apps
     let task_backends = svc_tasks::Backends::embedded(data_dir, bus).map_err(open("tasks.redb"))?;
 
     let users = svc_users::Application::build_with(configs.users, user_store.clone()).await?;
-    let tasks = svc_tasks::Application::build_with(configs.tasks, task_backends).await?;
+    // The verifiers fetch svc-users' keys where it really listens (its port may be 0).
+    let (mut tasks_config, mut notify_config) = (configs.tasks, configs.notify);
+    for jwt in [&mut tasks_config.jwt, &mut notify_config.jwt] {
+        if let TokenKeys::Jwks { url, .. } = &mut jwt.keys {
+            *url = jwks_url(&users.local_addr().to_string());
+        }
+    }
+    let tasks = svc_tasks::Application::build_with(tasks_config, task_backends).await?;
     let notify = svc_notify::Application::build_with(
-        configs.notify,
+        notify_config,
         Arc::new(notify_store),
         svc_notify::EventSource::Bus(receiver),
     )
@@ -135,11 +143,39 @@ async fn build(configs: ServiceConfigs, data_dir: &Path) -> anyhow::Result<(Apps
     Ok((Apps { users, tasks, notify }, addresses))
 }
 
-/// The environment a service reads: the process's, with its own listen address and the
-/// generated signing key.
-pub fn service_env(base: &HashMap<String, String>, listen_addr: &str, key: &str) -> HashMap<String, String> {
+/// The token variables of the services: svc-users signs with the generated key, the
+/// others verify with its JWK Set, served by svc-users at `users_addr`.
+pub struct TokenEnv {
+    pub signing_key: PathBuf,
+    pub users_addr: String,
+}
+
+impl TokenEnv {
+    pub fn issuer(&self) -> Vec<(&'static str, String)> {
+        vec![("JWT_SIGNING_KEY", self.signing_key.display().to_string())]
+    }
+
+    pub fn verifier(&self) -> Vec<(&'static str, String)> {
+        vec![("JWT_JWKS_URL", jwks_url(&self.users_addr))]
+    }
+}
+
+fn jwks_url(users_addr: &str) -> String {
+    format!("http://{users_addr}/.well-known/jwks.json")
+}
+
+/// The environment a service reads: the process's, with its own listen address and its
+/// token variables (which replace any the process was given).
+pub fn service_env(
+    base: &HashMap<String, String>,
+    listen_addr: &str,
+    tokens: Vec<(&'static str, String)>,
+) -> HashMap<String, String> {
     let mut env = base.clone();
+    for key in ["JWT_SECRET", "JWT_PREVIOUS_KEYS", "JWT_SIGNING_KEY", "JWT_PREVIOUS_PUBLIC_KEYS", "JWT_JWKS_URL"] {
+        env.remove(key);
+    }
     env.insert("LISTEN_ADDR".into(), listen_addr.into());
-    env.insert("JWT_SECRET".into(), key.into());
+    env.extend(tokens.into_iter().map(|(key, value)| (key.to_owned(), value)));
     env
 }

@@ -55,7 +55,7 @@ impl Settings {
              the edge with the shipped policies, svc-users, svc-tasks and svc-notify on redb files,\n\
              an in-process cache and event bus. Data and the token signing key live in TODO_DATA_DIR.\n\
              The services' own variables (BCRYPT_COST, TOKEN_TTL_SECONDS, JWT_ISSUER, ...) apply too.\n\n\
-             Usage: todo-standalone [--help]",
+             Usage: todo-standalone [--help] [--probe]\n  --probe  GET /healthz on LISTEN_ADDR (the container health check); exit 0 when it answers 200",
             &[VARS],
         )
     }

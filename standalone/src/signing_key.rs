@@ -1,52 +1,28 @@
-//! The token signing key: generated on first start into `<data>/jwt.key` (mode 0600) and
-//! reused afterwards, so tokens stay valid across restarts.
+//! The token signing key: an Ed25519 key pair generated on first start into
+//! `<data>/jwt-signing.pem` (PKCS#8 PEM, mode 0600) and reused afterwards, so tokens stay
+//! valid across restarts. svc-users signs with it; the edge, svc-tasks and svc-notify
+//! only fetch its public half from svc-users' JWK Set. A key file others can read is
+//! refused: anyone who read it could mint tokens.
 
-use std::fmt::Write as _;
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::Context;
-use rand::RngCore;
+use todo_common::auth::PrivateKey;
 
-const KEY_BYTES: usize = 64;
-/// Below this a key file is refused rather than used (the services need at least 32 bytes).
-const MIN_KEY_CHARS: usize = 32;
-
-/// The key in `path`, creating it first when it does not exist.
-pub fn load_or_create(path: &Path) -> anyhow::Result<String> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let key = text.trim().to_owned();
-            anyhow::ensure!(
-                key.len() >= MIN_KEY_CHARS,
-                "{} holds a key of {} characters, at least {MIN_KEY_CHARS} needed; remove it to make a new one",
-                path.display(),
-                key.len()
-            );
-            Ok(key)
-        }
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => create(path),
-        Err(error) => Err(error).with_context(|| format!("cannot read {}", path.display())),
+/// Makes sure `path` holds a private, loadable signing key, creating it if missing.
+pub fn load_or_create(path: &Path) -> anyhow::Result<()> {
+    if !path.exists() {
+        return create(path);
     }
+    crate::data_dir::ensure_private(path)?;
+    PrivateKey::read(path)
+        .map(|_| ())
+        .map_err(|why| anyhow::anyhow!("the signing key {why}; remove it to make a new one"))
 }
 
-fn create(path: &Path) -> anyhow::Result<String> {
-    let mut bytes = [0u8; KEY_BYTES];
-    rand::rng().fill_bytes(&mut bytes);
-    let key = bytes.iter().fold(String::with_capacity(KEY_BYTES * 2), |mut hex, byte| {
-        let _ = write!(hex, "{byte:02x}");
-        hex
-    });
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    file.write_all(key.as_bytes())?;
-    file.sync_all()?;
-    Ok(key)
+fn create(path: &Path) -> anyhow::Result<()> {
+    PrivateKey::create_file(path).with_context(|| format!("cannot create {}", path.display()))?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -57,17 +33,19 @@ mod tests {
 
     #[test]
     fn a_key_is_made_once_private_and_then_reused() {
-        let dir = std::env::temp_dir().join(format!("standalone-key-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("jwt.key");
-        let _ = std::fs::remove_file(&path);
-        let key = load_or_create(&path).unwrap();
-        assert_eq!(key.len(), KEY_BYTES * 2);
-        assert!(key.chars().all(|c| c.is_ascii_hexdigit()));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwt-signing.pem");
+        load_or_create(&path).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-        assert_eq!(load_or_create(&path).unwrap(), key);
-        std::fs::write(&path, "short").unwrap();
-        assert!(load_or_create(&path).is_err());
-        let _ = std::fs::remove_dir_all(&dir);
+        let key = std::fs::read_to_string(&path).unwrap();
+        assert!(PrivateKey::from_pem(&key).is_ok());
+        load_or_create(&path).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), key, "reused, not replaced");
+
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(load_or_create(&path).unwrap_err().to_string().contains("readable by others"));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::write(&path, "not a key").unwrap();
+        assert!(load_or_create(&path).unwrap_err().to_string().contains("remove it"));
     }
 }

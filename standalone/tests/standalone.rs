@@ -2,6 +2,7 @@
 //! directory, walk through the README's curl steps via its edge, stop it with a signal,
 //! start it again on the same directory and find everything still there.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -143,12 +144,17 @@ async fn the_readme_walk_through_works_and_survives_a_restart() {
     json_of(client.post(format!("{api}/users/login")).json(&alice).send().await.unwrap(), 200).await;
 
     app.stop("INT");
-    let key = std::fs::read_to_string(data.0.join("jwt.key")).expect("the key is kept");
+    let key = std::fs::read_to_string(data.0.join("jwt-signing.pem")).expect("the key is kept");
+    assert!(key.starts_with("-----BEGIN PRIVATE KEY-----"), "an Ed25519 key pair, PKCS#8 PEM");
+    let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data.0.join("jwt-signing.pem")), 0o600, "the key is private");
+    assert_eq!(mode(&data.0), 0o700, "the data directory is private");
+    assert_eq!(mode(&data.0.join("users.redb")), 0o600, "the user database is private");
 
     // Same directory, fresh process: the old token, the user, the task and exactly one
     // completion notification are all still there.
     let app = Standalone::start(&data.0, port).await;
-    assert_eq!(std::fs::read_to_string(data.0.join("jwt.key")).unwrap(), key, "the key is reused");
+    assert_eq!(std::fs::read_to_string(data.0.join("jwt-signing.pem")).unwrap(), key, "the key is reused");
     let me = json_of(client.get(format!("{api}/users/me")).bearer_auth(&token).send().await.unwrap(), 200).await;
     assert_eq!(me["id"], registered["id"]);
     assert_eq!(me["email"], email.as_str());

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use todo_common::auth::{self, JwtSettings};
+use todo_common::auth::{self, JwtSettings, Role};
 use todo_common::config::{ConfigError, EnvReader, EnvSource, Secret, Var};
 use todo_common::mongo::MONGODB_URI;
 use todo_common::server::{MAX_BODY_BYTES, SHUTDOWN_GRACE_SECONDS};
@@ -77,7 +77,7 @@ impl Config {
             exchange: amqp_name(&mut reader, &AMQP_EXCHANGE),
             queue: amqp_name(&mut reader, &AMQP_QUEUE),
         };
-        let jwt = JwtSettings::from_env(&mut reader);
+        let jwt = JwtSettings::from_env(&mut reader, Role::Verifier);
         let shutdown_grace = reader.seconds(&SHUTDOWN_GRACE_SECONDS, 10);
         let max_body_bytes = reader.parse_or(&MAX_BODY_BYTES, 65_536);
         reader.finish(Self { listen_addr, mongodb_uri, mongodb_db, amqp, jwt, shutdown_grace, max_body_bytes })
@@ -86,8 +86,8 @@ impl Config {
     pub fn help() -> String {
         todo_common::config::help_text(
             "svc-notify",
-            "turns task events from RabbitMQ into per-user notifications and serves them.\n\nUsage: svc-notify [--help]",
-            &[VARS, auth::VARS],
+            "turns task events from RabbitMQ into per-user notifications and serves them.\n\nUsage: svc-notify [--help] [--probe]\n  --probe  GET /healthz on LISTEN_ADDR (the container health check); exit 0 when it answers 200",
+            &[VARS, auth::VERIFIER_VARS],
         )
     }
 }

@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use http::Method;
-use prometheus::Registry;
 use todo_common::auth::TokenVerifier;
 use todo_common::health::BackendReport;
 use todo_common::server::{self, Api, HttpApp, HttpResponse, Request};
@@ -106,7 +105,7 @@ impl Application {
         source: EventSource,
     ) -> anyhow::Result<Self> {
         let (listener, local_addr) = server::bind(&config.listen_addr).await?;
-        let registry = Registry::new();
+        let registry = todo_common::metrics::process_registry();
         let (consumer, consumer_status, consumer_name) = match source {
             EventSource::Amqp(settings) => {
                 let (consumer, status) = EventConsumer::new(settings, store.clone(), RetryPolicy::default(), &registry);

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use todo_common::auth::{self, JwtSettings};
+use todo_common::auth::{self, JwtSettings, Role};
 use todo_common::config::{ConfigError, EnvReader, EnvSource, Var};
 use todo_common::mongo::MONGODB_URI;
 use todo_common::server::{MAX_BODY_BYTES, SHUTDOWN_GRACE_SECONDS};
@@ -31,8 +31,8 @@ pub const VARS: &[Var] = &[
 pub fn help() -> String {
     todo_common::config::help_text(
         "svc-tasks",
-        "owner-scoped tasks with a Redis list cache, publishing task events through a transactional outbox",
-        &[VARS, auth::VARS],
+        "owner-scoped tasks with a Redis list cache, publishing task events through a transactional outbox.\n\nUsage: svc-tasks [--help] [--probe]\n  --probe  GET /healthz on LISTEN_ADDR (the container health check); exit 0 when it answers 200",
+        &[VARS, auth::VERIFIER_VARS],
     )
 }
 
@@ -61,7 +61,7 @@ impl Config {
             redis_key_prefix: reader.string(&REDIS_KEY_PREFIX),
             amqp_url: reader.string(&AMQP_URL),
             amqp_exchange: reader.string(&AMQP_EXCHANGE),
-            jwt: JwtSettings::from_env(&mut reader),
+            jwt: JwtSettings::from_env(&mut reader, Role::Verifier),
             shutdown_grace: reader.seconds(&SHUTDOWN_GRACE_SECONDS, 10),
             max_body_bytes: reader.parse_or(&MAX_BODY_BYTES, 65536),
         };
@@ -101,7 +101,7 @@ mod tests {
     #[test]
     fn help_lists_every_variable() {
         let text = help();
-        for var in VARS.iter().chain(auth::VARS) {
+        for var in VARS.iter().chain(auth::VERIFIER_VARS) {
             assert!(text.contains(var.key), "{} missing from --help", var.key);
         }
     }

@@ -28,7 +28,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus::Registry;
 use todo_common::auth::TokenVerifier;
 use todo_common::server::{bind, serve, shutdown_on_signal, HttpApp};
 use tokio::net::TcpListener;
@@ -88,7 +87,7 @@ impl Application {
     /// Like [`Application::build`], on the given backends; `config`'s MongoDB, Redis and
     /// AMQP settings are then unused.
     pub async fn build_with(config: Config, backends: Backends) -> anyhow::Result<Self> {
-        let registry = Registry::new();
+        let registry = todo_common::metrics::process_registry();
         let Backends { store, cache, publisher } = backends;
         let cache_requests = todo_common::metrics::counter_vec(
             &registry,

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use todo_common::auth::{self, JwtSettings};
+use todo_common::auth::{self, JwtSettings, Role};
 use todo_common::config::{ConfigError, EnvReader, EnvSource, Var};
 use todo_common::mongo::MONGODB_URI;
 use todo_common::server::{MAX_BODY_BYTES, SHUTDOWN_GRACE_SECONDS};
@@ -38,7 +38,7 @@ impl Config {
             listen_addr: env.string(&LISTEN_ADDR),
             mongodb_uri: env.string(&MONGODB_URI),
             mongodb_db: env.string(&MONGODB_DB),
-            jwt: JwtSettings::from_env(&mut env),
+            jwt: JwtSettings::from_env(&mut env, Role::Issuer),
             bcrypt_cost,
             token_ttl: env.seconds(&TOKEN_TTL_SECONDS, 3600),
             shutdown_grace: env.seconds(&SHUTDOWN_GRACE_SECONDS, 10),
@@ -50,8 +50,8 @@ impl Config {
     pub fn help() -> String {
         todo_common::config::help_text(
             "svc-users",
-            "registers users, checks passwords and issues access tokens.\n\nUsage: svc-users [--seed] [--help]\n  --seed  create the demo users (idempotent) and exit",
-            &[VARS, auth::VARS],
+            "registers users, checks passwords and issues access tokens.\n\nUsage: svc-users [--seed] [--help] [--probe] [--generate-signing-key PATH]\n  --seed  create the demo users (idempotent) and exit\n  --generate-signing-key PATH  make an Ed25519 signing key at PATH (0600) unless it exists; print its public key\n  --probe  GET /healthz on LISTEN_ADDR (the container health check); exit 0 when it answers 200",
+            &[VARS, auth::ISSUER_VARS],
         )
     }
 }

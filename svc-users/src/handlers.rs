@@ -113,3 +113,15 @@ pub async fn me(api: &UsersApi, request: Request) -> Result<HttpResponse, Proble
     let user = api.store.find_by_id(id).await?.ok_or_else(gone)?;
     Ok(json_response(StatusCode::OK, &UserView::from(&user)))
 }
+
+/// How long clients and caches may keep the key set: verifiers refresh at least this
+/// often (5 minutes), so a key published this long before it signs is known everywhere.
+const JWKS_CACHE_CONTROL: &str = "public, max-age=300";
+
+/// The JWK Set: the signing key's public half and the keys still published (empty when
+/// tokens are signed with a shared HS256 secret, which is never published).
+pub fn jwks(api: &UsersApi) -> HttpResponse {
+    let mut response = json_response(StatusCode::OK, api.issuer.jwks());
+    response.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static(JWKS_CACHE_CONTROL));
+    response
+}

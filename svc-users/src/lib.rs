@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use http::Method;
-use prometheus::{IntCounterVec, Registry};
+use prometheus::IntCounterVec;
 use todo_common::auth::{TokenIssuer, TokenVerifier};
 use todo_common::body::JsonSchema;
 use todo_common::health::BackendReport;
@@ -63,6 +63,7 @@ impl Api for UsersApi {
             Endpoint::Register => handlers::register(self, request).await,
             Endpoint::Login => handlers::login(self, request).await,
             Endpoint::Me => handlers::me(self, request).await,
+            Endpoint::Jwks => Ok(handlers::jwks(self)),
         }
     }
 
@@ -90,11 +91,11 @@ impl Application {
     /// one, or a test's); `config`'s MongoDB settings are then unused.
     pub async fn build_with(config: Config, store: Arc<dyn UserStore>) -> anyhow::Result<Self> {
         let (listener, local_addr) = server::bind(&config.listen_addr).await?;
-        let registry = Registry::new();
+        let registry = todo_common::metrics::process_registry();
         let api = UsersApi {
             store,
             hasher: PasswordHasher::new(config.bcrypt_cost).await?,
-            issuer: TokenIssuer::new(&config.jwt, config.token_ttl),
+            issuer: TokenIssuer::new(&config.jwt, config.token_ttl)?,
             schemas: Schemas {
                 register: JsonSchema::compile("register", include_str!("../schemas/register.json"))?,
                 login: JsonSchema::compile("login", include_str!("../schemas/login.json"))?,

@@ -9,6 +9,8 @@ pub enum Endpoint {
     Register,
     Login,
     Me,
+    /// The public keys verifiers check tokens with.
+    Jwks,
 }
 
 impl Endpoint {
@@ -17,6 +19,7 @@ impl Endpoint {
             ["users", "register"] => (Self::Register, "POST"),
             ["users", "login"] => (Self::Login, "POST"),
             ["users", "me"] => (Self::Me, "GET"),
+            [".well-known", "jwks.json"] => (Self::Jwks, "GET"),
             _ => return Err(Problem::not_found(format!("no route for {path}"))),
         };
         if method.as_str() != allowed {
@@ -32,6 +35,7 @@ impl EndpointInfo for Endpoint {
             Self::Register => "/users/register",
             Self::Login => "/users/login",
             Self::Me => "/users/me",
+            Self::Jwks => "/.well-known/jwks.json",
         }
     }
 
@@ -48,6 +52,7 @@ mod tests {
     fn routes_and_methods() {
         assert_eq!(Endpoint::parse(&Method::POST, "/users/register").unwrap(), Endpoint::Register);
         assert_eq!(Endpoint::parse(&Method::GET, "/users/me").unwrap(), Endpoint::Me);
+        assert_eq!(Endpoint::parse(&Method::GET, "/.well-known/jwks.json").unwrap(), Endpoint::Jwks);
         assert_eq!(Endpoint::parse(&Method::GET, "/users/login").unwrap_err().status, 405);
         assert_eq!(Endpoint::parse(&Method::GET, "/users/nope").unwrap_err().status, 404);
         assert!(Endpoint::Me.requires_token() && !Endpoint::Login.requires_token());

@@ -56,7 +56,9 @@ pub fn jwt_settings() -> JwtSettings {
 
 /// A valid access token for `subject`, signed with the test key.
 pub fn token_for(subject: &str) -> String {
-    TokenIssuer::new(&jwt_settings(), Duration::from_secs(3600)).issue(subject).expect("token signs")
+    TokenIssuer::new(&jwt_settings(), Duration::from_secs(3600))
+        .and_then(|issuer| issuer.issue(subject))
+        .expect("token signs")
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `patience`.

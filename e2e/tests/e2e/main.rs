@@ -7,6 +7,8 @@ use serde_json::{json, Value};
 use todo_e2e::System;
 use todo_test_support::{eventually, http_client, unique_name};
 
+mod tokens;
+
 /// The helmet default set the contract requires on every response.
 const SECURITY_HEADERS: &[&str] = &[
     "content-security-policy",
@@ -164,7 +166,7 @@ async fn bad_tokens_are_refused_at_the_edge_with_every_header() {
     assert_problem(missing, 401).await;
     client.token = Some("not.a.token".into());
     assert_problem(client.send(Method::GET, "/tasks", None).await, 401).await;
-    client.token = Some(todo_test_support::token_for("someone").replace('.', ".x"));
+    client.token = Some(system.token_for("someone").replace('.', ".x"));
     assert_problem(client.send(Method::GET, "/notifications", None).await, 401).await;
 }
 
@@ -223,4 +225,27 @@ async fn browsers_from_allowlisted_origins_get_cors_answers_even_on_errors() {
     let foreign =
         http.get(format!("{}/tasks", system.edge_url)).header("origin", "https://evil.example").send().await.unwrap();
     assert!(!foreign.headers().contains_key("access-control-allow-origin"));
+}
+
+#[tokio::test]
+async fn each_binary_probes_its_own_health_for_container_health_checks() {
+    let mut system = System::start().await;
+    for name in system.process_names() {
+        assert!(system.probe(&name), "{name} --probe reports healthy while it runs");
+    }
+    system.kill("svc-notify");
+    assert!(!system.probe("svc-notify"), "svc-notify --probe reports unhealthy once it is gone");
+}
+
+#[tokio::test]
+async fn every_process_exports_its_process_metrics() {
+    let system = System::start().await;
+    let client = http_client();
+    for name in system.process_names() {
+        let metrics = client.get(format!("{}/metrics", system.url(&name))).send().await.expect("metrics");
+        let text = metrics.text().await.expect("metrics text");
+        for series in ["process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds"] {
+            assert!(text.contains(&format!("\n{series} ")), "{name}: {series} missing");
+        }
+    }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{json, Value};
 use todo_e2e::System;
-use todo_test_support::{eventually, http_client, token_for};
+use todo_test_support::{eventually, http_client};
 
 use crate::support::{send_patiently, User, UNAVAILABLE_RETRIES};
 
@@ -217,6 +217,7 @@ async fn no_user_reaches_anothers_tasks_or_notifications_at_the_services() {
         &todo_common::auth::JwtSettings::with_secret("not-the-services-key-0123456789abcdef"),
         Duration::from_secs(600),
     )
+    .unwrap()
     .issue(&victim.id)
     .unwrap();
     for (base, path) in [
@@ -237,6 +238,6 @@ async fn no_user_reaches_anothers_tasks_or_notifications_at_the_services() {
     println!("access control at the services: {attempts} attempts, all refused");
     assert_untouched(&victim, &task, &notification_id).await;
     // A genuine token for a subject that does not exist gets nobody's data.
-    let stranger = User { token: token_for("000000000000000000000000"), ..attacker.at(&system.edge_url) };
+    let stranger = User { token: system.token_for("000000000000000000000000"), ..attacker.at(&system.edge_url) };
     assert_eq!(stranger.tasks().await, Vec::<Value>::new());
 }

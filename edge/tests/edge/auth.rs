@@ -20,7 +20,10 @@ fn claims() -> Claims {
 }
 
 fn sign(claims: &Claims) -> String {
-    TokenIssuer::new(&JwtSettings::with_secret(TEST_JWT_SECRET), Duration::from_secs(600)).sign(claims).unwrap()
+    TokenIssuer::new(&JwtSettings::with_secret(TEST_JWT_SECRET), Duration::from_secs(600))
+        .unwrap()
+        .sign(claims)
+        .unwrap()
 }
 
 /// Every kind of bad token, with the reason label the edge counts it under.
@@ -28,8 +31,7 @@ fn bad_tokens() -> Vec<(&'static str, Option<String>, &'static str)> {
     let good = sign(&claims());
     let parts: Vec<&str> = good.split('.').collect();
 
-    let mut other_kid = JwtSettings::with_secret(TEST_JWT_SECRET);
-    other_kid.active.kid = "retired-long-ago".into();
+    let other_kid = JwtSettings::with_shared_key("retired-long-ago", TEST_JWT_SECRET);
     let wrong_key = JwtSettings::with_secret("a-completely-different-secret-0123456789");
 
     let none_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT","kid":"primary"}"#);
@@ -50,12 +52,18 @@ fn bad_tokens() -> Vec<(&'static str, Option<String>, &'static str)> {
         ),
         (
             "wrong key",
-            Some(format!("Bearer {}", TokenIssuer::new(&wrong_key, Duration::from_secs(60)).sign(&claims()).unwrap())),
+            Some(format!(
+                "Bearer {}",
+                TokenIssuer::new(&wrong_key, Duration::from_secs(60)).unwrap().sign(&claims()).unwrap()
+            )),
             "signature",
         ),
         (
             "unknown kid",
-            Some(format!("Bearer {}", TokenIssuer::new(&other_kid, Duration::from_secs(60)).sign(&claims()).unwrap())),
+            Some(format!(
+                "Bearer {}",
+                TokenIssuer::new(&other_kid, Duration::from_secs(60)).unwrap().sign(&claims()).unwrap()
+            )),
             "unknown_kid",
         ),
         ("alg none", Some(format!("Bearer {none_header}.{}.", parts[1])), "algorithm"),

@@ -38,3 +38,23 @@ fn help_lists_every_variable() {
         assert!(text.contains(var), "{var} missing in --help");
     }
 }
+
+#[test]
+fn public_secrets_and_conflicting_token_settings_are_refused_with_a_reason() {
+    let primary_again = format!("primary={TEST_JWT_SECRET}-x");
+    let jwks = "http://127.0.0.1:1/.well-known/jwks.json";
+    let cases: [(&[(&str, &str)], &str); 6] = [
+        (&[("JWT_SECRET", "todo-dev-mode-only-secret-do-not-use-in-production")], "published in this repository"),
+        (&[("JWT_SECRET", "CHANGE-ME-this-placeholder-is-not-a-secret-0123456789")], "published in this repository"),
+        (&[("JWT_SECRET", "dev-placeholder-jwt-secret-not-for-production-0123456789")], "published in this repository"),
+        (&[("JWT_SECRET", TEST_JWT_SECRET), ("JWT_JWKS_URL", jwks)], "choose one mode"),
+        (&[("JWT_SECRET", TEST_JWT_SECRET), ("JWT_PREVIOUS_KEYS", &primary_again)], "twice"),
+        (&[("JWT_JWKS_URL", jwks), ("JWT_SIGNING_KEY", "/etc/todo/jwt-signing.pem")], "holds no private key"),
+    ];
+    for (env, reason) in cases {
+        let output = edge_command().envs(env.iter().copied()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{env:?} was accepted");
+        assert!(stderr.lines().any(|line| line.contains(reason)), "{env:?}: expected {reason:?} in:\n{stderr}");
+    }
+}

@@ -270,6 +270,15 @@ impl Edge {
 
     /// Starts the edge and waits until `ready_path` answers 200.
     pub async fn start_with(policy_dir: &Path, extra_env: &[(&str, &str)], ready_path: &str) -> Self {
+        Self::launch(policy_dir, extra_env, ready_path, None).await
+    }
+
+    /// Starts the edge with its stdout and stderr written to `log`, and waits until ready.
+    pub async fn start_logging(policy_dir: &Path, extra_env: &[(&str, &str)], log: &Path) -> Self {
+        Self::launch(policy_dir, extra_env, "/readyz", Some(log)).await
+    }
+
+    async fn launch(policy_dir: &Path, extra_env: &[(&str, &str)], ready_path: &str, log: Option<&Path>) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
         let addr = format!("127.0.0.1:{port}");
         let mut command = Command::new(env!("CARGO_BIN_EXE_edge"));
@@ -284,8 +293,10 @@ impl Edge {
         for (key, value) in extra_env {
             command.env(key, value);
         }
-        let quiet = std::env::var_os("TEST_LOG").is_none();
-        if quiet {
+        if let Some(log) = log {
+            let file = std::fs::File::create(log).expect("log file");
+            command.stdout(file.try_clone().expect("log file")).stderr(file);
+        } else if std::env::var_os("TEST_LOG").is_none() {
             command.stdout(Stdio::null()).stderr(Stdio::null());
         }
         let child = command.spawn().expect("edge binary starts");

@@ -7,6 +7,7 @@ mod cli;
 mod client_conn;
 mod cors_and_headers;
 mod limits;
+mod logs;
 mod reload;
 mod routing;
 mod upstreams;

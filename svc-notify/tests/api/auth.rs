@@ -12,6 +12,7 @@ async fn missing_or_bad_tokens_are_401() {
     let app = spawn_app().await;
     let forged =
         TokenIssuer::new(&JwtSettings::with_secret("some-other-secret-0123456789-abcdefghij"), Duration::from_secs(60))
+            .unwrap()
             .issue(&unique_name("user"))
             .unwrap();
     for token in [None, Some("garbage"), Some(forged.as_str())] {

@@ -54,7 +54,7 @@ async fn invalid_creates_name_the_fields() {
     let app = spawn_app().await;
     let user = User::new();
     let cases = [
-        (json!({}), "body"),
+        (json!({}), "title"),
         (json!({ "title": "" }), "title"),
         (json!({ "title": "   " }), "title"),
         (json!({ "title": "t".repeat(201) }), "title"),
@@ -121,6 +121,7 @@ async fn every_call_needs_a_valid_token() {
         &todo_common::auth::JwtSettings::with_secret("another-secret-entirely-0123456789abcdef"),
         std::time::Duration::from_secs(60),
     )
+    .unwrap()
     .issue(&user.id)
     .unwrap();
     for (method, path) in calls {

@@ -1,0 +1,605 @@
+#!/usr/bin/env python3
+"""Project rules over the deployment files that no schema or linter knows, one check per
+subcommand (ci/static-checks.sh runs each with the static-checks venv's Python, which
+has PyYAML):
+
+  compose                  the edge is published on loopback by default, the demo users are
+                           behind the `demo` profile, every app container has a `--probe`
+                           health check naming its image's binary, the edge waits for healthy
+                           services, third-party images are pinned by digest; tokens: the
+                           one-shot keygen writes the signing key into a volume only svc-users
+                           (and seed) mount, read-only, at a directory the image gives its
+                           user; the verifiers get svc-users' JWK Set URL and mount nothing;
+                           no HS256 secret in compose.yaml or .env.example
+  dockerfile               base images and the frontend pinned by digest, binaries built with
+                           `cargo auditable` (pinned), a `--probe` HEALTHCHECK per runtime image
+  k8s RENDERED...          in rendered overlays: no Deployment an HPA scales sets `replicas`;
+                           the edge's upstream names are headless Services; images by digest
+                           in prod; tokens: only svc-users mounts a Secret with its signing
+                           key (a file, read-only), the verifiers get the JWK Set URL of the
+                           svc-users Service and no token key, no Secret holds a JWT_* key or
+                           a private key, the NetworkPolicies let the verifiers reach
+                           svc-users' port
+  pin-script               ci/pin-prod-digests.sh writes digests that the rendered prod
+                           overlay then uses (on a copy of deploy/k8s)
+  renovate [SCHEMA]        renovate.json's keys exist in the vendored Renovate schema and its
+                           regex manager picks up every `# renovate:` annotation
+  dashboard [PROMTOOL]     the Grafana dashboard has the process panels, unique panel ids,
+                           no overlapping panels, and every query parses (promtool)
+  ci                       .ci/run and the workflow run cargo deny and the newcomer check;
+                           no script calls apt-get except through ci/lib.sh
+"""
+
+import base64
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+APPS = ("edge", "svc-users", "svc-tasks", "svc-notify")
+VERIFIERS = ("edge", "svc-tasks", "svc-notify")
+JWKS_PATH = "/.well-known/jwks.json"
+# HS256 settings: compatibility mode only, never what the repository deploys.
+SHARED_SECRET_VARS = ("JWT_SECRET", "JWT_PREVIOUS_KEYS")
+# What only svc-users, the signer, may hold.
+SIGNER_VARS = ("JWT_SIGNING_KEY", "JWT_PREVIOUS_PUBLIC_KEYS")
+# Published in this repository at some point: whoever read it could mint tokens.
+PUBLISHED_SECRETS = (
+    "CHANGE-ME-this-placeholder-is-not-a-secret-0123456789",
+    "dev-placeholder-jwt-secret-not-for-production-0123456789",
+    "todo-dev-mode-only-secret-do-not-use-in-production",
+)
+DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+problems = []
+
+
+def problem(message):
+    problems.append(message)
+
+
+def interpolate(text, env=None):
+    """Compose's ${VAR:-default} / ${VAR-default} / ${VAR} with an empty environment."""
+    env = env or {}
+
+    def value(match):
+        name, default = match.group(1), match.group(3)
+        return env.get(name) or (default if default is not None else "")
+
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:?-([^}]*))?\}", value, text)
+
+
+def dockerfile_stages():
+    """{stage name: [instruction lines]} of deploy/Dockerfile (continuations joined)."""
+    text = (ROOT / "deploy/Dockerfile").read_text().replace("\\\n", " ")
+    stages, current = {}, None
+    for line in text.splitlines():
+        line = line.strip()
+        match = re.match(r"FROM\s+(\S+)(?:\s+AS\s+(\S+))?", line, re.IGNORECASE)
+        if match:
+            current = match.group(2) or match.group(1)
+            stages[current] = [line]
+        elif current and line and not line.startswith("#"):
+            stages[current].append(line)
+    return stages
+
+
+def check_compose():
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    services = compose["services"]
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            published = interpolate(str(port))
+            parts = published.split(":")
+            if len(parts) != 3 or parts[0] != "127.0.0.1":
+                problem(f"compose: {name} publishes {port!r} = {published!r} by default: bind it to 127.0.0.1")
+        image = service.get("image", "")
+        if "build" not in service and not DIGEST.search(image):
+            problem(f"compose: {name}: image {image!r} is not pinned by digest")
+    seed = services.get("seed")
+    if not seed or "demo" not in seed.get("profiles", []):
+        problem("compose: the seed service (demo users) must be in the `demo` profile")
+    profiled = {name for name, service in services.items() if service.get("profiles")}
+    for name, service in services.items():
+        if service.get("profiles"):
+            continue
+        for dependency in service.get("depends_on", {}) or {}:
+            if dependency in profiled:
+                problem(f"compose: {name} depends on {dependency}, which only runs with its profile")
+    stages = dockerfile_stages()
+    for app in APPS:
+        service = services.get(app)
+        if not service:
+            problem(f"compose: service {app} missing")
+            continue
+        target = service.get("build", {}).get("target")
+        binary = f"/usr/local/bin/{app}"
+        if not any(f'ENTRYPOINT ["{binary}"]' in line for line in stages.get(target, [])):
+            problem(f"compose: {app} builds target {target!r}, whose ENTRYPOINT is not {binary}")
+        test = (service.get("healthcheck") or {}).get("test")
+        if test != ["CMD", binary, "--probe"]:
+            problem(f"compose: {app} healthcheck test is {test!r}, expected ['CMD', '{binary}', '--probe']")
+    edge_deps = services.get("edge", {}).get("depends_on", {}) or {}
+    for app in APPS[1:]:
+        condition = (edge_deps.get(app) or {}).get("condition") if isinstance(edge_deps, dict) else None
+        if condition != "service_healthy":
+            problem(f"compose: the edge must depend on {app} with condition service_healthy (has {condition!r})")
+    check_compose_tokens(services, stages)
+
+
+def mounts(service):
+    """[(source, target, read_only)] of a Compose service's volumes, short or long syntax."""
+    found = []
+    for volume in service.get("volumes", []) or []:
+        if isinstance(volume, str):
+            parts = volume.split(":")
+            found.append((parts[0], parts[1] if len(parts) > 1 else parts[0],
+                          len(parts) > 2 and "ro" in parts[2].split(",")))
+        else:
+            found.append((volume.get("source"), volume.get("target"), bool(volume.get("read_only"))))
+    return found
+
+
+def condition(service, dependency):
+    depends = service.get("depends_on") or {}
+    return (depends.get(dependency) or {}).get("condition") if isinstance(depends, dict) else None
+
+
+def image_dir_owner(stages, stage, directory):
+    """(uid:gid, mode) with which the runtime `stage` of deploy/Dockerfile gets
+    `directory` by a `COPY --from=S --chown=U:G SRC DEST` of a directory that stage S
+    makes with `install -d -m MODE -o U -g G`, or None."""
+    for line in stages.get(stage, []):
+        copy = re.match(r"COPY\s+--from=(\S+)\s+--chown=(\d+:\d+)\s+(\S+)\s+(\S+)$", line)
+        if not copy:
+            continue
+        source_stage, owner, src, dest = copy.groups()
+        for made in stages.get(source_stage, []):
+            install = re.search(r"install -d -m (\d+) -o (\d+) -g (\d+) (\S+)", made)
+            if not install or f"{install.group(2)}:{install.group(3)}" != owner:
+                continue
+            path = install.group(4)
+            if path.startswith(src.rstrip("/") + "/") and dest.rstrip("/") + path[len(src.rstrip("/")):] == directory:
+                return owner, install.group(1)
+    return None
+
+
+def check_compose_tokens(services, stages):
+    """EdDSA as shipped: a key only svc-users reads, public keys fetched by the verifiers."""
+    for name, service in services.items():
+        env = service.get("environment") or {}
+        if isinstance(env, list):
+            env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+        for var in SHARED_SECRET_VARS:
+            if var in env:
+                problem(f"compose: {name} sets {var}: Compose runs EdDSA (JWT_SIGNING_KEY / JWT_JWKS_URL)")
+    keygen = services.get("keygen")
+    if not keygen:
+        problem("compose: no one-shot `keygen` service making svc-users' signing key")
+        return
+    command = keygen.get("command") or []
+    if keygen.get("profiles") or len(command) != 2 or command[0] != "--generate-signing-key":
+        problem(f"compose: keygen must run `--generate-signing-key PATH` in every profile (has {command!r})")
+        return
+    key = command[1]
+    key_dir = key.rsplit("/", 1)[0]
+    if keygen.get("build", {}).get("target") != "svc-users":
+        problem("compose: keygen must run the svc-users image (the binary with --generate-signing-key)")
+    if keygen.get("restart") != "no":
+        problem("compose: keygen is a one-shot: restart \"no\"")
+    written = [(src, ro) for src, target, ro in mounts(keygen) if target == key_dir]
+    if len(written) != 1 or written[0][1]:
+        problem(f"compose: keygen must mount one named volume, writable, at {key_dir}")
+        return
+    volume = written[0][0]
+    if "/" in volume or volume.startswith("."):
+        problem(f"compose: keygen writes the key into {volume!r}: a named volume, not a host directory")
+    runtime_user = next((line.split()[1] for line in stages.get("runtime", []) if line.startswith("USER ")), None)
+    owned = image_dir_owner(stages, "svc-users", key_dir)
+    if not owned or owned[0] != runtime_user or owned[1] != "0700":
+        problem(f"compose: the svc-users image must have {key_dir} owned by its user {runtime_user} with mode 0700 "
+                f"(found {owned!r}): a new named volume copies it, so the non-root keygen can write the key")
+    for name in ("svc-users", "seed"):
+        service = services.get(name)
+        if not service:
+            continue
+        env = service.get("environment") or {}
+        if env.get("JWT_SIGNING_KEY") != key:
+            problem(f"compose: {name} must sign with JWT_SIGNING_KEY={key} (has {env.get('JWT_SIGNING_KEY')!r})")
+        if "JWT_JWKS_URL" in env:
+            problem(f"compose: {name} gets JWT_JWKS_URL, which svc-users refuses")
+        if (volume, key_dir, True) not in mounts(service):
+            problem(f"compose: {name} must mount the volume {volume} read-only at {key_dir}")
+        if condition(service, "keygen") != "service_completed_successfully":
+            problem(f"compose: {name} must depend on keygen with condition service_completed_successfully")
+    users_port = str((services.get("svc-users", {}).get("environment") or {}).get("LISTEN_ADDR", "")).rsplit(":", 1)[-1]
+    jwks_url = f"http://svc-users:{users_port}{JWKS_PATH}"
+    for name in VERIFIERS:
+        service = services.get(name, {})
+        env = service.get("environment") or {}
+        if env.get("JWT_JWKS_URL") != jwks_url:
+            problem(f"compose: {name} must verify with JWT_JWKS_URL={jwks_url} (has {env.get('JWT_JWKS_URL')!r})")
+        for var in SIGNER_VARS:
+            if var in env:
+                problem(f"compose: {name} gets {var}: a verifier holds no private key and publishes none")
+        if any(src == volume for src, _, _ in mounts(service)):
+            problem(f"compose: {name} mounts {volume}: only svc-users may read the signing key")
+        if condition(service, "svc-users") != "service_healthy":
+            problem(f"compose: {name} must depend on svc-users with condition service_healthy (its JWK Set)")
+    example = (ROOT / ".env.example").read_text()
+    for line in example.splitlines():
+        if re.match(r"\s*JWT_\w*\s*=", line):
+            problem(f".env.example: {line.split('=')[0].strip()}: no token secret in .env (keygen makes the key)")
+    for secret in PUBLISHED_SECRETS:
+        if secret in example:
+            problem(f".env.example still holds the published placeholder {secret}")
+
+
+def check_dockerfile():
+    text = (ROOT / "deploy/Dockerfile").read_text()
+    first = text.splitlines()[0]
+    if not re.fullmatch(r"# syntax=docker/dockerfile:[\w.]+@sha256:[0-9a-f]{64}", first):
+        problem(f"Dockerfile: the frontend line is not pinned by digest: {first!r}")
+    stages = dockerfile_stages()
+    names = set(stages)
+    for stage, lines in stages.items():
+        base = lines[0].split()[1]
+        if base not in names and not DIGEST.search(base):
+            problem(f"Dockerfile: stage {stage}: base image {base} is not pinned by digest")
+    if not re.search(r"cargo install cargo-auditable --locked --version \"\$\{CARGO_AUDITABLE_VERSION\}\"", text) or \
+            not re.search(r"^ARG CARGO_AUDITABLE_VERSION=\d+\.\d+\.\d+$", text, re.MULTILINE):
+        problem("Dockerfile: cargo-auditable must be installed --locked at a pinned version")
+    for app in APPS:
+        build = stages.get(f"build-{app}", [])
+        if not any(re.search(rf"cargo auditable build --release --locked -p {app}\b", line) for line in build):
+            problem(f"Dockerfile: build-{app} does not run `cargo auditable build --release --locked -p {app}`")
+        runtime = stages.get(app, [])
+        binary = f"/usr/local/bin/{app}"
+        if not any(line.startswith("HEALTHCHECK") and f'CMD ["{binary}", "--probe"]' in line for line in runtime):
+            problem(f"Dockerfile: target {app} has no HEALTHCHECK running {binary} --probe")
+
+
+def documents(paths):
+    for path in paths:
+        for doc in yaml.safe_load_all(Path(path).read_text()):
+            if doc:
+                yield path, doc
+
+
+def check_k8s(paths):
+    if not paths:
+        problem("k8s: no rendered overlays given")
+    for path in paths:
+        docs = [doc for _, doc in documents([path])]
+        kinds = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+        overlay = Path(path).stem
+        for doc in docs:
+            if doc["kind"] != "HorizontalPodAutoscaler":
+                continue
+            target = doc["spec"]["scaleTargetRef"]
+            deployment = kinds.get((target["kind"], target["name"]))
+            if deployment is None:
+                problem(f"k8s {overlay}: HPA {doc['metadata']['name']} targets a missing {target['kind']} {target['name']}")
+            elif "replicas" in deployment["spec"]:
+                problem(f"k8s {overlay}: Deployment {target['name']} sets replicas, but HPA "
+                        f"{doc['metadata']['name']} owns the count")
+        policies = kinds.get(("ConfigMap", "edge-policies"))
+        if not policies:
+            problem(f"k8s {overlay}: ConfigMap edge-policies missing")
+            continue
+        upstreams = tomllib.loads(policies["data"]["upstreams.toml"])["upstreams"]
+        for upstream, spec in upstreams.items():
+            for address in spec["addresses"]:
+                host = address.rsplit(":", 1)[0]
+                match = re.fullmatch(r"([a-z0-9-]+)\.([a-z0-9-]+)\.svc\.cluster\.local", host)
+                if not match:
+                    problem(f"k8s {overlay}: upstream {upstream} address {address} is not a Service DNS name")
+                    continue
+                service = kinds.get(("Service", match.group(1)))
+                if service is None or service["metadata"].get("namespace") != match.group(2):
+                    problem(f"k8s {overlay}: upstream {upstream}: no Service {match.group(1)} in namespace {match.group(2)}")
+                elif service["spec"].get("clusterIP") != "None":
+                    problem(f"k8s {overlay}: Service {match.group(1)} (upstream {upstream}) must be headless "
+                            "(clusterIP: None) so the edge sees every pod")
+        if overlay == "prod":
+            for doc in docs:
+                if doc["kind"] != "Deployment":
+                    continue
+                for container in doc["spec"]["template"]["spec"]["containers"]:
+                    if not DIGEST.search(container["image"]):
+                        problem(f"k8s prod: {doc['metadata']['name']} image {container['image']} is not pinned by digest")
+        check_k8s_tokens(overlay, docs, kinds)
+    for path in sorted((ROOT / "deploy").rglob("*")):
+        if path.is_file() and "PRIVATE KEY-----" in path.read_text(errors="replace"):
+            problem(f"{path.relative_to(ROOT)} holds a private key: keys are created outside git")
+
+
+def container_env(container, kinds):
+    """{name: value} of a container's environment as far as the rendered manifests say:
+    literal values, ConfigMap references (envFrom and configMapKeyRef) resolved, $(VAR)
+    expanded; a Secret reference reads as "secret:NAME/KEY", a missing optional one is
+    left out."""
+    env = {}
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            config = kinds.get(("ConfigMap", source["configMapRef"]["name"]))
+            env.update((config or {}).get("data", {}))
+        elif "secretRef" in source:
+            env["secretRef:" + source["secretRef"]["name"]] = "secret"
+    for var in container.get("env", []):
+        if "value" in var:
+            env[var["name"]] = re.sub(r"\$\((\w+)\)", lambda m: str(env.get(m.group(1), m.group(0))), var["value"])
+        elif "configMapKeyRef" in var.get("valueFrom", {}):
+            ref = var["valueFrom"]["configMapKeyRef"]
+            data = (kinds.get(("ConfigMap", ref["name"])) or {}).get("data", {})
+            if ref["key"] in data:
+                env[var["name"]] = data[ref["key"]]
+            elif not ref.get("optional"):
+                problem(f"ConfigMap {ref['name']} lacks the key {ref['key']} that {container['name']} needs")
+        elif "secretKeyRef" in var.get("valueFrom", {}):
+            ref = var["valueFrom"]["secretKeyRef"]
+            env[var["name"]] = f"secret:{ref['name']}/{ref['key']}"
+    return env
+
+
+def allows(policies, pod, direction, peer, port):
+    """Whether a NetworkPolicy selecting `pod` lets traffic of `direction` (ingress: from
+    `peer`; egress: to `peer`) through on TCP `port`; pods are named by their
+    app.kubernetes.io/name label, in the policies' namespace."""
+    for policy in policies:
+        spec = policy["spec"]
+        selected = spec["podSelector"].get("matchLabels", {})
+        if selected and selected.get("app.kubernetes.io/name") != pod:
+            continue
+        for rule in spec.get(direction, []) or []:
+            peers = rule.get("from" if direction == "ingress" else "to")
+            ports = rule.get("ports")
+            peer_ok = peers is None or any(
+                "namespaceSelector" not in p and "ipBlock" not in p
+                and p.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name") == peer
+                for p in peers)
+            port_ok = ports is None or any(p.get("port") == port and p.get("protocol", "TCP") == "TCP" for p in ports)
+            if peer_ok and port_ok:
+                return True
+    return False
+
+
+def check_k8s_tokens(overlay, docs, kinds):
+    """EdDSA as shipped: svc-users' key a read-only Secret file; the verifiers hold none."""
+    where = f"k8s {overlay}"
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    users_service = kinds.get(("Service", "svc-users"))
+    if not users_service:
+        problem(f"{where}: no Service svc-users")
+        return
+    namespace = users_service["metadata"].get("namespace")
+    users_port = users_service["spec"]["ports"][0]["port"]
+    jwks_url = f"http://svc-users.{namespace}.svc.cluster.local:{users_port}{JWKS_PATH}"
+    for name, deployment in deployments.items():
+        pod = deployment["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        for container in pod["containers"]:
+            env = container_env(container, kinds)
+            for var in SHARED_SECRET_VARS:
+                if var in env:
+                    problem(f"{where}: {name} gets {var}: the deployments run EdDSA")
+            if name == "svc-users":
+                if "JWT_JWKS_URL" in env:
+                    problem(f"{where}: svc-users gets JWT_JWKS_URL, which it refuses (it signs)")
+                key = env.get("JWT_SIGNING_KEY", "")
+                mount = next((m for m in container.get("volumeMounts", [])
+                              if key.startswith(m["mountPath"].rstrip("/") + "/")), None)
+                secret = volumes.get(mount["name"], {}).get("secret") if mount else None
+                if "$(" in key or not mount or not secret or not mount.get("readOnly"):
+                    problem(f"{where}: svc-users' JWT_SIGNING_KEY ({key!r}) must be a file of a Secret volume "
+                            "mounted read-only")
+                # During a rotation: every published public key is a file of a mounted ConfigMap.
+                for pair in filter(None, env.get("JWT_PREVIOUS_PUBLIC_KEYS", "").split(",")):
+                    path = pair.split("=", 1)[-1].strip()
+                    mount = next((m for m in container.get("volumeMounts", [])
+                                  if path.startswith(m["mountPath"].rstrip("/") + "/")), None)
+                    config = volumes.get(mount["name"], {}).get("configMap") if mount else None
+                    data = (kinds.get(("ConfigMap", config["name"])) or {}).get("data", {}) if config else {}
+                    if path.rsplit("/", 1)[-1] not in data:
+                        problem(f"{where}: JWT_PREVIOUS_PUBLIC_KEYS names {path}, which no mounted ConfigMap holds")
+            elif name in VERIFIERS:
+                if env.get("JWT_JWKS_URL") != jwks_url:
+                    problem(f"{where}: {name} must verify with JWT_JWKS_URL={jwks_url} (has {env.get('JWT_JWKS_URL')!r})")
+                for var in SIGNER_VARS:
+                    if var in env:
+                        problem(f"{where}: {name} gets {var}: a verifier holds no private key")
+                for var, value in env.items():
+                    if var.startswith("JWT_") and str(value).startswith("secret:"):
+                        problem(f"{where}: {name} takes {var} from a Secret: a verifier needs no token secret")
+                secrets = [v["name"] for v in volumes.values() if "secret" in v or "projected" in v]
+                if secrets:
+                    problem(f"{where}: {name} mounts Secret volumes {secrets}: only svc-users holds a key")
+    for doc in docs:
+        if doc["kind"] != "Secret":
+            continue
+        for key, value in {**doc.get("data", {}), **doc.get("stringData", {})}.items():
+            try:
+                text = base64.b64decode(value).decode(errors="replace") if key in doc.get("data", {}) else value
+            except ValueError:
+                text = value
+            if key.startswith("JWT_") or "PRIVATE KEY" in text or any(s in text for s in PUBLISHED_SECRETS):
+                problem(f"{where}: Secret {doc['metadata']['name']} key {key}: no token key or secret is "
+                        "generated from the repository")
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    for verifier in VERIFIERS:
+        if not allows(policies, verifier, "egress", "svc-users", users_port):
+            problem(f"{where}: no NetworkPolicy lets {verifier} reach svc-users:{users_port} (its JWK Set)")
+        if not allows(policies, "svc-users", "ingress", verifier, users_port):
+            problem(f"{where}: no NetworkPolicy lets svc-users accept {verifier} on {users_port} (its JWK Set)")
+
+
+def check_pin_script():
+    digests = {app: "sha256:" + format(i + 10, "x") * 64 for i, app in enumerate(APPS)}
+    prefix = "ghcr.io/example/todo"
+    with tempfile.TemporaryDirectory() as tmp:
+        k8s = Path(tmp) / "k8s"
+        subprocess.run(["cp", "-r", str(ROOT / "deploy/k8s"), str(k8s)], check=True)
+        kustomization = k8s / "overlays/prod/kustomization.yaml"
+        before = kustomization.read_text()
+        subprocess.run(["bash", str(ROOT / "ci/pin-prod-digests.sh"), "--prefix", prefix,
+                        *(f"{app}={digest}" for app, digest in digests.items())],
+                       check=True, env={"PROD_KUSTOMIZATION": str(kustomization), "PATH": "/usr/bin:/bin"},
+                       stdout=subprocess.DEVNULL)
+        after = kustomization.read_text()
+        comments = [line for line in before.splitlines() if line.lstrip().startswith("#")]
+        if comments != [line for line in after.splitlines() if line.lstrip().startswith("#")]:
+            problem("pin-prod-digests.sh changed the comments of the kustomization")
+        rendered = subprocess.run(["kubectl", "kustomize", str(k8s / "overlays/prod")],
+                                  check=True, capture_output=True, text=True).stdout
+        images = {c["name"]: c["image"]
+                  for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Deployment"
+                  for c in d["spec"]["template"]["spec"]["containers"]}
+        for app, digest in digests.items():
+            if images.get(app) != f"{prefix}/{app}@{digest}":
+                problem(f"pin-prod-digests.sh: rendered prod {app} image is {images.get(app)!r}, "
+                        f"expected {prefix}/{app}@{digest}")
+        bad = subprocess.run(["bash", str(ROOT / "ci/pin-prod-digests.sh"), "edge=sha256:1234"],
+                             env={"PROD_KUSTOMIZATION": str(kustomization), "PATH": "/usr/bin:/bin"},
+                             capture_output=True)
+        if bad.returncode == 0:
+            problem("pin-prod-digests.sh accepted a malformed digest")
+
+
+def check_renovate(schema_path):
+    config = json.loads((ROOT / "renovate.json").read_text())
+    schema = json.loads(schema_path.read_text() if hasattr(schema_path, "read_text") else Path(schema_path).read_text())
+    definitions = schema["definitions"]
+
+    def known(obj, allowed, where):
+        for key in obj:
+            if key not in allowed:
+                problem(f"renovate.json: unknown key {key!r} in {where}")
+
+    known(config, {"$schema", *schema["properties"]}, "the top level")
+    rule_keys = definitions["packageRules"]["items"]["allOf"][0]["properties"]
+    for i, rule in enumerate(config.get("packageRules", [])):
+        known(rule, rule_keys, f"packageRules[{i}]")
+    manager_keys = definitions["customManagers"]["items"]["allOf"][0]["properties"]
+    annotated = {}
+    for path in sorted(ROOT.glob("ci/*.sh")) + [ROOT / "deploy/Dockerfile"]:
+        for match in re.finditer(r"# renovate: datasource=\S+ depName=(\S+)", path.read_text()):
+            annotated[(path.relative_to(ROOT).as_posix(), match.group(1))] = False
+    for i, manager in enumerate(config.get("customManagers", [])):
+        known(manager, manager_keys, f"customManagers[{i}]")
+        files = [re.compile(p.strip("/")) for p in manager.get("managerFilePatterns", [])]
+        for pattern in manager.get("matchStrings", []):
+            regex = re.compile(pattern.replace("(?<", "(?P<"))
+            for path, dep in annotated:
+                if any(f.search(path) for f in files):
+                    for match in regex.finditer((ROOT / path).read_text()):
+                        if match.group("depName") == dep and match.group("currentValue"):
+                            annotated[(path, dep)] = True
+    for (path, dep), found in annotated.items():
+        if not found:
+            problem(f"renovate.json: no custom manager reads the version of {dep} in {path}")
+    enabled = set(config.get("enabledManagers", []))
+    for manager in ("dockerfile", "docker-compose", "kubernetes", "cargo", "github-actions", "pip_requirements"):
+        if manager not in enabled:
+            problem(f"renovate.json: manager {manager} is not enabled")
+
+
+def check_dashboard(promtool):
+    dashboard = json.loads((ROOT / "deploy/observability/grafana-dashboard.json").read_text())
+    panels = dashboard["panels"]
+    ids = [p["id"] for p in panels]
+    if len(ids) != len(set(ids)):
+        problem("dashboard: duplicate panel ids")
+    cells = {}
+    for panel in panels:
+        g = panel["gridPos"]
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                if (x, y) in cells:
+                    problem(f"dashboard: panels {cells[(x, y)]!r} and {panel['title']!r} overlap")
+                    break
+                cells[(x, y)] = panel["title"]
+            else:
+                continue
+            break
+    exprs = [t["expr"] for p in panels for t in p.get("targets", [])]
+    for metric in ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds"):
+        if not any(metric in e for e in exprs):
+            problem(f"dashboard: no panel shows {metric}")
+    if promtool:
+        rules = {"groups": [{"name": "dashboard", "rules": [
+            {"record": f"dashboard:query_{i}", "expr": e} for i, e in enumerate(exprs)]}]}
+        with tempfile.NamedTemporaryFile("w", suffix=".yml") as f:
+            yaml.safe_dump(rules, f)
+            f.flush()
+            result = subprocess.run([promtool, "check", "rules", f.name], capture_output=True, text=True)
+            if result.returncode != 0:
+                problem(f"dashboard: a query does not parse:\n{result.stdout}{result.stderr}")
+
+
+def check_ci():
+    run = (ROOT / ".ci/run").read_text()
+    workflow = (ROOT / ".github/workflows/ci.yml").read_text()
+    if not re.search(r"^cargo deny --locked --offline check bans licenses sources$", run, re.MULTILINE):
+        problem(".ci/run: no `cargo deny --locked --offline check bans licenses sources`")
+    if run.find("cargo deny") < run.find("cargo clippy"):
+        problem(".ci/run: cargo deny must run after the lint")
+    if not re.search(r"^bash ci/newcomer.sh$", run, re.MULTILINE) or \
+            run.find("bash ci/newcomer.sh") < run.find("bash ci/test.sh"):
+        problem(".ci/run: the newcomer check (bash ci/newcomer.sh) must run after the tests")
+    if "cargo deny --locked check advisories" not in workflow:
+        problem("workflow: no `cargo deny --locked check advisories` step")
+    if "bash ci/pin-prod-digests.sh" not in workflow:
+        problem("workflow: the prod overlay is not pinned with ci/pin-prod-digests.sh")
+    tools = (ROOT / "ci/install-test-tools.sh").read_text()
+    if not re.search(r'^CARGO_DENY_VERSION="\$\{CARGO_DENY_VERSION:-\d+\.\d+\.\d+\}"$', tools, re.MULTILINE) or \
+            'cargo install --locked --quiet cargo-deny --version "$CARGO_DENY_VERSION"' not in tools:
+        problem("ci/install-test-tools.sh: cargo-deny must be installed --locked at a pinned version")
+    scripts = [ROOT / ".ci/run", *ROOT.glob("ci/*.sh"), *ROOT.glob("scripts/*.sh"), *ROOT.glob("bench/*.sh"),
+               *ROOT.glob("deploy/**/*.sh")]
+    for path in scripts:
+        if path.name in ("lib.sh", "script-tests.sh"):
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#", 1)[0]
+            if re.search(r"(^|[;&|({]\s*|\bthen\s+|\bdo\s+|\s)(DEBIAN_FRONTEND=\S+\s+)?apt-get\s+(update|install)", code) \
+                    and "echo" not in code:
+                problem(f"{path.relative_to(ROOT)}:{number}: apt-get without ci/lib.sh's apt_install "
+                        "(root assumed): use apt_install")
+
+
+def main():
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    command, args = sys.argv[1], sys.argv[2:]
+    if command == "compose":
+        check_compose()
+    elif command == "dockerfile":
+        check_dockerfile()
+    elif command == "k8s":
+        check_k8s(args)
+    elif command == "pin-script":
+        check_pin_script()
+    elif command == "renovate":
+        if args:
+            check_renovate(args[0])
+        else:  # the schema check-jsonschema vendors (--builtin-schema vendor.renovate)
+            from importlib.resources import files
+            check_renovate(files("check_jsonschema.builtin_schemas.vendor") / "renovate.json")
+    elif command == "dashboard":
+        check_dashboard(args[0] if args else None)
+    elif command == "ci":
+        check_ci()
+    else:
+        sys.exit(f"unknown check {command!r}\n{__doc__}")
+    for message in problems:
+        print(f"    {message}", file=sys.stderr)
+    sys.exit(1 if problems else 0)
+
+
+if __name__ == "__main__":
+    main()
