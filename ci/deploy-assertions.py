@@ -10,7 +10,14 @@ has PyYAML):
                            one-shot keygen writes the signing key into a volume only svc-users
                            (and seed) mount, read-only, at a directory the image gives its
                            user; the verifiers get svc-users' JWK Set URL and mount nothing;
-                           no HS256 secret in compose.yaml or .env.example
+                           no HS256 secret in compose.yaml or .env.example; RabbitMQ: the
+                           `rabbitmq-cluster` profile runs an odd number (>= 3) of nodes of the
+                           single node's image, fixed hostnames, one volume each, one shared
+                           Erlang cookie, deploy/compose/rabbitmq.conf listing exactly them, a
+                           health check waiting for the whole cluster; svc-tasks and svc-notify
+                           get one AMQP_URL, the single node unless .env names others, and wait
+                           for the nodes without requiring the profile; .env.example shows the
+                           URL list of exactly those nodes
   dockerfile               base images and the frontend pinned by digest, binaries built with
                            `cargo auditable` (pinned), a `--probe` HEALTHCHECK per runtime image
   k8s RENDERED...          in rendered overlays: no Deployment an HPA scales sets `replicas`;
@@ -28,6 +35,16 @@ has PyYAML):
                            no overlapping panels, and every query parses (promtool)
   ci                       .ci/run and the workflow run cargo deny and the newcomer check;
                            no script calls apt-get except through ci/lib.sh
+  broker RENDERED...       a broker that survives losing a node: the example RabbitmqCluster
+                           has an odd number (>= 3) of replicas, the compose image, one node per
+                           machine, and the name and namespace the rendered NetworkPolicies let
+                           svc-tasks and svc-notify reach on 5672; no kustomization applies the
+                           examples; deploy/README.md shows the AMQP_URL of exactly its per-pod
+                           names; deploy/k8s/migrate-to-quorum.sh builds, from each rendered
+                           svc-notify Deployment, a Job with its environment that runs
+                           --migrate-to-quorum (kubernetes-validate --strict); the section that
+                           svc-notify's refusal names exists; README, openapi.yaml and the docs
+                           state the queue arguments and delivery limit the code declares
 """
 
 import base64
@@ -64,14 +81,23 @@ def problem(message):
 
 
 def interpolate(text, env=None):
-    """Compose's ${VAR:-default} / ${VAR-default} / ${VAR} with an empty environment."""
+    """Compose's ${VAR:-default} / ${VAR-default} / ${VAR:?err} / ${VAR}, nested ones
+    included (innermost first), with the given environment (default: empty)."""
     env = env or {}
 
     def value(match):
-        name, default = match.group(1), match.group(3)
-        return env.get(name) or (default if default is not None else "")
+        name, operator, default = match.group(1), match.group(2) or "", match.group(3)
+        if operator.endswith("?"):
+            return env.get(name, "")
+        if operator.startswith(":"):
+            return env.get(name) or default
+        return env.get(name, default if operator else "")
 
-    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:?-([^}]*))?\}", value, text)
+    innermost = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])((?:(?!\$\{)[^}])*))?\}")
+    previous = None
+    while previous != text:
+        previous, text = text, innermost.sub(value, text)
+    return text
 
 
 def dockerfile_stages():
@@ -108,9 +134,12 @@ def check_compose():
     for name, service in services.items():
         if service.get("profiles"):
             continue
-        for dependency in service.get("depends_on", {}) or {}:
-            if dependency in profiled:
-                problem(f"compose: {name} depends on {dependency}, which only runs with its profile")
+        depends = service.get("depends_on", {}) or {}
+        for dependency in depends:
+            optional = isinstance(depends, dict) and (depends[dependency] or {}).get("required") is False
+            if dependency in profiled and not optional:
+                problem(f"compose: {name} depends on {dependency}, which only runs with its profile "
+                        "(only `required: false` may name a profiled service)")
     stages = dockerfile_stages()
     for app in APPS:
         service = services.get(app)
@@ -130,6 +159,7 @@ def check_compose():
         if condition != "service_healthy":
             problem(f"compose: the edge must depend on {app} with condition service_healthy (has {condition!r})")
     check_compose_tokens(services, stages)
+    check_compose_rabbitmq(services)
 
 
 def mounts(service):
@@ -238,6 +268,297 @@ def check_compose_tokens(services, stages):
     for secret in PUBLISHED_SECRETS:
         if secret in example:
             problem(f".env.example still holds the published placeholder {secret}")
+
+
+CLUSTER_PROFILE = "rabbitmq-cluster"
+CLUSTER_CONF = "deploy/compose/rabbitmq.conf"
+AMQP_CLIENTS = ("svc-tasks", "svc-notify")
+
+
+def amqp_hosts(value):
+    """[(host, port)] of a comma-separated AMQP_URL; None if one entry is not an AMQP URL."""
+    hosts = []
+    for url in filter(None, (part.strip() for part in value.split(","))):
+        match = re.fullmatch(r"amqps?://(?:[^@/]*@)?([A-Za-z0-9.-]+):(\d+)(?:/[^,]*)?", url)
+        if not match:
+            return None
+        hosts.append((match.group(1), int(match.group(2))))
+    return hosts
+
+
+def check_compose_rabbitmq(services):
+    """The rabbitmq-cluster profile and how svc-tasks and svc-notify find the broker."""
+    single = services.get("rabbitmq")
+    if not single:
+        problem("compose: the single RabbitMQ node `rabbitmq` (the default stack) is missing")
+        return
+    if single.get("profiles"):
+        problem("compose: `rabbitmq` must run without a profile: it is the default stack's broker")
+    nodes = {name: service for name, service in services.items() if CLUSTER_PROFILE in (service.get("profiles") or [])}
+    if len(nodes) < 3 or len(nodes) % 2 == 0:
+        problem(f"compose: the {CLUSTER_PROFILE} profile runs {sorted(nodes)}: an odd number of nodes, at least 3")
+    cookies, volumes = set(), set()
+    for name, service in sorted(nodes.items()):
+        where = f"compose: {name}"
+        if service.get("image") != single.get("image"):
+            problem(f"{where} runs {service.get('image')!r}, not the single node's image {single.get('image')!r}")
+        if service.get("hostname") != name:
+            problem(f"{where}: hostname must be {name!r} (the node name rabbit@{name} names its data)")
+        env = service.get("environment") or {}
+        cookie = str(env.get("RABBITMQ_ERLANG_COOKIE", ""))
+        if not re.fullmatch(r"\$\{RABBITMQ_ERLANG_COOKIE(:?-[^}]*)?\}", cookie):
+            problem(f"{where}: RABBITMQ_ERLANG_COOKIE must come from .env without `:?` (which would break the "
+                    f"default stack), has {cookie!r}")
+        cookies.add(cookie)
+        data = [src for src, target, _ in mounts(service) if target == "/var/lib/rabbitmq"]
+        if len(data) != 1 or "/" in data[0] or data[0] in volumes:
+            problem(f"{where}: needs a named volume of its own at /var/lib/rabbitmq (has {data})")
+        volumes.update(data)
+        conf = [(src, target, ro) for src, target, ro in mounts(service) if src.lstrip("./") == CLUSTER_CONF]
+        if len(conf) != 1 or not conf[0][2] or not re.fullmatch(r"/etc/rabbitmq/conf\.d/[\w.-]+\.conf", conf[0][1]):
+            problem(f"{where}: must mount ./{CLUSTER_CONF} read-only as /etc/rabbitmq/conf.d/<file>.conf (has {conf})")
+        test = " ".join((service.get("healthcheck") or {}).get("test") or [])
+        if f"await_online_nodes {len(nodes)}" not in test:
+            problem(f"{where}: the health check must wait for the whole cluster (await_online_nodes {len(nodes)})")
+        node_depends = service.get("depends_on") or {}
+        for dependency, spec in (node_depends.items() if isinstance(node_depends, dict) else []):
+            if dependency in nodes and (spec or {}).get("condition") == "service_healthy":
+                problem(f"{where} waits for {dependency} to be healthy, which needs {name} up: a deadlock")
+    if len(cookies) > 1:
+        problem(f"compose: the cluster's nodes take different cookies {sorted(cookies)}")
+    conf = (ROOT / CLUSTER_CONF).read_text() if (ROOT / CLUSTER_CONF).exists() else ""
+    settings = dict(re.findall(r"^\s*([\w.]+)\s*=\s*(\S+)\s*$", conf, re.MULTILINE))
+    if settings.get("cluster_formation.peer_discovery_backend") not in ("classic_config", "rabbit_peer_discovery_classic_config"):
+        problem(f"{CLUSTER_CONF}: cluster_formation.peer_discovery_backend must be classic_config")
+    listed = {value for key, value in settings.items() if key.startswith("cluster_formation.classic_config.nodes.")}
+    if listed != {f"rabbit@{name}" for name in nodes}:
+        problem(f"{CLUSTER_CONF} lists {sorted(listed)}, the profile runs {sorted(f'rabbit@{n}' for n in nodes)}")
+    user = {"RABBITMQ_USER": "user", "RABBITMQ_PASSWORD": "password"}
+    urls = {}
+    for client in AMQP_CLIENTS:
+        service = services.get(client, {})
+        depends = service.get("depends_on") or {}
+        if isinstance(depends, list):
+            depends = {dependency: {} for dependency in depends}
+        urls[client] = str((service.get("environment") or {}).get("AMQP_URL", ""))
+        if not urls[client].startswith("${AMQP_URL:-"):
+            problem(f"compose: {client}'s AMQP_URL must be ${{AMQP_URL:-<the single node>}} (has {urls[client]!r})")
+        single_dep = depends.get("rabbitmq") or {}
+        if single_dep.get("condition") != "service_healthy" or single_dep.get("required") is False:
+            problem(f"compose: {client} must wait for a healthy `rabbitmq` (the default stack)")
+        for node in nodes:
+            spec = depends.get(node) or {}
+            if spec.get("condition") != "service_healthy" or spec.get("required") is not False:
+                problem(f"compose: {client} must wait for {node} (condition service_healthy, required: false)")
+    if len(set(urls.values())) > 1:
+        problem(f"compose: svc-tasks and svc-notify take different AMQP_URLs {urls}")
+    default = interpolate(urls.get("svc-notify", ""), user)
+    if amqp_hosts(default) != [("rabbitmq", 5672)]:
+        problem(f"compose: without AMQP_URL in .env the services must use the single node, not {default!r}")
+    given = interpolate(urls.get("svc-notify", ""), {**user, "AMQP_URL": "amqp://u:p@elsewhere:5672/%2f"})
+    if amqp_hosts(given) != [("elsewhere", 5672)]:
+        problem("compose: AMQP_URL from .env must reach svc-tasks and svc-notify as it is")
+    example = (ROOT / ".env.example").read_text()
+    lines = {}
+    for line in example.splitlines():
+        match = re.match(r"#?\s*([A-Z_]+)=(.*)$", line)
+        if match:
+            lines.setdefault(match.group(1), match.group(2).strip())
+    shown = amqp_hosts(interpolate(lines.get("AMQP_URL", ""), user)) or []
+    if sorted(shown) != sorted((node, 5672) for node in nodes):
+        problem(f".env.example: the AMQP_URL for the {CLUSTER_PROFILE} profile names {shown}, "
+                f"not the nodes {sorted(nodes)} on 5672")
+    if CLUSTER_PROFILE not in lines.get("COMPOSE_PROFILES", "").split(","):
+        problem(f".env.example: no COMPOSE_PROFILES={CLUSTER_PROFILE} line for the cluster")
+    if "RABBITMQ_ERLANG_COOKIE" not in lines:
+        problem(".env.example: no RABBITMQ_ERLANG_COOKIE line for the cluster")
+
+
+EXAMPLE_CLUSTER = "deploy/k8s/examples/rabbitmq-cluster.yaml"
+MIGRATE_SCRIPT = "deploy/k8s/migrate-to-quorum.sh"
+TOPOLOGY_RS = "svc-notify/src/consumer/topology.rs"
+
+
+def reaches(policies, client, namespace, name, port):
+    """Whether a NetworkPolicy lets pods `client` (app.kubernetes.io/name) open TCP `port`
+    to the pods app.kubernetes.io/name=`name` in `namespace`."""
+    for policy in policies:
+        spec = policy["spec"]
+        if spec["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name") != client:
+            continue
+        for rule in spec.get("egress", []) or []:
+            peer_ok = any(
+                (peer.get("namespaceSelector") or {}).get("matchLabels", {}).get("kubernetes.io/metadata.name") == namespace
+                and (peer.get("podSelector") or {}).get("matchLabels", {}).get("app.kubernetes.io/name") == name
+                for peer in rule.get("to") or [])
+            ports = rule.get("ports")
+            if peer_ok and (ports is None or any(p.get("port") == port and p.get("protocol", "TCP") == "TCP" for p in ports)):
+                return True
+    return False
+
+
+def markdown_section(text, heading):
+    """The body of the markdown section titled `heading` (any level), or None."""
+    match = re.search(rf"^(#+) {re.escape(heading)}\s*$", text, re.MULTILINE)
+    if not match:
+        return None
+    level = len(match.group(1))
+    rest = text[match.end():]
+    end = re.search(rf"^#{{1,{level}}} ", rest, re.MULTILINE)
+    return rest[:end.start()] if end else rest
+
+
+def check_broker(paths):
+    if not paths:
+        problem("broker: no rendered overlays given")
+    readme = (ROOT / "deploy/README.md").read_text()
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    compose_image = compose["services"].get("rabbitmq", {}).get("image")
+    clusters = [doc for _, doc in documents([ROOT / EXAMPLE_CLUSTER]) if doc.get("kind") == "RabbitmqCluster"]
+    if len(clusters) != 1:
+        problem(f"{EXAMPLE_CLUSTER}: expected one RabbitmqCluster, found {len(clusters)}")
+        return
+    cluster = clusters[0]
+    name, namespace = cluster["metadata"]["name"], cluster["metadata"].get("namespace")
+    spec = cluster.get("spec") or {}
+    replicas = spec.get("replicas", 1)
+    if cluster.get("apiVersion") != "rabbitmq.com/v1beta1":
+        problem(f"{EXAMPLE_CLUSTER}: apiVersion {cluster.get('apiVersion')!r}, the operator's is rabbitmq.com/v1beta1")
+    if not isinstance(replicas, int) or replicas < 3 or replicas % 2 == 0:
+        problem(f"{EXAMPLE_CLUSTER}: replicas {replicas!r}: an odd number, at least 3, so a majority survives a lost node")
+    if spec.get("image") != compose_image:
+        problem(f"{EXAMPLE_CLUSTER}: image {spec.get('image')!r} is not compose.yaml's {compose_image!r}")
+    terms = (((spec.get("affinity") or {}).get("podAntiAffinity") or {})
+             .get("requiredDuringSchedulingIgnoredDuringExecution") or [])
+    if not any(term.get("topologyKey") == "kubernetes.io/hostname"
+               and term.get("labelSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name") == name
+               for term in terms):
+        problem(f"{EXAMPLE_CLUSTER}: no required pod anti-affinity on kubernetes.io/hostname for "
+                f"app.kubernetes.io/name={name}: two nodes on one machine could go together")
+    for kustomization in sorted((ROOT / "deploy").rglob("kustomization.yaml")):
+        listed = yaml.safe_load(kustomization.read_text()) or {}
+        for entry in (listed.get("resources") or []) + (listed.get("components") or []):
+            if "examples" in str(entry):
+                problem(f"{kustomization.relative_to(ROOT)} applies {entry}: the examples stay outside the overlays")
+    for path in paths:
+        docs = [doc for _, doc in documents([path])]
+        overlay = Path(path).stem
+        policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+        for client in AMQP_CLIENTS:
+            if not reaches(policies, client, namespace, name, 5672):
+                problem(f"k8s {overlay}: no NetworkPolicy lets {client} reach the pods of the RabbitmqCluster "
+                        f"{name} (app.kubernetes.io/name={name}) in {namespace} on 5672")
+        check_migration_job(overlay, docs)
+    expected = sorted((f"{name}-server-{i}.{name}-nodes.{namespace}.svc", 5672) for i in range(replicas if isinstance(replicas, int) else 0))
+    shown = [sorted(amqp_hosts(value) or []) for value in re.findall(r"AMQP_URL=(\S+)", readme)]
+    if expected not in shown:
+        problem(f"deploy/README.md shows no AMQP_URL listing the operator's per-pod names {[h for h, _ in expected]} on 5672")
+    check_broker_docs(readme)
+
+
+def check_migration_job(overlay, docs):
+    """deploy/k8s/migrate-to-quorum.sh --job, on the rendered svc-notify Deployment."""
+    deployment = next((d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "svc-notify"), None)
+    if deployment is None:
+        problem(f"k8s {overlay}: no Deployment svc-notify")
+        return
+    image = "registry.example/todo/svc-notify@sha256:" + "ab" * 32
+    built = subprocess.run(["bash", str(ROOT / MIGRATE_SCRIPT), "--job", image], input=json.dumps(deployment),
+                           capture_output=True, text=True)
+    if built.returncode != 0:
+        problem(f"{MIGRATE_SCRIPT} --job failed on the {overlay} svc-notify Deployment: {built.stderr.strip()}")
+        return
+    job = json.loads(built.stdout)
+    where = f"{MIGRATE_SCRIPT} ({overlay})"
+    pod = job["spec"]["template"]["spec"]
+    source = deployment["spec"]["template"]["spec"]
+    container = next(c for c in source["containers"] if c["name"] == "svc-notify")
+    migrate = pod["containers"]
+    if len(migrate) != 1:
+        problem(f"{where}: the Job must run one container, has {len(migrate)}")
+        return
+    migrate = migrate[0]
+    if job.get("kind") != "Job" or pod.get("restartPolicy") != "Never":
+        problem(f"{where}: not a Job with restartPolicy Never")
+    if migrate.get("image") != image or migrate.get("args") != ["--migrate-to-quorum"] or migrate.get("command"):
+        problem(f"{where}: the Job must run the given image with args [--migrate-to-quorum] (has "
+                f"{migrate.get('image')!r}, {migrate.get('command')!r} {migrate.get('args')!r})")
+    for key in ("env", "envFrom", "volumeMounts", "securityContext", "resources"):
+        if migrate.get(key) != container.get(key):
+            problem(f"{where}: the Job's container {key} differs from the svc-notify Deployment's")
+    for key in ("serviceAccountName", "securityContext", "volumes", "automountServiceAccountToken"):
+        if pod.get(key) != source.get(key):
+            problem(f"{where}: the Job's pod {key} differs from the svc-notify Deployment's")
+    for key in ("ports", "startupProbe", "livenessProbe", "readinessProbe", "lifecycle"):
+        if key in migrate:
+            problem(f"{where}: the Job's container keeps {key}")
+    labels = job["spec"]["template"]["metadata"].get("labels", {})
+    service_selector = deployment["spec"]["selector"].get("matchLabels", {})
+    if labels.get("app.kubernetes.io/name") != "svc-notify":
+        problem(f"{where}: the Job's pod must be app.kubernetes.io/name=svc-notify (its NetworkPolicy reaches RabbitMQ)")
+    if labels.get("app.kubernetes.io/component") in (None, deployment["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/component")):
+        problem(f"{where}: the Job's pod needs a component label of its own (the script waits for the Deployment's pods)")
+    if job["metadata"].get("namespace") != deployment["metadata"].get("namespace"):
+        problem(f"{where}: the Job is not in the Deployment's namespace")
+    if not service_selector:
+        problem(f"k8s {overlay}: the svc-notify Deployment has no selector")
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+        yaml.safe_dump(job, f)
+        f.flush()
+        for version in (["-k", "1.31.0"], []):
+            checked = subprocess.run(["kubernetes-validate", "--strict", "--quiet", *version, f.name],
+                                     capture_output=True, text=True)
+            if checked.returncode != 0:
+                problem(f"{where}: kubernetes-validate --strict {' '.join(version)} refuses the Job:\n"
+                        f"{checked.stdout}{checked.stderr}")
+
+
+def check_broker_docs(readme):
+    """The refusal names a section that exists and says what to do; the docs state the
+    queue arguments the code declares."""
+    topology = (ROOT / TOPOLOGY_RS).read_text()
+    named = re.search(r'deploy/README\.md, \\"([^"\\]+)\\"', topology)
+    if not named:
+        problem(f"{TOPOLOGY_RS}: the incompatible-queue message names no deploy/README.md section")
+    else:
+        section = markdown_section(readme, named.group(1))
+        if section is None:
+            problem(f"deploy/README.md has no section {named.group(1)!r}, which svc-notify's refusal names")
+        else:
+            for needed in ("svc-notify --migrate-to-quorum", "docker compose run --rm svc-notify --migrate-to-quorum",
+                           MIGRATE_SCRIPT, "scale", "Publishers need not stop"):
+                if needed not in section:
+                    problem(f"deploy/README.md, {named.group(1)!r}: does not mention {needed!r}")
+    limit = re.search(r"pub const DELIVERY_LIMIT: i64 = (\d+);", topology)
+    limit = int(limit.group(1)) if limit else None
+    declared = {"x-queue-type": "quorum", "x-dead-letter-strategy": "at-least-once",
+                "x-overflow": "reject-publish", "x-delivery-limit": limit}
+    for key, value in declared.items():
+        if f'"{key}"' not in topology or (key != "x-delivery-limit" and f'"{value}"' not in topology):
+            problem(f"{TOPOLOGY_RS} no longer declares {key}: {value}: update this check and the docs")
+    events = (yaml.safe_load((ROOT / "openapi.yaml").read_text()).get("x-events") or {})
+    arguments = ((events.get("queue") or {}).get("arguments") or {})
+    for key, value in declared.items():
+        if arguments.get(key) != value:
+            problem(f"openapi.yaml x-events.queue.arguments.{key} is {arguments.get(key)!r}, the code declares {value!r}")
+        if f"`{key}: {value}`" not in readme:
+            problem(f"deploy/README.md does not state the queue argument `{key}: {value}`")
+    dead = ((events.get("queue") or {}).get("deadLetterQueue") or {}).get("arguments") or {}
+    if dead.get("x-queue-type") != "quorum":
+        problem("openapi.yaml x-events.queue.deadLetterQueue: not a quorum queue")
+    description = yaml.safe_load((ROOT / "openapi.yaml").read_text())["info"]["description"]
+    for needed in ("quorum queue", "at least once", "AMQP_URL", "comma-separated", "event id"):
+        if needed not in description:
+            problem(f"openapi.yaml, the event section of info.description: does not say {needed!r}")
+    top = (ROOT / "README.md").read_text()
+    row = next((line for line in top.splitlines() if line.startswith("| `AMQP_URL` |")), "")
+    if "comma" not in row:
+        problem("README.md: the AMQP_URL row does not say it takes several comma-separated URLs")
+    for needed in ("quorum queue", "--migrate-to-quorum", CLUSTER_PROFILE):
+        if needed not in top:
+            problem(f"README.md does not mention {needed!r}")
+    if "WriteConcern::majority()" not in (ROOT / "common/src/mongo.rs").read_text() or "majority write concern" not in readme:
+        problem("MongoDB writes must use majority write concern explicitly (common/src/mongo.rs), and deploy/README.md say so")
 
 
 def check_dockerfile():
@@ -594,6 +915,8 @@ def main():
         check_dashboard(args[0] if args else None)
     elif command == "ci":
         check_ci()
+    elif command == "broker":
+        check_broker(args)
     else:
         sys.exit(f"unknown check {command!r}\n{__doc__}")
     for message in problems:

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Tests of the setup scripts' decisions, with fake tools on PATH (nothing is installed
 # or built): ci/lib.sh runs apt-get directly as root and through `sudo -n` otherwise,
-# and scripts/quickstart.sh installs exactly what is missing, names it when it cannot,
-# and runs the release or debug build. Run by ci/static-checks.sh.
+# scripts/quickstart.sh installs exactly what is missing, names it when it cannot, and
+# runs the release or debug build, and deploy/k8s/migrate-to-quorum.sh (a fake kubectl)
+# stops svc-notify, runs its Job and fails when the Job does. Run by ci/static-checks.sh.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root="$PWD"
@@ -144,6 +145,74 @@ if quickstart qs-nocargo 0 -- || ! grep -q "rustup.rs" "$work/qs-nocargo.err"; t
   failures=$((failures + 1))
 else
   echo "    ok: quickstart without cargo: points to https://rustup.rs"
+fi
+
+# ---- deploy/k8s/migrate-to-quorum.sh --------------------------------------------------
+# A fake kubectl: the Deployment asked for, one svc-notify pod still there at the first
+# look and gone at the second, a Job that ends as FAKE_JOB_END says; every call logged.
+mq="$work/migrate"
+mkdir -p "$mq"
+for tool in bash env jq mktemp rm cat cp; do ln -sf "$(command -v "$tool")" "$mq/$tool"; done
+printf '#!/bin/sh\n' >"$mq/sleep"
+cat >"$mq/kubectl" <<'FAKE'
+#!/usr/bin/env bash
+case "$*" in
+  *" create -f "*) args="$*"; cp "${!#}" "$FAKE_JOB"; echo "kubectl ${args% -f *} -f JOB" >>"$FAKE_LOG"; exit 0 ;;
+esac
+echo "kubectl $*" >>"$FAKE_LOG"
+case "$*" in
+  *"get deployment svc-notify -o json") cat "$FAKE_DEPLOYMENT" ;;
+  *"get pods "*)
+    looks="$(cat "$FAKE_LOG.pods" 2>/dev/null || echo 0)"
+    echo $((looks + 1)) >"$FAKE_LOG.pods"
+    ((looks > 0)) || echo pod/svc-notify-7d9f-abcde
+    ;;
+  *"get job "*) printf '%s ' "$FAKE_JOB_END" ;;
+  *" logs "*) echo "svc-notify: notify.events is now a quorum queue (3 messages moved)" ;;
+esac
+exit 0
+FAKE
+chmod +x "$mq/kubectl" "$mq/sleep"
+cat >"$work/deployment.json" <<'JSON'
+{"apiVersion": "apps/v1", "kind": "Deployment",
+ "metadata": {"name": "svc-notify", "namespace": "todo"},
+ "spec": {"replicas": 3, "template": {"metadata": {"labels": {"app.kubernetes.io/name": "svc-notify"}},
+  "spec": {"serviceAccountName": "svc-notify", "terminationGracePeriodSeconds": 30,
+   "containers": [{"name": "svc-notify", "image": "old", "ports": [{"name": "http", "containerPort": 8083}],
+    "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}},
+    "envFrom": [{"configMapRef": {"name": "todo-config-abc"}}],
+    "env": [{"name": "AMQP_URL", "valueFrom": {"secretKeyRef": {"name": "svc-notify-secrets", "key": "AMQP_URL"}}}]}]}}}}
+JSON
+# migrate NAME END: runs the script against the fakes, the Job ending with END.
+migrate() {
+  FAKE_LOG="$work/$1.log" FAKE_JOB="$work/$1.job.json" FAKE_DEPLOYMENT="$work/deployment.json" \
+    FAKE_JOB_END="$2" PATH="$mq" "$bash_bin" "$root/deploy/k8s/migrate-to-quorum.sh" \
+    registry.example/svc-notify@sha256:new </dev/null >"$work/$1.out" 2>"$work/$1.err"
+}
+migrate mq-ok Complete || echo "    (migrate-to-quorum exited non-zero: $(cat "$work/mq-ok.err"))" >&2
+expect "migrate-to-quorum: scale to 0, wait for the pods, run the Job, print its log" \
+  "kubectl -n todo get deployment svc-notify -o json
+kubectl -n todo scale deployment/svc-notify --replicas=0
+kubectl -n todo get pods -l app.kubernetes.io/name=svc-notify,app.kubernetes.io/component=service -o name
+kubectl -n todo get pods -l app.kubernetes.io/name=svc-notify,app.kubernetes.io/component=service -o name
+kubectl -n todo delete job svc-notify-migrate-to-quorum --ignore-not-found --wait=true
+kubectl -n todo create -f JOB
+kubectl -n todo get job svc-notify-migrate-to-quorum -o jsonpath={range .status.conditions[?(@.status==\"True\")]}{.type} {end}
+kubectl -n todo logs job/svc-notify-migrate-to-quorum --all-containers=true" "$work/mq-ok.log"
+jq -c '[.kind, .spec.template.spec.restartPolicy, .spec.template.metadata.labels["app.kubernetes.io/component"],
+  (.spec.template.spec.containers[] | [.image, .args, .envFrom, .env[0].name, (.ports // "no ports"),
+   (.readinessProbe // "no probe")])]' "$work/mq-ok.job.json" >"$work/mq-ok.job" 2>&1 || true
+expect "migrate-to-quorum: the Job has the new image, --migrate-to-quorum, the Deployment's environment, no ports or probes" \
+  '["Job","Never","migration",["registry.example/svc-notify@sha256:new",["--migrate-to-quorum"],[{"configMapRef":{"name":"todo-config-abc"}}],"AMQP_URL","no ports","no probe"]]' \
+  "$work/mq-ok.job"
+if migrate mq-failed Failed; then
+  echo "    FAILED: migrate-to-quorum must fail when the Job failed" >&2
+  failures=$((failures + 1))
+elif grep -q "run this again" "$work/mq-failed.err" && grep -q "quorum queue" "$work/mq-failed.out"; then
+  echo "    ok: migrate-to-quorum: a failed Job fails the script, after printing its log"
+else
+  echo "    FAILED: migrate-to-quorum after a failed Job: $(cat "$work/mq-failed.err")" >&2
+  failures=$((failures + 1))
 fi
 
 ((failures == 0)) || { echo "script tests: $failures failed" >&2; exit 1; }

@@ -35,6 +35,12 @@ if ! command -v promtool >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; 
   echo "==> installing promtool (Debian/Ubuntu package prometheus)"
   apt_install --no-install-recommends prometheus || echo "warning: could not install prometheus" >&2
 fi
+# deploy/k8s/migrate-to-quorum.sh builds its Job with jq (checked below, and in
+# ci/script-tests.sh).
+if ! command -v jq >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  echo "==> installing jq"
+  apt_install --no-install-recommends jq || echo "warning: could not install jq" >&2
+fi
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -107,6 +113,13 @@ check "rendered overlays: HPA-owned replicas, headless upstreams, prod digests, 
   "$venv/bin/python" ci/deploy-assertions.py k8s "$work"/*.yaml
 check "ci/pin-prod-digests.sh pins the rendered prod overlay" \
   "$venv/bin/python" ci/deploy-assertions.py pin-script
+# A broker that survives losing a node: the example RabbitmqCluster (3 replicas, the
+# compose image, one per machine, reachable through the rendered NetworkPolicies), the
+# AMQP_URL of its pods in deploy/README.md, deploy/k8s/migrate-to-quorum.sh's Job built
+# from each rendered svc-notify Deployment (kubernetes-validate --strict), the section
+# svc-notify's refusal names, and the queue arguments in the docs and openapi.yaml.
+check "broker: RabbitmqCluster example, AMQP_URL, migration Job, quorum-queue docs" \
+  "$venv/bin/python" ci/deploy-assertions.py broker "$work"/*.yaml
 
 # checkov renders every kustomization under deploy/ itself (with the kubectl
 # above) and scans it, plus every Dockerfile. Skipped checks carry their
@@ -118,7 +131,7 @@ check "checkov deploy/ (kustomize, dockerfile)" \
 # ---- Compose ------------------------------------------------------------------
 check "compose.yaml against the compose-spec schema" \
   check-jsonschema --builtin-schema vendor.compose-spec compose.yaml
-check "compose.yaml: loopback by default, demo profile, --probe health checks, digests, keygen + JWKS" \
+check "compose.yaml: loopback by default, demo profile, --probe health checks, digests, keygen + JWKS, RabbitMQ cluster profile" \
   "$venv/bin/python" ci/deploy-assertions.py compose
 
 # ---- Renovate -------------------------------------------------------------------
@@ -155,6 +168,10 @@ check "yamllint" yamllint --strict .
 check "bash -n on the scripts (ci/, scripts/, deploy/, bench/, .ci/run)" \
   bash -c 'for f in ci/*.sh scripts/*.sh deploy/k8s/*.sh bench/*.sh .ci/run; do bash -n "$f" || exit 1; done'
 check "setup scripts with fake tools (ci/lib.sh sudo, scripts/quickstart.sh)" bash ci/script-tests.sh
+# todo-standalone's data (user database, signing key) must never be committed or sent
+# to a docker build.
+check "todo-data/ is in .gitignore and .dockerignore" \
+  bash -c 'git check-ignore -q --no-index todo-data/jwt-signing.pem && grep -qx "todo-data/" .dockerignore'
 check "CI wiring: cargo deny, newcomer check, apt-get only through ci/lib.sh" \
   "$venv/bin/python" ci/deploy-assertions.py ci
 

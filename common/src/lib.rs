@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod broker;
 pub mod bus;
 pub mod cli;
 pub mod config;

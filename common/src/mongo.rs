@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use mongodb::error::{Error, ErrorKind};
-use mongodb::options::ClientOptions;
+use mongodb::options::{ClientOptions, WriteConcern};
 use mongodb::{Client, Database};
 
 use crate::config::Var;
@@ -28,6 +28,10 @@ pub async fn connect(uri: &str, database: &str, app_name: &str) -> anyhow::Resul
     options.connect_timeout = Some(CONNECT_TIMEOUT);
     options.server_selection_timeout = Some(SERVER_SELECTION_TIMEOUT);
     options.max_pool_size = Some(MAX_POOL_SIZE);
+    // Acknowledged only once a majority of the replica set has it: a write the client
+    // was told succeeded survives the primary's loss. Explicit, because an operator may
+    // change the replica set's default write concern.
+    options.write_concern = Some(WriteConcern::majority());
     Ok(Client::with_options(options)?.database(database))
 }
 

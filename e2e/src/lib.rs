@@ -38,11 +38,14 @@ pub struct Options {
     pub proxy_redis: bool,
     /// How often the verifiers (edge, svc-tasks, svc-notify) fetch svc-users' JWK Set.
     pub jwks_refresh_seconds: u64,
+    /// The broker the services use (`AMQP_URL`, several nodes comma-separated), instead
+    /// of the test broker.
+    pub amqp_url: Option<String>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { tasks_replicas: 1, proxy_mongodb: false, proxy_redis: false, jwks_refresh_seconds: 60 }
+        Self { tasks_replicas: 1, proxy_mongodb: false, proxy_redis: false, jwks_refresh_seconds: 60, amqp_url: None }
     }
 }
 
@@ -85,6 +88,8 @@ pub struct System {
     pub policy_dir: tempfile::TempDir,
     /// svc-notify's queue, so tests can ask the broker what is still in it.
     pub notify_queue: String,
+    /// The `AMQP_URL` the services were given.
+    pub amqp_url: String,
     /// Between the services and MongoDB, when [`Options::proxy_mongodb`].
     pub mongodb_proxy: Option<FaultProxy>,
     /// Between svc-tasks and Redis, when [`Options::proxy_redis`].
@@ -167,6 +172,7 @@ impl System {
             ("SHUTDOWN_GRACE_SECONDS", "2".to_owned()),
             ("RUST_LOG", std::env::var("E2E_LOG").unwrap_or_else(|_| "warn".to_owned())),
         ];
+        let amqp_url = options.amqp_url.clone().unwrap_or_else(|| backends.amqp_url.clone());
         let tasks_db = unique_name("e2e_tasks");
         let redis_prefix = format!("{}:", unique_name("e2e"));
         let mut services: Vec<ServiceSpec> = Vec::new();
@@ -188,7 +194,7 @@ impl System {
                     ("MONGODB_DB", tasks_db.clone()),
                     ("REDIS_URL", redis_url.clone()),
                     ("REDIS_KEY_PREFIX", redis_prefix.clone()),
-                    ("AMQP_URL", backends.amqp_url.clone()),
+                    ("AMQP_URL", amqp_url.clone()),
                     ("AMQP_EXCHANGE", exchange.clone()),
                 ],
             ));
@@ -198,7 +204,7 @@ impl System {
             free_port(),
             vec![
                 ("MONGODB_DB", unique_name("e2e_notify")),
-                ("AMQP_URL", backends.amqp_url.clone()),
+                ("AMQP_URL", amqp_url.clone()),
                 ("AMQP_EXCHANGE", exchange.clone()),
                 ("AMQP_QUEUE", queue.clone()),
             ],
@@ -254,6 +260,7 @@ impl System {
             notify_url: url_of("svc-notify"),
             policy_dir,
             notify_queue: queue,
+            amqp_url,
             mongodb_proxy,
             redis_proxy,
             keys,

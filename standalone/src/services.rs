@@ -94,11 +94,14 @@ struct Apps {
 
 impl Apps {
     async fn run(self, stop: CancellationToken) {
-        tokio::join!(
+        let ((), (), notified) = tokio::join!(
             self.users.run_until_stopped(stop.clone()),
             self.tasks.run_until_stopped(stop.clone()),
             self.notify.run_until_stopped(stop),
         );
+        if let Err(error) = notified {
+            tracing::error!(error = format!("{error:#}"), "svc-notify stopped");
+        }
     }
 }
 

@@ -3,14 +3,18 @@
 use std::time::Duration;
 
 use todo_common::auth::{self, JwtSettings, Role};
+use todo_common::broker::BrokerUrls;
 use todo_common::config::{ConfigError, EnvReader, EnvSource, Secret, Var};
 use todo_common::mongo::MONGODB_URI;
 use todo_common::server::{MAX_BODY_BYTES, SHUTDOWN_GRACE_SECONDS};
 
 pub const LISTEN_ADDR: Var = Var::new("LISTEN_ADDR", "127.0.0.1:8083", "host:port the HTTP API listens on");
 pub const MONGODB_DB: Var = Var::new("MONGODB_DB", "todo_notify", "MongoDB database holding the notifications");
-pub const AMQP_URL: Var =
-    Var::new("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f", "RabbitMQ connection URL (may carry a password)");
+pub const AMQP_URL: Var = Var::new(
+    "AMQP_URL",
+    "amqp://guest:guest@127.0.0.1:5672/%2f",
+    "RabbitMQ connection URL (may carry a password); the nodes of one cluster separated by commas",
+);
 pub const AMQP_EXCHANGE: Var =
     Var::new("AMQP_EXCHANGE", "task.events", "durable topic exchange svc-tasks publishes task events to");
 pub const AMQP_QUEUE: Var = Var::new(
@@ -49,7 +53,8 @@ pub struct Config {
 /// Where and what the event consumer consumes.
 #[derive(Debug, Clone)]
 pub struct AmqpSettings {
-    pub url: Secret,
+    /// The nodes of the broker cluster, tried in turn.
+    pub urls: BrokerUrls,
     pub exchange: String,
     pub queue: String,
 }
@@ -73,7 +78,7 @@ impl Config {
         let mongodb_uri = Secret::new(reader.string(&MONGODB_URI));
         let mongodb_db = reader.string(&MONGODB_DB);
         let amqp = AmqpSettings {
-            url: Secret::new(reader.string(&AMQP_URL)),
+            urls: BrokerUrls::read(&mut reader, &AMQP_URL),
             exchange: amqp_name(&mut reader, &AMQP_EXCHANGE),
             queue: amqp_name(&mut reader, &AMQP_QUEUE),
         };
@@ -86,7 +91,7 @@ impl Config {
     pub fn help() -> String {
         todo_common::config::help_text(
             "svc-notify",
-            "turns task events from RabbitMQ into per-user notifications and serves them.\n\nUsage: svc-notify [--help] [--probe]\n  --probe  GET /healthz on LISTEN_ADDR (the container health check); exit 0 when it answers 200",
+            "turns task events from RabbitMQ into per-user notifications and serves them.\n\nUsage: svc-notify [--help] [--probe] [--migrate-to-quorum]\n  --migrate-to-quorum  move the classic queues of an older installation to quorum queues (svc-notify stopped), then exit\n  --probe  GET /healthz on LISTEN_ADDR (the container health check); exit 0 when it answers 200",
             &[VARS, auth::VERIFIER_VARS],
         )
     }
@@ -114,7 +119,7 @@ mod tests {
         let config = Config::from_env(&env(&[("JWT_SECRET", "0123456789abcdefghijklmnopqrstuvwxyz")])).unwrap();
         assert_eq!(config.listen_addr, "127.0.0.1:8083");
         assert_eq!(config.mongodb_db, "todo_notify");
-        assert_eq!(config.amqp.url.expose(), "amqp://guest:guest@127.0.0.1:5672/%2f");
+        assert_eq!(config.amqp.urls, BrokerUrls::parse("amqp://guest:guest@127.0.0.1:5672/%2f").unwrap());
         assert_eq!(config.amqp.exchange, "task.events");
         assert_eq!(config.amqp.queue, "notify.events");
         assert_eq!(config.amqp.dead_letter_exchange(), "notify.events.dlx");

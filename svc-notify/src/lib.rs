@@ -126,23 +126,46 @@ impl Application {
         self.local_addr
     }
 
-    /// Serves and consumes until `shutdown` fires; returns once both have stopped.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) {
+    /// Serves and consumes until `shutdown` fires; returns once both have stopped. A
+    /// broker whose queues cannot be used as this version needs them (a classic queue
+    /// under the quorum queue's name) stops both, with the reason.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(addr = %self.local_addr, "svc-notify listening");
         let consumer_shutdown = shutdown.clone();
         let consume = async move {
-            match self.consumer {
-                Consumer::Amqp(consumer) => consumer.run(consumer_shutdown).await,
-                Consumer::Bus(consumer) => consumer.run(consumer_shutdown).await,
+            let consumed = match self.consumer {
+                Consumer::Amqp(consumer) => consumer.run(consumer_shutdown.clone()).await,
+                Consumer::Bus(consumer) => {
+                    consumer.run(consumer_shutdown.clone()).await;
+                    Ok(())
+                }
+            };
+            if consumed.is_err() {
+                consumer_shutdown.cancel();
             }
+            consumed
         };
-        tokio::join!(server::serve(self.listener, self.app, shutdown.clone(), self.shutdown_grace), consume);
+        let ((), consumed) =
+            tokio::join!(server::serve(self.listener, self.app, shutdown.clone(), self.shutdown_grace), consume);
+        consumed
     }
 }
 
 /// Runs the service until SIGTERM or Ctrl-C.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let app = Application::build(config).await?;
-    app.run_until_stopped(server::shutdown_on_signal()).await;
+    app.run_until_stopped(server::shutdown_on_signal()).await
+}
+
+/// `--migrate-to-quorum`: moves classic queues of an older installation to quorum
+/// queues of the same names (svc-notify stopped meanwhile); see [`consumer::migrate_to_quorum`].
+pub async fn migrate_to_quorum(config: Config) -> anyhow::Result<()> {
+    let migrated = consumer::migrate_to_quorum(&config.amqp).await?;
+    if migrated.0.is_empty() {
+        println!("svc-notify: {} and its dead-letter queue are quorum queues already", config.amqp.queue);
+    }
+    for (queue, moved) in &migrated.0 {
+        println!("svc-notify: {queue} is now a quorum queue ({moved} messages moved)");
+    }
     Ok(())
 }

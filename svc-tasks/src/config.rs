@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use todo_common::auth::{self, JwtSettings, Role};
+use todo_common::broker::BrokerUrls;
 use todo_common::config::{ConfigError, EnvReader, EnvSource, Var};
 use todo_common::mongo::MONGODB_URI;
 use todo_common::server::{MAX_BODY_BYTES, SHUTDOWN_GRACE_SECONDS};
@@ -11,8 +12,11 @@ pub const LISTEN_ADDR: Var = Var::new("LISTEN_ADDR", "127.0.0.1:8082", "host:por
 pub const MONGODB_DB: Var = Var::new("MONGODB_DB", "todo_tasks", "MongoDB database holding tasks and the outbox");
 pub const REDIS_URL: Var = Var::new("REDIS_URL", "redis://127.0.0.1:6379", "Redis holding the task list cache");
 pub const REDIS_KEY_PREFIX: Var = Var::new("REDIS_KEY_PREFIX", "todo:tasks:", "prefix of every Redis key");
-pub const AMQP_URL: Var =
-    Var::new("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f", "RabbitMQ that task events are published to");
+pub const AMQP_URL: Var = Var::new(
+    "AMQP_URL",
+    "amqp://guest:guest@127.0.0.1:5672/%2f",
+    "RabbitMQ that task events are published to; the nodes of one cluster separated by commas",
+);
 pub const AMQP_EXCHANGE: Var = Var::new("AMQP_EXCHANGE", "task.events", "durable topic exchange for task events");
 
 /// Every variable this binary reads besides the JWT ones, for `--help`.
@@ -43,7 +47,7 @@ pub struct Config {
     pub mongodb_db: String,
     pub redis_url: String,
     pub redis_key_prefix: String,
-    pub amqp_url: String,
+    pub amqp_urls: BrokerUrls,
     pub amqp_exchange: String,
     pub jwt: JwtSettings,
     pub shutdown_grace: Duration,
@@ -59,7 +63,7 @@ impl Config {
             mongodb_db: reader.string(&MONGODB_DB),
             redis_url: reader.string(&REDIS_URL),
             redis_key_prefix: reader.string(&REDIS_KEY_PREFIX),
-            amqp_url: reader.string(&AMQP_URL),
+            amqp_urls: BrokerUrls::read(&mut reader, &AMQP_URL),
             amqp_exchange: reader.string(&AMQP_EXCHANGE),
             jwt: JwtSettings::from_env(&mut reader, Role::Verifier),
             shutdown_grace: reader.seconds(&SHUTDOWN_GRACE_SECONDS, 10),

@@ -79,7 +79,7 @@ impl Application {
         let backends = Backends {
             store: Arc::new(MongoTaskStore::new(&db)),
             cache: Arc::new(RedisListCache::new(&config.redis_url, &config.redis_key_prefix)?),
-            publisher: Arc::new(AmqpPublisher::new(&config.amqp_url, &config.amqp_exchange)),
+            publisher: Arc::new(AmqpPublisher::new(config.amqp_urls.clone(), &config.amqp_exchange)),
         };
         Self::build_with(config, backends).await
     }

@@ -7,7 +7,7 @@
 //! backoff (0.5 s doubling to 10 s) so an outage costs no I/O per attempt. Every step has
 //! a timeout. Only the outbox relay publishes, so one channel suffices.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex as StdMutex;
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareO
 use lapin::publisher_confirm::Confirmation;
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use todo_common::broker::BrokerUrls;
 use todo_common::bus::{BusMessage, EventBus};
 use todo_common::health::BackendState;
 use tokio::sync::Mutex;
@@ -71,7 +72,9 @@ struct LinkState {
 }
 
 pub struct AmqpPublisher {
-    url: String,
+    urls: BrokerUrls,
+    /// The node tried first at the next connect: after a loss, the next one in the list.
+    next_node: AtomicUsize,
     exchange: String,
     state: Mutex<LinkState>,
     /// For readiness, which must not wait behind a publish.
@@ -80,9 +83,10 @@ pub struct AmqpPublisher {
 }
 
 impl AmqpPublisher {
-    pub fn new(url: &str, exchange: &str) -> Self {
+    pub fn new(urls: BrokerUrls, exchange: &str) -> Self {
         Self {
-            url: url.to_owned(),
+            urls,
+            next_node: AtomicUsize::new(0),
             exchange: exchange.to_owned(),
             state: Mutex::new(LinkState { link: None, retry_at: Instant::now(), backoff: FIRST_BACKOFF }),
             connected: AtomicBool::new(false),
@@ -117,7 +121,15 @@ impl AmqpPublisher {
         };
         match timeout(PUBLISH_TIMEOUT, publish).await {
             Ok(Ok(Confirmation::Ack(_))) => Ok(()),
-            Ok(Ok(_)) => Err(PublishError::Nacked),
+            Ok(Ok(_)) => {
+                // A quorum queue nacks while it cannot take messages (its leader's node
+                // lost, say), and the node we talk to may stay unable to route to it for
+                // a while: the event stays in the outbox, and the next try goes through
+                // the next node.
+                tracing::warn!(event_id = %event.event_id, "the broker refused the event (nack); trying another node");
+                self.drop_link(&mut state, "the broker nacked a publish").await;
+                Err(PublishError::Nacked)
+            }
             Ok(Err(error)) => {
                 self.drop_link(&mut state, &error.to_string()).await;
                 Err(error.into())
@@ -152,7 +164,7 @@ impl AmqpPublisher {
             }
             outcome => {
                 let reason = match outcome {
-                    Ok(Err(error)) => error.to_string(),
+                    Ok(Err(error)) => error,
                     _ => format!("no connection within {CONNECT_TIMEOUT:?}"),
                 };
                 state.retry_at = Instant::now() + state.backoff;
@@ -164,8 +176,28 @@ impl AmqpPublisher {
         }
     }
 
-    async fn connect(&self) -> Result<Link, lapin::Error> {
-        let connection = Connection::connect(&self.url, ConnectionProperties::default()).await?;
+    /// A confirmed channel on the first node that answers, starting with the one to try
+    /// next; each node gets a share of the connect timeout.
+    async fn connect(&self) -> Result<Link, String> {
+        let per_node = CONNECT_TIMEOUT / u32::try_from(self.urls.len().max(1)).unwrap_or(1);
+        let mut failures = Vec::new();
+        for (node, url) in self.urls.starting_at(self.next_node.load(Ordering::Relaxed)) {
+            let failure = match timeout(per_node, self.connect_to(url)).await {
+                Ok(Ok(link)) => {
+                    self.next_node.store(node, Ordering::Relaxed);
+                    tracing::info!(node = %self.urls.node(node), "publishing through this broker node");
+                    return Ok(link);
+                }
+                Ok(Err(error)) => error.to_string(),
+                Err(_) => format!("no connection within {per_node:?}"),
+            };
+            failures.push(format!("{}: {failure}", self.urls.node(node)));
+        }
+        Err(failures.join("; "))
+    }
+
+    async fn connect_to(&self, url: &str) -> Result<Link, lapin::Error> {
+        let connection = Connection::connect(url, ConnectionProperties::default()).await?;
         let channel = connection.create_channel().await?;
         channel.confirm_select(ConfirmSelectOptions::default()).await?;
         channel
@@ -182,6 +214,8 @@ impl AmqpPublisher {
     async fn drop_link(&self, state: &mut LinkState, reason: &str) {
         if let Some(link) = state.link.take() {
             let _ = timeout(CLOSE_TIMEOUT, link.connection.close(200, "reconnecting")).await;
+            // That node may be gone for good: the next connect starts with another.
+            self.next_node.fetch_add(1, Ordering::Relaxed);
         }
         self.connected.store(false, Ordering::Relaxed);
         self.note_error(reason);

@@ -10,9 +10,11 @@
 
 mod backoff;
 mod bus;
+mod migration;
 mod processor;
 mod topology;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,8 +31,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use backoff::Backoff;
 pub use bus::BusConsumer;
+pub use migration::{migrate_to_quorum, Migrated};
 pub use processor::{Outcome, Processor, RetryPolicy};
-pub use topology::{BINDING_KEY, PREFETCH};
+pub use topology::{IncompatibleQueue, BINDING_KEY, DELIVERY_LIMIT, PREFETCH};
 
 use crate::config::AmqpSettings;
 use crate::store::NotificationStore;
@@ -103,6 +106,8 @@ pub struct EventConsumer {
     processor: Processor,
     metrics: ConsumerMetrics,
     status: watch::Sender<BackendState>,
+    /// The broker node to try first at the next connect.
+    next_node: AtomicUsize,
 }
 
 impl EventConsumer {
@@ -114,12 +119,16 @@ impl EventConsumer {
     ) -> (Self, ConsumerStatus) {
         let (status, watcher) = watch::channel(degraded("not connected yet"));
         let processor = Processor::new(store.clone(), retry);
-        let consumer = Self { settings, store, processor, metrics: ConsumerMetrics::new(registry), status };
+        let metrics = ConsumerMetrics::new(registry);
+        let consumer = Self { settings, store, processor, metrics, status, next_node: AtomicUsize::new(0) };
         (consumer, ConsumerStatus(watcher))
     }
 
-    /// Consumes until `shutdown`, reconnecting with backoff whenever the session is lost.
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// Consumes until `shutdown`, reconnecting with backoff whenever the session is lost
+    /// (to the next node first, when `AMQP_URL` lists several). Fails only when the
+    /// broker holds a queue of the wrong type under our queue's name: retrying cannot fix
+    /// that, an operator must migrate it.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         if self.wait_for_indexes(&shutdown).await {
             let mut backoff = Backoff::new(RECONNECT_FIRST_DELAY, RECONNECT_MAX_DELAY);
             while !shutdown.is_cancelled() {
@@ -128,6 +137,11 @@ impl EventConsumer {
                     Ok(SessionEnd::Lost(reason)) => {
                         tracing::warn!(%reason, "lost the broker session");
                         self.set_status(degraded(&format!("disconnected: {reason}")));
+                    }
+                    Err(error) if error.downcast_ref::<IncompatibleQueue>().is_some() => {
+                        tracing::error!(error = format!("{error:#}"), "cannot consume: the queue must be migrated");
+                        self.set_status(degraded("the queue must be migrated to a quorum queue"));
+                        return Err(error);
                     }
                     Err(error) => {
                         tracing::warn!(error = format!("{error:#}"), "cannot consume from the broker");
@@ -143,6 +157,7 @@ impl EventConsumer {
         }
         self.set_status(degraded("stopped"));
         tracing::info!("event consumer stopped");
+        Ok(())
     }
 
     /// The unique event-id index must exist before anything is stored, or a duplicate
@@ -166,10 +181,12 @@ impl EventConsumer {
 
     /// One connection: declare, consume until shutdown or loss, then close what is left.
     async fn session(&self, shutdown: &CancellationToken, backoff: &mut Backoff) -> anyhow::Result<SessionEnd> {
-        let properties = ConnectionProperties::default().with_connection_name("svc-notify".into());
-        let connection =
-            amqp_call("connect to the broker", Connection::connect(self.settings.url.expose(), properties)).await?;
+        let (node, connection) = self.connect().await?;
         let result = self.consume(&connection, shutdown, backoff).await;
+        if !matches!(result, Ok(SessionEnd::Shutdown)) {
+            // That node may be gone for good: the next attempt starts with another.
+            self.next_node.store(node + 1, Ordering::Relaxed);
+        }
         self.metrics.connected.set(0);
         if connection.status().connected() {
             if let Err(error) = amqp_call("close the connection", connection.close(200, "consumer stopping")).await {
@@ -177,6 +194,24 @@ impl EventConsumer {
             }
         }
         result
+    }
+
+    /// A connection to the first node that answers, starting with the one to try next.
+    async fn connect(&self) -> anyhow::Result<(usize, Connection)> {
+        let urls = &self.settings.urls;
+        let mut failures = Vec::new();
+        for (node, url) in urls.starting_at(self.next_node.load(Ordering::Relaxed)) {
+            let properties = ConnectionProperties::default().with_connection_name("svc-notify".into());
+            match amqp_call("connect to the broker", Connection::connect(url, properties)).await {
+                Ok(connection) => {
+                    self.next_node.store(node, Ordering::Relaxed);
+                    tracing::info!(node = %urls.node(node), "connected to the broker");
+                    return Ok((node, connection));
+                }
+                Err(error) => failures.push(format!("{}: {error:#}", urls.node(node))),
+            }
+        }
+        anyhow::bail!("no broker node answers ({})", failures.join("; "))
     }
 
     async fn consume(

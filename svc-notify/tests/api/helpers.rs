@@ -109,7 +109,7 @@ pub struct TestApp {
     pub database: String,
     pub backends: Backends,
     shutdown: CancellationToken,
-    running: Option<JoinHandle<()>>,
+    running: Option<JoinHandle<anyhow::Result<()>>>,
     publisher: Mutex<Option<(Connection, Channel)>>,
 }
 
@@ -313,11 +313,18 @@ impl TestApp {
         .await
     }
 
+    /// Waits until the app stops by itself (no shutdown asked) and returns how it ended.
+    pub async fn stopped_by_itself(&mut self) -> anyhow::Result<()> {
+        let running = self.running.take().expect("the app runs");
+        tokio::time::timeout(PATIENCE, running).await.expect("the app stops by itself in time").expect("the app ran")
+    }
+
     /// Stops the app the way SIGTERM does and waits until it has.
     pub async fn stop(&mut self) {
         self.shutdown.cancel();
         if let Some(running) = self.running.take() {
-            tokio::time::timeout(PATIENCE, running).await.expect("the app stops in time").expect("the app ran");
+            let stopped = tokio::time::timeout(PATIENCE, running).await.expect("the app stops in time");
+            stopped.expect("the app ran").expect("the app stopped cleanly");
         }
     }
 

@@ -7,4 +7,5 @@ mod consume;
 mod health;
 mod helpers;
 mod list;
+mod quorum;
 mod read;
