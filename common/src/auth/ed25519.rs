@@ -35,8 +35,7 @@ impl PrivateKey {
     }
 
     pub fn read(path: &Path) -> Result<Self, String> {
-        let pem = std::fs::read_to_string(path).map_err(|e| format!("cannot be read from {}: {e}", path.display()))?;
-        Self::from_pem(&pem).map_err(|e| format!("{} {e}", path.display()))
+        read_pem(path, Self::from_pem)
     }
 
     /// PKCS#8 v1 (the private key alone): what `openssl genpkey` writes and what
@@ -86,8 +85,7 @@ impl PublicKey {
     }
 
     pub fn read(path: &Path) -> Result<Self, String> {
-        let pem = std::fs::read_to_string(path).map_err(|e| format!("cannot be read from {}: {e}", path.display()))?;
-        Self::from_pem(&pem).map_err(|e| format!("{} {e}", path.display()))
+        read_pem(path, Self::from_pem)
     }
 
     pub fn to_pem(&self) -> String {
@@ -119,6 +117,12 @@ impl fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "PublicKey({})", self.x())
     }
+}
+
+/// A key from the PEM file at `path`; errors name the file.
+fn read_pem<K>(path: &Path, parse: fn(&str) -> Result<K, String>) -> Result<K, String> {
+    let pem = std::fs::read_to_string(path).map_err(|e| format!("cannot be read from {}: {e}", path.display()))?;
+    parse(&pem).map_err(|e| format!("{} {e}", path.display()))
 }
 
 /// One key of a JWK Set (RFC 7517; Ed25519 keys per RFC 8037).

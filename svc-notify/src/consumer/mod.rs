@@ -126,8 +126,8 @@ impl EventConsumer {
 
     /// Consumes until `shutdown`, reconnecting with backoff whenever the session is lost
     /// (to the next node first, when `AMQP_URL` lists several). Fails only when the
-    /// broker holds a queue of the wrong type under our queue's name: retrying cannot fix
-    /// that, an operator must migrate it.
+    /// broker holds a queue declared otherwise under our queue's name (a classic queue):
+    /// retrying cannot fix that, an operator must migrate it.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         if self.wait_for_indexes(&shutdown).await {
             let mut backoff = Backoff::new(RECONNECT_FIRST_DELAY, RECONNECT_MAX_DELAY);
