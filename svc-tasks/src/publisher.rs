@@ -7,7 +7,7 @@
 //! backoff (0.5 s doubling to 10 s) so an outage costs no I/O per attempt. Every step has
 //! a timeout. Only the outbox relay publishes, so one channel suffices.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex as StdMutex;
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareO
 use lapin::publisher_confirm::Confirmation;
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
-use todo_common::broker::BrokerUrls;
+use todo_common::broker::{BrokerNodes, BrokerUrls};
 use todo_common::bus::{BusMessage, EventBus};
 use todo_common::health::BackendState;
 use tokio::sync::Mutex;
@@ -63,6 +63,8 @@ pub trait EventPublisher: Send + Sync + 'static {
 struct Link {
     connection: Connection,
     channel: Channel,
+    /// Which of the broker's nodes.
+    node: usize,
 }
 
 struct LinkState {
@@ -72,9 +74,8 @@ struct LinkState {
 }
 
 pub struct AmqpPublisher {
-    urls: BrokerUrls,
-    /// The node tried first at the next connect: after a loss, the next one in the list.
-    next_node: AtomicUsize,
+    /// The broker's nodes, and which to connect to first.
+    nodes: BrokerNodes,
     exchange: String,
     state: Mutex<LinkState>,
     /// For readiness, which must not wait behind a publish.
@@ -85,8 +86,7 @@ pub struct AmqpPublisher {
 impl AmqpPublisher {
     pub fn new(urls: BrokerUrls, exchange: &str) -> Self {
         Self {
-            urls,
-            next_node: AtomicUsize::new(0),
+            nodes: BrokerNodes::new(urls),
             exchange: exchange.to_owned(),
             state: Mutex::new(LinkState { link: None, retry_at: Instant::now(), backoff: FIRST_BACKOFF }),
             connected: AtomicBool::new(false),
@@ -179,24 +179,21 @@ impl AmqpPublisher {
     /// A confirmed channel on the first node that answers, starting with the one to try
     /// next; each node gets a share of the connect timeout.
     async fn connect(&self) -> Result<Link, String> {
-        let per_node = CONNECT_TIMEOUT / u32::try_from(self.urls.len().max(1)).unwrap_or(1);
-        let mut failures = Vec::new();
-        for (node, url) in self.urls.starting_at(self.next_node.load(Ordering::Relaxed)) {
-            let failure = match timeout(per_node, self.connect_to(url)).await {
-                Ok(Ok(link)) => {
-                    self.next_node.store(node, Ordering::Relaxed);
-                    tracing::info!(node = %self.urls.node(node), "publishing through this broker node");
-                    return Ok(link);
+        let per_node = CONNECT_TIMEOUT / u32::try_from(self.nodes.len().max(1)).unwrap_or(1);
+        let (node, (connection, channel)) = self
+            .nodes
+            .connect(|url| async move {
+                match timeout(per_node, self.connect_to(&url)).await {
+                    Ok(connected) => connected.map_err(|error| error.to_string()),
+                    Err(_) => Err(format!("no connection within {per_node:?}")),
                 }
-                Ok(Err(error)) => error.to_string(),
-                Err(_) => format!("no connection within {per_node:?}"),
-            };
-            failures.push(format!("{}: {failure}", self.urls.node(node)));
-        }
-        Err(failures.join("; "))
+            })
+            .await?;
+        tracing::info!(node = %self.nodes.node(node), "publishing through this broker node");
+        Ok(Link { connection, channel, node })
     }
 
-    async fn connect_to(&self, url: &str) -> Result<Link, lapin::Error> {
+    async fn connect_to(&self, url: &str) -> Result<(Connection, Channel), lapin::Error> {
         let connection = Connection::connect(url, ConnectionProperties::default()).await?;
         let channel = connection.create_channel().await?;
         channel.confirm_select(ConfirmSelectOptions::default()).await?;
@@ -208,14 +205,13 @@ impl AmqpPublisher {
                 FieldTable::default(),
             )
             .await?;
-        Ok(Link { connection, channel })
+        Ok((connection, channel))
     }
 
     async fn drop_link(&self, state: &mut LinkState, reason: &str) {
         if let Some(link) = state.link.take() {
             let _ = timeout(CLOSE_TIMEOUT, link.connection.close(200, "reconnecting")).await;
-            // That node may be gone for good: the next connect starts with another.
-            self.next_node.fetch_add(1, Ordering::Relaxed);
+            self.nodes.lost(link.node);
         }
         self.connected.store(false, Ordering::Relaxed);
         self.note_error(reason);

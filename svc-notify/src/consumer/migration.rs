@@ -20,7 +20,8 @@ use lapin::options::{
 };
 use lapin::publisher_confirm::Confirmation;
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection, ConnectionProperties};
+use lapin::{Channel, Connection};
+use todo_common::broker::BrokerNodes;
 
 use super::topology::{self, amqp_call, quorum_arguments, IncompatibleQueue, BINDING_KEY};
 use crate::config::AmqpSettings;
@@ -199,13 +200,8 @@ async fn open_channel(connection: &Connection) -> anyhow::Result<Channel> {
 }
 
 async fn connect(settings: &AmqpSettings) -> anyhow::Result<Connection> {
-    let mut failures = Vec::new();
-    for (node, url) in settings.urls.starting_at(0) {
-        let properties = ConnectionProperties::default().with_connection_name("svc-notify-migration".into());
-        match amqp_call("connect to the broker", Connection::connect(url, properties)).await {
-            Ok(connection) => return Ok(connection),
-            Err(error) => failures.push(format!("{}: {error:#}", settings.urls.node(node))),
-        }
-    }
-    anyhow::bail!("no broker node answers ({})", failures.join("; "))
+    let nodes = BrokerNodes::new(settings.urls.clone());
+    let (_, connection) =
+        nodes.connect(|url| super::connect_to(url, "svc-notify-migration")).await.map_err(anyhow::Error::msg)?;
+    Ok(connection)
 }

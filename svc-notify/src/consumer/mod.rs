@@ -14,7 +14,6 @@ mod migration;
 mod processor;
 mod topology;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +23,7 @@ use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, B
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Registry};
+use todo_common::broker::BrokerNodes;
 use todo_common::health::BackendState;
 use todo_common::metrics;
 use tokio::sync::watch;
@@ -106,8 +106,8 @@ pub struct EventConsumer {
     processor: Processor,
     metrics: ConsumerMetrics,
     status: watch::Sender<BackendState>,
-    /// The broker node to try first at the next connect.
-    next_node: AtomicUsize,
+    /// The broker's nodes, and which to connect to first.
+    nodes: BrokerNodes,
 }
 
 impl EventConsumer {
@@ -120,7 +120,8 @@ impl EventConsumer {
         let (status, watcher) = watch::channel(degraded("not connected yet"));
         let processor = Processor::new(store.clone(), retry);
         let metrics = ConsumerMetrics::new(registry);
-        let consumer = Self { settings, store, processor, metrics, status, next_node: AtomicUsize::new(0) };
+        let nodes = BrokerNodes::new(settings.urls.clone());
+        let consumer = Self { settings, store, processor, metrics, status, nodes };
         (consumer, ConsumerStatus(watcher))
     }
 
@@ -184,8 +185,7 @@ impl EventConsumer {
         let (node, connection) = self.connect().await?;
         let result = self.consume(&connection, shutdown, backoff).await;
         if !matches!(result, Ok(SessionEnd::Shutdown)) {
-            // That node may be gone for good: the next attempt starts with another.
-            self.next_node.store(node + 1, Ordering::Relaxed);
+            self.nodes.lost(node);
         }
         self.metrics.connected.set(0);
         if connection.status().connected() {
@@ -198,20 +198,10 @@ impl EventConsumer {
 
     /// A connection to the first node that answers, starting with the one to try next.
     async fn connect(&self) -> anyhow::Result<(usize, Connection)> {
-        let urls = &self.settings.urls;
-        let mut failures = Vec::new();
-        for (node, url) in urls.starting_at(self.next_node.load(Ordering::Relaxed)) {
-            let properties = ConnectionProperties::default().with_connection_name("svc-notify".into());
-            match amqp_call("connect to the broker", Connection::connect(url, properties)).await {
-                Ok(connection) => {
-                    self.next_node.store(node, Ordering::Relaxed);
-                    tracing::info!(node = %urls.node(node), "connected to the broker");
-                    return Ok((node, connection));
-                }
-                Err(error) => failures.push(format!("{}: {error:#}", urls.node(node))),
-            }
-        }
-        anyhow::bail!("no broker node answers ({})", failures.join("; "))
+        let (node, connection) =
+            self.nodes.connect(|url| connect_to(url, "svc-notify")).await.map_err(anyhow::Error::msg)?;
+        tracing::info!(node = %self.nodes.node(node), "connected to the broker");
+        Ok((node, connection))
     }
 
     async fn consume(
@@ -305,6 +295,12 @@ async fn stop_consuming(channel: &lapin::Channel, tag: &str) {
     if let Err(error) = amqp_call("close the channel", channel.close(200, "consumer stopping")).await {
         tracing::debug!(error = format!("{error:#}"), "closing the channel failed");
     }
+}
+
+/// One connection, named for the broker's connection list.
+async fn connect_to(url: String, name: &str) -> anyhow::Result<Connection> {
+    let properties = ConnectionProperties::default().with_connection_name(name.into());
+    amqp_call("connect to the broker", Connection::connect(&url, properties)).await
 }
 
 fn degraded(detail: &str) -> BackendState {
