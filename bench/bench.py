@@ -45,8 +45,9 @@ def arguments():
     p.add_argument("--seconds", type=int, help="wrk duration of each proxy round")
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--bcrypt-cost", type=int, default=12)
-    p.add_argument("--edges", default="edge,edge-bare,edge-bare-nolog,edge-eddsa,edge-nocache,edge-eddsa-nocache",
-                   help="edge configurations besides nginx (edge, edge-bare, edge-bare-nolog, edge-eddsa, "
+    p.add_argument("--edges",
+                   default="edge,edge-shared,edge-bare,edge-bare-nolog,edge-eddsa,edge-nocache,edge-eddsa-nocache",
+                   help="edge configurations besides nginx (edge, edge-shared, edge-bare, edge-bare-nolog, edge-eddsa, "
                         "edge-nocache, edge-eddsa-nocache)")
     p.add_argument("--mongodb-uri", default=os.environ.get("BENCH_MONGODB_URI", "mongodb://127.0.0.1:27017"),
                    help="MongoDB the services use (default: BENCH_MONGODB_URI or the local one)")

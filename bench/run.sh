@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The benchmark: builds the release binaries, then runs bench/bench.py, which measures
 # nginx (plain reverse proxy) against the edge on one pinned core, interleaved (the edge
-# checking HS256 and EdDSA tokens, with and without its verified-token cache), and the
+# checking HS256 and EdDSA tokens, with and without its verified-token cache, with local and
+# Redis-shared rate limits), and the
 # service scenarios (login vs bcrypt, cached vs uncached lists, completion→notification).
 #
 #   bash bench/run.sh            full run (about 8 minutes): bench/results/latest.{md,svg,json}
 #   bash bench/run.sh --smoke    a few seconds of each scenario, for CI: bench/results/smoke.*
 #   bash bench/run.sh --debug     (debug binaries: CI's smoke run uses --smoke --debug)
 #   bash bench/run.sh --no-build (use the binaries already built), --only proxy|services, --rounds N, --seconds S, --bcrypt-cost C,
-#                     --edges edge,edge-bare,edge-bare-nolog,edge-eddsa,edge-nocache,edge-eddsa-nocache,
+#                     --edges edge,edge-shared,edge-bare,edge-bare-nolog,edge-eddsa,edge-nocache,edge-eddsa-nocache,
 #                     --profile (perf, full edge)
 #
 # Exits non-zero when a process fails to start or dies, or wrk sees errors or non-2xx
@@ -96,7 +97,9 @@ cleanup() {
 trap cleanup EXIT
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-if ((services)) && ! { port_open 27017 && port_open 6379 && port_open 5672; }; then
+# Redis always (the edge-shared configuration leases its budget there); MongoDB and
+# RabbitMQ for the service scenarios.
+if ! port_open 6379 || { ((services)) && ! { port_open 27017 && port_open 5672; }; }; then
   # Only when one is missing, so `stop` never touches backends that were already up.
   bash ci/backends.sh up
   backends_up=1

@@ -75,7 +75,7 @@ check "deploy/Dockerfile: digests, cargo auditable, --probe health checks" \
 # ../../../policies); they must match the originals.
 policies_in_sync() {
   local rc=0 f
-  for f in routes.toml limits.toml cors.toml; do
+  for f in routes.toml cors.toml; do
     if [[ -f "policies/$f" ]]; then
       diff -u "policies/$f" "deploy/k8s/base/policies/$f" || rc=1
     else

@@ -42,6 +42,8 @@ PROXY_CPU = "0"
 LOAD_CPU = "1"
 WRK_PATH = "/tasks"
 ORIGIN = "http://localhost:3000"
+# The shared-limit edge's Redis (ci/backends.sh starts one there).
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")
 
 # About 300 bytes, shaped like a small task list page.
 UPSTREAM_BODY = json.dumps(
@@ -72,6 +74,9 @@ EDGE_CONFIGS = [
     ("edge", "full", "info", "hs256",
      "the shipped policy: token check (HS256, one token: the verified-token cache answers), rate limit, CORS, "
      "security headers, metrics, access log"),
+    ("edge-shared", "shared", "info", "hs256",
+     "as edge, with every limit table on store = \"redis\": one budget across replicas, leased in batches from "
+     "Redis (EDGE_REDIS_URL)"),
     ("edge-bare", "bare", "info", "hs256", "no token check, no rate limit, no CORS; headers, metrics and access log remain"),
     ("edge-bare-nolog", "bare", "warn", "hs256", "as edge-bare, with the access log filtered out (RUST_LOG=warn)"),
     ("edge-eddsa", "full", "info", "eddsa",
@@ -260,6 +265,7 @@ def start_edge(processes, run_dir, binaries, name, variant, rust_log, upstream_p
         "LISTEN_ADDR": f"127.0.0.1:{port}",
         "POLICY_DIR": str(policy_dir),
         **token_env,
+        **({"EDGE_REDIS_URL": REDIS_URL} if variant == "shared" else {}),
         "EDGE_THREADS": "1",
         "SHUTDOWN_GRACE_SECONDS": "1",
         "RUST_LOG": rust_log,
@@ -319,7 +325,7 @@ def run(processes, run_dir, binaries, secret, rounds, seconds, warmup_seconds, c
                                 tokens.edge_env(kind))
         # An EdDSA edge is ready only once it loaded the JWK Set.
         wait_http_ok(port, "/readyz", 20, processes)
-        check_edge_behaviour(port, tokens.first[kind], full=variant == "full")
+        check_edge_behaviour(port, tokens.first[kind], full=variant in ("full", "shared"))
         targets.append(Target(name, description, port, [proc.pid], proc.pid, tokens.scripts[kind]))
         log(f"{name} on 127.0.0.1:{port}, core {PROXY_CPU}: {description}")
 

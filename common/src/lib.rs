@@ -1,8 +1,8 @@
 //! What the to-do services really share, one concern per module:
 //! typed configuration from the environment, telemetry, problem+json errors,
 //! bearer-token issuing and verification, body decoding, the HTTP server loop with
-//! its cross-cutting work (request ids, access log, metrics, health), and MongoDB
-//! connection settings.
+//! its cross-cutting work (request ids, access log, metrics, health), and MongoDB and
+//! Redis connection settings.
 #![forbid(unsafe_code)]
 
 pub mod auth;
@@ -18,6 +18,7 @@ pub mod mongo;
 pub mod paging;
 pub mod probe;
 pub mod problem;
+pub mod redis;
 pub mod request_id;
 pub mod server;
 pub mod telemetry;

@@ -118,6 +118,14 @@ impl Problem {
         )
     }
 
+    /// Retry in `retry_after` seconds (sent as at least 1).
+    pub fn too_many_requests(detail: impl Into<String>, retry_after: u64) -> Self {
+        let mut problem =
+            Self::new(StatusCode::TOO_MANY_REQUESTS, "/problems/too-many-requests", "Too many requests", detail);
+        problem.headers.push((header::RETRY_AFTER, HeaderValue::from(retry_after.max(1))));
+        problem
+    }
+
     pub fn service_unavailable(detail: impl Into<String>) -> Self {
         let mut problem =
             Self::new(StatusCode::SERVICE_UNAVAILABLE, "/problems/unavailable", "Service unavailable", detail);

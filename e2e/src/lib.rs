@@ -181,6 +181,7 @@ impl System {
             users_port,
             vec![
                 ("MONGODB_DB", unique_name("e2e_users")),
+                ("REDIS_URL", redis_url.clone()),
                 ("BCRYPT_COST", "4".into()),
                 ("JWT_SIGNING_KEY", signing_key.display().to_string()),
             ],

@@ -7,6 +7,7 @@ use todo_common::auth::TokenVerifier;
 use todo_common::health::BackendState;
 
 use crate::headers::LocalResponse;
+use crate::limits::shared::SharedStore;
 use crate::metrics::EdgeMetrics;
 use crate::state::Live;
 
@@ -17,11 +18,12 @@ pub fn answer(
     path: &str,
     live: Option<&Live>,
     verifier: &TokenVerifier,
+    limit_store: Option<&SharedStore>,
     metrics: &EdgeMetrics,
 ) -> Option<(&'static str, LocalResponse)> {
     match path {
         "/healthz" => Some(("_healthz", LocalResponse::json(StatusCode::OK, br#"{"status":"alive"}"#.to_vec()))),
-        "/readyz" => Some(("_readyz", readiness(live, verifier))),
+        "/readyz" => Some(("_readyz", readiness(live, verifier, limit_store))),
         "/metrics" => Some((
             "_metrics",
             match metrics.render() {
@@ -39,8 +41,9 @@ pub fn answer(
 }
 
 /// Ready when a policy is loaded, every upstream has at least one healthy address, and
-/// the token keys are loaded (a JWK Set that cannot be refreshed only degrades).
-pub fn readiness(live: Option<&Live>, verifier: &TokenVerifier) -> LocalResponse {
+/// the token keys are loaded (a JWK Set that cannot be refreshed only degrades, as does
+/// an unreachable rate-limit store: limits then count per replica).
+pub fn readiness(live: Option<&Live>, verifier: &TokenVerifier, limit_store: Option<&SharedStore>) -> LocalResponse {
     let mut backends = Map::new();
     let mut ready = true;
     let mut degraded = false;
@@ -48,6 +51,11 @@ pub fn readiness(live: Option<&Live>, verifier: &TokenVerifier) -> LocalResponse
         ready &= !matches!(keys.state, BackendState::Down { .. });
         degraded |= matches!(keys.state, BackendState::Degraded { .. });
         backends.insert(keys.name.into(), serde_json::to_value(&keys.state).unwrap_or_default());
+    }
+    if let Some(store) = limit_store {
+        let state = store.state();
+        degraded |= state != BackendState::Up;
+        backends.insert("ratelimit-store".into(), serde_json::to_value(&state).unwrap_or_default());
     }
     match live {
         None => {

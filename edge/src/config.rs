@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use todo_common::auth::{self, JwtSettings, Role};
-use todo_common::config::{ConfigError, EnvReader, EnvSource, Var};
+use todo_common::config::{ConfigError, EnvReader, EnvSource, Secret, Var};
 use todo_common::server::SHUTDOWN_GRACE_SECONDS;
 
 pub const LISTEN_ADDR: Var = Var::new("LISTEN_ADDR", "127.0.0.1:8080", "host:port the public listener binds");
@@ -23,6 +23,11 @@ pub const EDGE_HEAD_TIMEOUT_SECONDS: Var = Var::new(
     "longest a client may take to send a request line and headers, from their first byte (then 408)",
 );
 
+pub const EDGE_REDIS_URL: Var = Var::optional(
+    "EDGE_REDIS_URL",
+    "Redis for limit tables with store = \"redis\" (one budget across replicas), e.g. redis://redis:6379; unset: only local limits",
+);
+
 pub const VARS: &[Var] = &[
     LISTEN_ADDR,
     POLICY_DIR,
@@ -30,6 +35,7 @@ pub const VARS: &[Var] = &[
     EDGE_THREADS,
     EDGE_KEEPALIVE_POOL_SIZE,
     EDGE_HEAD_TIMEOUT_SECONDS,
+    EDGE_REDIS_URL,
     SHUTDOWN_GRACE_SECONDS,
 ];
 
@@ -43,6 +49,8 @@ pub struct Config {
     pub head_timeout: Duration,
     pub shutdown_grace_seconds: u64,
     pub jwt: JwtSettings,
+    /// Where shared rate limits are counted; `None`: a policy may not ask for them.
+    pub redis_url: Option<Secret>,
 }
 
 impl Config {
@@ -70,8 +78,15 @@ impl Config {
             head_timeout: Duration::from_secs(head_timeout_seconds),
             shutdown_grace_seconds: env.parse_or(&SHUTDOWN_GRACE_SECONDS, 10),
             jwt: JwtSettings::from_env(&mut env, Role::Verifier),
+            redis_url: redis_url(&env),
         };
         env.finish(config)
+    }
+
+    /// What the policy may use, as `edge --check-policies` sees it: the same as a
+    /// started edge with the same environment.
+    pub fn policy_capabilities(source: &dyn EnvSource) -> crate::policy::Capabilities {
+        crate::policy::Capabilities { redis: redis_url(&EnvReader::new(source)).is_some() }
     }
 
     pub fn help() -> String {
@@ -84,6 +99,11 @@ impl Config {
             &[VARS, auth::VERIFIER_VARS],
         )
     }
+}
+
+/// A Redis URL may carry a password.
+fn redis_url(env: &EnvReader<'_>) -> Option<Secret> {
+    env.raw(&EDGE_REDIS_URL).map(Secret::new)
 }
 
 #[cfg(test)]

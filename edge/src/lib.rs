@@ -1,7 +1,7 @@
 //! The edge: the system's public entry point, a Pingora proxy that routes requests to
 //! the services by an operator-edited policy (`POLICY_DIR/*.toml`, hot-reloaded), checks
 //! bearer tokens on protected routes, answers CORS preflights, applies per-address and
-//! per-user rate limits, adds security headers to every response, and balances over
+//! per-user rate limits (per replica, or shared through Redis), adds security headers to every response, and balances over
 //! health-checked upstream addresses.
 //!
 //! `run` composes the Pingora server: the proxy service on `LISTEN_ADDR`, the policy
@@ -38,16 +38,18 @@ use todo_common::auth::TokenVerifier;
 
 pub use config::Config;
 
+use crate::limits::shared::SharedStore;
 use crate::metrics::EdgeMetrics;
 use crate::policy::watch::{Outcome, PolicyWatcher, Reloader};
-use crate::policy::{Policy, PolicyErrors};
+use crate::policy::{Capabilities, Policy, PolicyErrors};
 
 /// Upper bound on connect retries Pingora may make for one request (we stop earlier).
 const MAX_RETRIES: usize = 4;
 
-/// Validates a policy directory without starting anything (`edge --check-policies DIR`).
-pub fn check_policies(dir: &Path) -> Result<Policy, PolicyErrors> {
-    policy::load_dir(dir)
+/// Validates a policy directory without starting anything (`edge --check-policies DIR`),
+/// for an edge with `capabilities` (see [`Config::policy_capabilities`]).
+pub fn check_policies(dir: &Path, capabilities: Capabilities) -> Result<Policy, PolicyErrors> {
+    policy::load_dir(dir, capabilities)
 }
 
 fn server_conf(config: &Config) -> ServerConf {
@@ -70,7 +72,16 @@ fn server_conf(config: &Config) -> ServerConf {
 pub fn run(config: Config) -> anyhow::Result<()> {
     let live = Arc::new(ArcSwapOption::empty());
     let metrics = Arc::new(EdgeMetrics::new());
-    let reloader = Arc::new(Reloader::new(config.policy_dir.clone(), Arc::clone(&live), Arc::clone(&metrics)));
+    let limit_store = match &config.redis_url {
+        Some(url) => Some(Arc::new(SharedStore::new(url.expose(), &metrics)?)),
+        None => None,
+    };
+    let reloader = Arc::new(Reloader::new(
+        config.policy_dir.clone(),
+        Arc::clone(&live),
+        Arc::clone(&metrics),
+        limit_store.clone(),
+    ));
 
     // The first load runs before the server starts, so the first request already has a
     // policy; a short-lived runtime does the async part (DNS resolution).
@@ -88,8 +99,13 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
     let verifier = Arc::new(TokenVerifier::new(&config.jwt));
     verifier.report_to(metrics.registry());
-    let proxy =
-        proxy::EdgeProxy::new(Arc::clone(&live), Arc::clone(&verifier), Arc::clone(&metrics), config.max_body_bytes);
+    let proxy = proxy::EdgeProxy::new(
+        Arc::clone(&live),
+        Arc::clone(&verifier),
+        Arc::clone(&metrics),
+        limit_store,
+        config.max_body_bytes,
+    );
     let proxy = pingora::proxy::http_proxy(&server.configuration, proxy);
     let layer = client_conn::Layer::new(config.head_timeout, Arc::clone(&metrics));
     let mut proxy_service = Service::new("edge proxy".to_owned(), client_conn::Layered::new(proxy, layer));

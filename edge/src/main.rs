@@ -24,7 +24,7 @@ fn main() -> ExitCode {
             eprintln!("edge: --check-policies needs a directory");
             return ExitCode::from(2);
         };
-        return match edge::check_policies(&PathBuf::from(dir)) {
+        return match edge::check_policies(&PathBuf::from(dir), Config::policy_capabilities(&ProcessEnv)) {
             Ok(policy) => {
                 println!(
                     "edge: policy in {dir} is valid: {} routes, {} upstreams, {} limits",

@@ -7,7 +7,7 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
-use todo_common::metrics::{counter_vec, gauge, register};
+use todo_common::metrics::{counter, counter_vec, gauge, register};
 
 const BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
@@ -17,6 +17,8 @@ pub struct EdgeMetrics {
     duration: HistogramVec,
     upstream_duration: HistogramVec,
     rate_limited: IntCounterVec,
+    limit_store_failures: IntCounter,
+    limit_store_leases: IntCounter,
     unauthorized: IntCounterVec,
     reloads: IntCounterVec,
     generation: IntGauge,
@@ -50,6 +52,16 @@ impl EdgeMetrics {
                 "upstream",
             ),
             rate_limited: counter_vec(&registry, "edge_rate_limited_total", "Requests refused with 429.", &["route"]),
+            limit_store_failures: counter(
+                &registry,
+                "edge_rate_limit_store_failures_total",
+                "Calls to the shared rate-limit store (Redis) that failed or timed out; limits then count per replica.",
+            ),
+            limit_store_leases: counter(
+                &registry,
+                "edge_rate_limit_leases_total",
+                "Batches of a shared rate-limit budget leased from Redis.",
+            ),
             unauthorized: counter_vec(
                 &registry,
                 "edge_unauthorized_total",
@@ -103,6 +115,14 @@ impl EdgeMetrics {
 
     pub fn rate_limited(&self, route: &str) {
         self.rate_limited.with_label_values(&[route]).inc();
+    }
+
+    pub fn limit_store_failures(&self) -> IntCounter {
+        self.limit_store_failures.clone()
+    }
+
+    pub fn limit_store_leases(&self) -> IntCounter {
+        self.limit_store_leases.clone()
     }
 
     pub fn unauthorized(&self, reason: &str) {

@@ -2,7 +2,7 @@
 //! status: upstream refused or broke the connection 502, no healthy address 503, upstream
 //! too slow 504.
 
-use http::header::{ALLOW, RETRY_AFTER};
+use http::header::ALLOW;
 use http::{HeaderValue, Method, StatusCode};
 use pingora::{Error, ErrorSource, ErrorType};
 use todo_common::Problem;
@@ -44,14 +44,7 @@ pub fn ambiguous_path() -> Problem {
 }
 
 pub fn too_many_requests(retry_after: u64) -> Problem {
-    let mut p = problem(
-        StatusCode::TOO_MANY_REQUESTS,
-        "/problems/too-many-requests",
-        "Too many requests",
-        format!("the rate limit is used up; retry in {retry_after} s"),
-    );
-    p.headers.push((RETRY_AFTER, HeaderValue::from(retry_after.max(1))));
-    p
+    Problem::too_many_requests(format!("the rate limit is used up; retry in {retry_after} s"), retry_after)
 }
 
 pub fn no_policy() -> Problem {
@@ -118,6 +111,7 @@ fn truncate(path: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::RETRY_AFTER;
 
     #[test]
     fn upstream_failures_map_to_gateway_statuses() {

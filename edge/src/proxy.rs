@@ -19,6 +19,7 @@ use todo_common::{request_id, Problem};
 
 use crate::ctx::RequestCtx;
 use crate::headers::{self, LocalResponse, REQUEST_ID};
+use crate::limits::shared::SharedStore;
 use crate::metrics::EdgeMetrics;
 use crate::policy::LimitKey;
 use crate::routing::{self, Lookup};
@@ -38,6 +39,7 @@ pub struct EdgeProxy {
     verifier: Arc<TokenVerifier>,
     verified: auth::VerifiedTokens,
     metrics: Arc<EdgeMetrics>,
+    limit_store: Option<Arc<SharedStore>>,
     max_body_bytes: usize,
 }
 
@@ -46,9 +48,10 @@ impl EdgeProxy {
         live: Arc<ArcSwapOption<Live>>,
         verifier: Arc<TokenVerifier>,
         metrics: Arc<EdgeMetrics>,
+        limit_store: Option<Arc<SharedStore>>,
         max_body_bytes: usize,
     ) -> Self {
-        Self { live, verifier, verified: auth::VerifiedTokens::new(), metrics, max_body_bytes }
+        Self { live, verifier, verified: auth::VerifiedTokens::new(), metrics, limit_store, max_body_bytes }
     }
 
     async fn problem(&self, session: &mut Session, ctx: &RequestCtx, problem: Problem) -> Result<bool> {
@@ -95,7 +98,9 @@ impl ProxyHttp for EdgeProxy {
         let path = req.uri.path().to_owned();
 
         if method == Method::GET || method == Method::HEAD {
-            if let Some((label, response)) = admin::answer(&path, ctx.live.as_deref(), &self.verifier, &self.metrics) {
+            if let Some((label, response)) =
+                admin::answer(&path, ctx.live.as_deref(), &self.verifier, self.limit_store.as_deref(), &self.metrics)
+            {
                 ctx.label = label;
                 headers::respond(session, ctx, response).await?;
                 return Ok(true);
@@ -139,10 +144,10 @@ impl ProxyHttp for EdgeProxy {
         if let Some(limiter) = &route.limiter {
             let decision = match limiter.spec().key {
                 LimitKey::ClientIp => match ctx.client_ip {
-                    Some(ip) => limiter.check(&ip.to_string()),
-                    None => limiter.check("unknown"),
+                    Some(ip) => limiter.check(&ip.to_string()).await,
+                    None => limiter.check("unknown").await,
                 },
-                LimitKey::Subject => limiter.check(ctx.subject.as_deref().unwrap_or_default()),
+                LimitKey::Subject => limiter.check(ctx.subject.as_deref().unwrap_or_default()).await,
             };
             ctx.limit = Some(decision);
             if !decision.allowed {

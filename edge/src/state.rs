@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use http::HeaderValue;
 
+use crate::limits::shared::SharedStore;
 use crate::limits::Limiter;
 use crate::metrics::RouteMetrics;
 use crate::policy::{CorsSpec, Policy, RouteSpec};
@@ -31,7 +32,12 @@ pub struct Route {
 }
 
 impl Live {
-    pub async fn build(policy: &Policy, previous: Option<&Live>, generation: u64) -> Self {
+    pub async fn build(
+        policy: &Policy,
+        previous: Option<&Live>,
+        generation: u64,
+        limit_store: Option<&Arc<SharedStore>>,
+    ) -> Self {
         let mut pools = BTreeMap::new();
         for (name, spec) in &policy.upstreams {
             let kept = previous.and_then(|p| p.pools.get(name)).filter(|pool| pool.spec() == spec);
@@ -46,7 +52,8 @@ impl Live {
             .iter()
             .map(|(name, spec)| {
                 let kept = previous.and_then(|p| p.limiters.get(name)).filter(|l| l.spec() == spec);
-                let limiter = kept.map(Arc::clone).unwrap_or_else(|| Arc::new(Limiter::new(spec.clone())));
+                let limiter =
+                    kept.map(Arc::clone).unwrap_or_else(|| Arc::new(Limiter::new(name, spec.clone(), limit_store)));
                 (name.clone(), limiter)
             })
             .collect();

@@ -3,7 +3,7 @@
 //! problems with valid positions; it never panics.
 #![no_main]
 
-use edge::policy::{parse, SourceFile};
+use edge::policy::{parse, Capabilities, SourceFile};
 use libfuzzer_sys::fuzz_target;
 
 /// The input is split on NUL bytes into up to four files, so one input can hold the
@@ -16,7 +16,8 @@ fuzz_target!(|data: &[u8]| {
         .zip(NAMES)
         .map(|(bytes, name)| SourceFile { name: name.to_owned(), text: String::from_utf8_lossy(bytes).into_owned() })
         .collect();
-    match parse(&sources) {
+    // With Redis offered, so `store = "redis"` tables are parsed to the end too.
+    match parse(&sources, Capabilities { redis: true }) {
         Ok(policy) => {
             // Whatever was accepted is internally consistent.
             for route in &policy.routes {

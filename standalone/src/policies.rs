@@ -72,7 +72,8 @@ mod tests {
         write(&data, &shipped, &upstreams).unwrap();
         // Twice: a restart replaces what the first start wrote.
         let dir = write(&data, &shipped, &upstreams).unwrap();
-        let policy = edge::check_policies(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let policy =
+            edge::check_policies(&dir, edge::policy::Capabilities::default()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(policy.upstreams.len(), 3);
         assert!(std::fs::symlink_metadata(dir.join("routes.toml")).unwrap().file_type().is_symlink());
         assert!(std::fs::read_to_string(dir.join(UPSTREAMS)).unwrap().contains("127.0.0.1:18082"));

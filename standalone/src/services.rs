@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Context;
-use svc_users::store::{EmbeddedUserStore, UserStore};
+use svc_users::store::UserStore;
 use todo_common::auth::TokenKeys;
 use tokio_util::sync::CancellationToken;
 
@@ -117,14 +117,14 @@ async fn build(configs: ServiceConfigs, data_dir: &Path) -> anyhow::Result<(Apps
         }
     };
     let bcrypt_cost = configs.users.bcrypt_cost;
-    let user_store: Arc<dyn UserStore> =
-        Arc::new(EmbeddedUserStore::open(&database(data_dir, "users.redb")).map_err(open("users.redb"))?);
+    let user_backends = svc_users::Backends::embedded(&database(data_dir, "users.redb")).map_err(open("users.redb"))?;
+    let user_store: Arc<dyn UserStore> = Arc::clone(&user_backends.store);
     let notify_store = svc_notify::store::EmbeddedNotificationStore::open(&database(data_dir, "notify.redb"))
         .map_err(open("notify.redb"))?;
     let (bus, receiver) = todo_common::bus::channel(todo_common::bus::DEFAULT_CAPACITY);
     let task_backends = svc_tasks::Backends::embedded(data_dir, bus).map_err(open("tasks.redb"))?;
 
-    let users = svc_users::Application::build_with(configs.users, user_store.clone()).await?;
+    let users = svc_users::Application::build_with(configs.users, user_backends).await?;
     // The verifiers fetch svc-users' keys where it really listens (its port may be 0).
     let (mut tasks_config, mut notify_config) = (configs.tasks, configs.notify);
     for jwt in [&mut tasks_config.jwt, &mut notify_config.jwt] {

@@ -31,8 +31,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use todo_common::health::BackendState;
+use todo_common::redis::{RedisClient, RedisError};
 
 use crate::domain::{ListQuery, UserId};
 
@@ -46,10 +46,8 @@ const VERSION_TTL_SECONDS: i64 = 24 * 3600;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    #[error("redis did not answer within {REDIS_TIMEOUT:?}")]
-    Timeout,
+    #[error(transparent)]
+    Redis(#[from] RedisError),
     #[error("the in-process cache is poisoned by a panic")]
     Poisoned,
 }
@@ -81,7 +79,7 @@ pub enum CacheRead {
 }
 
 pub struct RedisListCache {
-    connection: ConnectionManager,
+    redis: RedisClient,
     prefix: String,
     /// A version bump failed here: the epoch must be bumped before Redis is trusted again.
     owes_epoch_bump: AtomicBool,
@@ -90,14 +88,8 @@ pub struct RedisListCache {
 impl RedisListCache {
     /// Connects lazily: the service starts, and serves from MongoDB, while Redis is down.
     pub fn new(url: &str, prefix: &str) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url).map_err(|e| anyhow::anyhow!("REDIS_URL is invalid: {e}"))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(REDIS_TIMEOUT))
-            .set_response_timeout(Some(REDIS_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let connection = ConnectionManager::new_lazy_with_config(client, config)?;
-        Ok(Self { connection, prefix: prefix.to_owned(), owes_epoch_bump: AtomicBool::new(false) })
+        let redis = RedisClient::new(url, "REDIS_URL", REDIS_TIMEOUT)?;
+        Ok(Self { redis, prefix: prefix.to_owned(), owes_epoch_bump: AtomicBool::new(false) })
     }
 
     fn epoch_key(&self) -> String {
@@ -125,11 +117,7 @@ impl RedisListCache {
     }
 
     async fn run<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> Result<T, CacheError> {
-        let mut connection = self.connection.clone();
-        match tokio::time::timeout(REDIS_TIMEOUT, command.query_async::<T>(&mut connection)).await {
-            Ok(result) => Ok(result?),
-            Err(_) => Err(CacheError::Timeout),
-        }
+        Ok(self.redis.query(command).await?)
     }
 }
 
@@ -174,16 +162,11 @@ impl ListCache for RedisListCache {
         let key = self.version_key(owner);
         let mut pipeline = redis::pipe();
         pipeline.atomic().incr(&key, 1).ignore().expire(&key, VERSION_TTL_SECONDS).ignore();
-        let mut connection = self.connection.clone();
-        let bumped = match tokio::time::timeout(REDIS_TIMEOUT, pipeline.query_async::<()>(&mut connection)).await {
-            Ok(result) => result.map_err(CacheError::from),
-            Err(_) => Err(CacheError::Timeout),
-        };
-        match bumped {
+        match self.redis.pipeline::<()>(&pipeline).await {
             Ok(()) => self.settle_epoch().await,
             Err(error) => {
                 self.owes_epoch_bump.store(true, Ordering::Release);
-                Err(error)
+                Err(error.into())
             }
         }
     }
@@ -193,8 +176,8 @@ impl ListCache for RedisListCache {
     }
 
     async fn state(&self) -> BackendState {
-        match self.run::<String>(&redis::cmd("PING")).await {
-            Ok(_) => BackendState::Up,
+        match self.redis.ping().await {
+            Ok(()) => BackendState::Up,
             Err(error) => BackendState::Degraded { detail: format!("{error}; lists are read from MongoDB") },
         }
     }

@@ -3,23 +3,37 @@
 use std::time::Duration;
 
 use todo_common::auth::{self, JwtSettings, Role};
-use todo_common::config::{ConfigError, EnvReader, EnvSource, Var};
+use todo_common::config::{ConfigError, EnvReader, EnvSource, Secret, Var};
 use todo_common::mongo::MONGODB_URI;
 use todo_common::server::{MAX_BODY_BYTES, SHUTDOWN_GRACE_SECONDS};
 
 pub const LISTEN_ADDR: Var = Var::new("LISTEN_ADDR", "127.0.0.1:8081", "host:port to listen on");
 pub const MONGODB_DB: Var = Var::new("MONGODB_DB", "todo_users", "database holding users");
 pub const BCRYPT_COST: Var = Var::new("BCRYPT_COST", "12", "bcrypt work factor, 4 to 31");
+pub const REDIS_URL: Var = Var::new(
+    "REDIS_URL",
+    "redis://127.0.0.1:6379",
+    "Redis counting failed logins per account, shared by every replica (keys users:login-attempts:*)",
+);
 pub const TOKEN_TTL_SECONDS: Var = Var::new("TOKEN_TTL_SECONDS", "3600", "lifetime of issued access tokens");
 
-pub const VARS: &[Var] =
-    &[LISTEN_ADDR, MONGODB_URI, MONGODB_DB, BCRYPT_COST, TOKEN_TTL_SECONDS, SHUTDOWN_GRACE_SECONDS, MAX_BODY_BYTES];
+pub const VARS: &[Var] = &[
+    LISTEN_ADDR,
+    MONGODB_URI,
+    MONGODB_DB,
+    REDIS_URL,
+    BCRYPT_COST,
+    TOKEN_TTL_SECONDS,
+    SHUTDOWN_GRACE_SECONDS,
+    MAX_BODY_BYTES,
+];
 
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen_addr: String,
     pub mongodb_uri: String,
     pub mongodb_db: String,
+    pub redis_url: Secret,
     pub jwt: JwtSettings,
     pub bcrypt_cost: u32,
     pub token_ttl: Duration,
@@ -38,6 +52,7 @@ impl Config {
             listen_addr: env.string(&LISTEN_ADDR),
             mongodb_uri: env.string(&MONGODB_URI),
             mongodb_db: env.string(&MONGODB_DB),
+            redis_url: Secret::new(env.string(&REDIS_URL)),
             jwt: JwtSettings::from_env(&mut env, Role::Issuer),
             bcrypt_cost,
             token_ttl: env.seconds(&TOKEN_TTL_SECONDS, 3600),

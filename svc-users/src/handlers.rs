@@ -85,6 +85,16 @@ pub async fn login(api: &UsersApi, request: Request) -> Result<HttpResponse, Pro
     let body: LoginBody = read_json(&request.headers, request.body, api.max_body_bytes, &api.schemas.login).await?;
     let email = Email::parse(&body.email).map_err(|e| Problem::validation(vec![e]))?;
     let user = api.store.find_by_email(&email).await?;
+    // Known or not, the e-mail takes one of its guesses before any password check, so
+    // the answers (and their timing) never tell which addresses are registered.
+    if let Some(retry_after) = api.throttle.before_login(&email).await {
+        api.metrics.logins.with_label_values(&["throttled"]).inc();
+        let seconds = retry_after.as_millis().div_ceil(1000) as u64;
+        return Err(Problem::too_many_requests(
+            format!("too many failed logins for this account; retry in {} s", seconds.max(1)),
+            seconds,
+        ));
+    }
     // Always run bcrypt, against a dummy hash when the e-mail is unknown, so both
     // failures take the same time and answer the same 401.
     let verified = api
@@ -99,6 +109,7 @@ pub async fn login(api: &UsersApi, request: Request) -> Result<HttpResponse, Pro
             return Err(Problem::bad_credentials());
         }
     };
+    api.throttle.succeeded(&email).await;
     let token = api.issuer.issue(&user.id.to_hex()).map_err(|e| Problem::internal(&e))?;
     api.metrics.logins.with_label_values(&["success"]).inc();
     Ok(json_response(

@@ -11,6 +11,7 @@ mod password;
 mod routes;
 pub mod seed;
 pub mod store;
+pub mod throttle;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,7 +31,8 @@ use tokio_util::sync::CancellationToken;
 pub use config::Config;
 use password::PasswordHasher;
 use routes::Endpoint;
-use store::{MongoUserStore, UserStore};
+use store::{EmbeddedUserStore, MongoUserStore, UserStore};
+use throttle::{LoginAttempts, LoginThrottle, MemoryLoginAttempts, RedisLoginAttempts};
 
 struct Schemas {
     register: JsonSchema,
@@ -43,6 +45,7 @@ struct UsersMetrics {
 
 pub struct UsersApi {
     store: Arc<dyn UserStore>,
+    throttle: LoginThrottle,
     hasher: PasswordHasher,
     issuer: TokenIssuer,
     schemas: Schemas,
@@ -68,7 +71,27 @@ impl Api for UsersApi {
     }
 
     async fn readiness(&self) -> Vec<BackendReport> {
-        vec![BackendReport { name: self.store.backend_name(), critical: true, state: self.store.ping().await }]
+        let (store, throttle) = tokio::join!(self.store.ping(), self.throttle.state());
+        vec![
+            BackendReport { name: self.store.backend_name(), critical: true, state: store },
+            BackendReport { name: self.throttle.backend_name(), critical: false, state: throttle },
+        ]
+    }
+}
+
+/// Where svc-users keeps its state.
+pub struct Backends {
+    pub store: Arc<dyn UserStore>,
+    pub login_attempts: Arc<dyn LoginAttempts>,
+}
+
+impl Backends {
+    /// The standalone mode's: `users.redb` at `path`, and login attempts in memory.
+    pub fn embedded(path: &std::path::Path) -> anyhow::Result<Self> {
+        Ok(Self {
+            store: Arc::new(EmbeddedUserStore::open(path)?),
+            login_attempts: Arc::new(MemoryLoginAttempts::new()),
+        })
     }
 }
 
@@ -80,20 +103,30 @@ pub struct Application {
 }
 
 impl Application {
-    /// Binds the listener and prepares the backends; MongoDB is reached lazily, so the
-    /// service starts (unready) even while the database is still coming up.
+    /// Binds the listener and prepares the backends; MongoDB and Redis are reached
+    /// lazily, so the service starts (unready) even while the database is still coming up.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let db = todo_common::mongo::connect(&config.mongodb_uri, &config.mongodb_db, "svc-users").await?;
-        Self::build_with(config, Arc::new(MongoUserStore::new(&db))).await
+        let backends = Backends {
+            store: Arc::new(MongoUserStore::new(&db)),
+            login_attempts: Arc::new(RedisLoginAttempts::new(config.redis_url.expose())?),
+        };
+        Self::build_with(config, backends).await
     }
 
-    /// Like [`Application::build`], on the given store (the standalone mode's embedded
-    /// one, or a test's); `config`'s MongoDB settings are then unused.
-    pub async fn build_with(config: Config, store: Arc<dyn UserStore>) -> anyhow::Result<Self> {
+    /// Like [`Application::build`], on the given backends (the standalone mode's, or a
+    /// test's); `config`'s MongoDB and Redis settings are then unused.
+    pub async fn build_with(config: Config, backends: Backends) -> anyhow::Result<Self> {
         let (listener, local_addr) = server::bind(&config.listen_addr).await?;
         let registry = todo_common::metrics::process_registry();
+        let throttle_failures = todo_common::metrics::counter(
+            &registry,
+            "user_login_throttle_failures_total",
+            "Logins that went unthrottled because the login-attempt store failed.",
+        );
         let api = UsersApi {
-            store,
+            store: backends.store,
+            throttle: LoginThrottle::new(backends.login_attempts, throttle_failures),
             hasher: PasswordHasher::new(config.bcrypt_cost).await?,
             issuer: TokenIssuer::new(&config.jwt, config.token_ttl)?,
             schemas: Schemas {

@@ -1,6 +1,8 @@
 //! Helpers for the black-box tests: where the real backends are, unique names so
 //! tests run in parallel, polling with a deadline, and token minting.
 
+pub mod net;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::time::{Duration, Instant};

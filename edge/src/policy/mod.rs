@@ -166,12 +166,29 @@ impl LimitKey {
     }
 }
 
+/// Where a limit table counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LimitStore {
+    /// In each replica.
+    Local,
+    /// In Redis, one budget for all replicas.
+    Redis,
+}
+
 /// `requests` per fixed window of `window` per key (client address or token subject).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct LimitSpec {
     pub requests: u32,
     pub window: Duration,
     pub key: LimitKey,
+    pub store: LimitStore,
+}
+
+/// What this edge process offers a policy beyond itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// `EDGE_REDIS_URL` is set: limit tables may say `store = "redis"`.
+    pub redis: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -279,14 +296,14 @@ pub fn fingerprint(sources: &Result<Vec<SourceFile>, PolicyErrors>) -> u64 {
     hasher.finish()
 }
 
-/// Parses and validates a whole set of files.
-pub fn parse(sources: &[SourceFile]) -> Result<Policy, PolicyErrors> {
-    validate::validate(sources)
+/// Parses and validates a whole set of files for an edge that offers `capabilities`.
+pub fn parse(sources: &[SourceFile], capabilities: Capabilities) -> Result<Policy, PolicyErrors> {
+    validate::validate(sources, capabilities)
 }
 
 /// Reads, parses and validates the policy files of `dir`.
-pub fn load_dir(dir: &Path) -> Result<Policy, PolicyErrors> {
-    parse(&read_sources(dir)?)
+pub fn load_dir(dir: &Path, capabilities: Capabilities) -> Result<Policy, PolicyErrors> {
+    parse(&read_sources(dir)?, capabilities)
 }
 
 #[cfg(test)]

@@ -65,12 +65,20 @@ pub enum RawLimitKey {
     Subject,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawLimitStore {
+    Local,
+    Redis,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimit {
     pub requests: Spanned<u64>,
     pub window_seconds: Spanned<u64>,
     pub key: RawLimitKey,
+    pub store: Option<Spanned<RawLimitStore>>,
 }
 
 #[derive(Debug, Deserialize)]

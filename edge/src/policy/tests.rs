@@ -65,7 +65,7 @@ fn good() -> Vec<SourceFile> {
 fn errors_with(name: &str, text: &str) -> Vec<String> {
     let mut files: Vec<SourceFile> = good().into_iter().filter(|f| f.name != name).collect();
     files.push(file(name, text));
-    match parse(&files) {
+    match parse(&files, Capabilities::default()) {
         Ok(_) => panic!("{name} should be refused:\n{text}"),
         Err(e) => e.0.iter().map(ToString::to_string).collect(),
     }
@@ -80,7 +80,8 @@ fn assert_one(errors: &[String], expected: &[&str]) {
 
 #[test]
 fn every_shipped_policy_file_parses() {
-    let policy = load_dir(&repo_root().join("policies")).unwrap_or_else(|e| panic!("policies/:\n{e}"));
+    let policy =
+        load_dir(&repo_root().join("policies"), Capabilities::default()).unwrap_or_else(|e| panic!("policies/:\n{e}"));
     for (name, upstream) in [("users", 8081), ("tasks", 8082), ("notify", 8083)] {
         assert_eq!(policy.upstreams[name].addresses[0].port, upstream);
     }
@@ -94,19 +95,48 @@ fn every_shipped_policy_file_parses() {
     assert!(per_second(login) <= per_second(register) || login.requests < register.requests);
     assert_eq!(policy.limits[route("tasks").rate_limit.as_deref().unwrap()].key, LimitKey::Subject);
 
-    // The Compose and Kubernetes upstream files replace policies/upstreams.toml.
+    assert!(policy.limits.values().all(|l| l.store == LimitStore::Local), "native runs have no EDGE_REDIS_URL");
+
+    // Compose and Kubernetes replace upstreams.toml, and limits.toml with the same
+    // limits counted in Redis across replicas.
     let shipped = read_sources(&repo_root().join("policies")).unwrap();
-    for other in ["deploy/compose/upstreams.toml", "deploy/k8s/base/policies/upstreams.toml"] {
-        let text = std::fs::read_to_string(repo_root().join(other)).unwrap();
-        let mut files: Vec<SourceFile> = shipped.iter().filter(|f| f.name != "upstreams.toml").cloned().collect();
-        files.push(file("upstreams.toml", &text));
-        parse(&files).unwrap_or_else(|e| panic!("{other}:\n{e}"));
+    for deploy in ["deploy/compose", "deploy/k8s/base/policies"] {
+        let mut files: Vec<SourceFile> =
+            shipped.iter().filter(|f| f.name != "upstreams.toml" && f.name != "limits.toml").cloned().collect();
+        for name in ["upstreams.toml", "limits.toml"] {
+            files.push(file(name, &std::fs::read_to_string(repo_root().join(deploy).join(name)).unwrap()));
+        }
+        let deployed = parse(&files, Capabilities { redis: true }).unwrap_or_else(|e| panic!("{deploy}:\n{e}"));
+        assert_eq!(deployed.limits.len(), policy.limits.len(), "{deploy}");
+        for (name, limit) in &policy.limits {
+            let shared = LimitSpec { store: LimitStore::Redis, ..limit.clone() };
+            assert_eq!(deployed.limits.get(name), Some(&shared), "{deploy}: limits.{name}");
+        }
+        assert!(parse(&files, Capabilities::default()).is_err(), "{deploy} needs EDGE_REDIS_URL");
     }
 }
 
 #[test]
+fn a_redis_store_needs_edge_redis_url() {
+    let limits = LIMITS.replace("key = \"client_ip\"", "key = \"client_ip\"\nstore = \"redis\"");
+    assert_ne!(limits, LIMITS);
+    let files = |limits: &str| {
+        vec![file("limits.toml", limits), file("routes.toml", ROUTES), file("upstreams.toml", UPSTREAMS)]
+    };
+    let policy = parse(&files(&limits), Capabilities { redis: true }).unwrap();
+    assert_eq!(policy.limits["login"].store, LimitStore::Redis);
+    let errors: Vec<String> =
+        parse(&files(&limits), Capabilities::default()).unwrap_err().0.iter().map(ToString::to_string).collect();
+    assert_one(&errors, &["limits.toml:", "limits.login.store", "EDGE_REDIS_URL"]);
+    let unknown = parse(&files(&limits.replace("\"redis\"", "\"memcached\"")), Capabilities { redis: true });
+    assert!(unknown.unwrap_err().to_string().contains("memcached"));
+    // Without `store`, a table is local.
+    assert_eq!(parse(&files(LIMITS), Capabilities::default()).unwrap().limits["login"].store, LimitStore::Local);
+}
+
+#[test]
 fn a_good_set_parses_with_defaults_and_matching_order() {
-    let policy = parse(&good()).unwrap();
+    let policy = parse(&good(), Capabilities::default()).unwrap();
     let names: Vec<&str> = policy.routes.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["login", "task-complete", "tasks"], "exact, then template, then prefix");
     let users = &policy.upstreams["users"];
@@ -186,11 +216,13 @@ fn duplicates_are_refused() {
     assert_one(&errors_with("routes.toml", &same_name), &["routes[3]", "name", "used twice"]);
     // Other methods on the same path are fine.
     let get = format!("{ROUTES}\n[[routes]]\nname = \"login-page\"\npath = \"/users/login\"\nmethods = [\"GET\"]\nupstream = \"users\"\nauth = false\n");
-    assert!(parse(&[file("limits.toml", LIMITS), file("routes.toml", &get), file("upstreams.toml", UPSTREAMS)]).is_ok());
+    let files = [file("limits.toml", LIMITS), file("routes.toml", &get), file("upstreams.toml", UPSTREAMS)];
+    assert!(parse(&files, Capabilities::default()).is_ok());
     // The same upstream in two files.
     let mut files = good();
     files.push(file("more.toml", "[upstreams.users]\naddresses = [\"10.0.0.1:1\"]\n"));
-    let errors: Vec<String> = parse(&files).unwrap_err().0.iter().map(ToString::to_string).collect();
+    let errors: Vec<String> =
+        parse(&files, Capabilities::default()).unwrap_err().0.iter().map(ToString::to_string).collect();
     assert_one(&errors, &["more.toml:1:", "upstreams.users", "defined twice", "upstreams.toml:2"]);
 }
 
@@ -242,7 +274,7 @@ fn cors_is_checked() {
     let cors = |origins: &str| format!("[cors]\nallowed_origins = [{origins}]\n");
     let mut files = good();
     files.push(file("cors.toml", &cors("\"https://app.example.com\", \"http://localhost:3000\"")));
-    let policy = parse(&files).unwrap();
+    let policy = parse(&files, Capabilities::default()).unwrap();
     let spec = policy.cors.unwrap();
     assert!(spec.allows_origin("https://app.example.com") && !spec.allows_origin("https://evil.example.com"));
     assert_eq!(spec.max_age_seconds, 600);
@@ -255,10 +287,10 @@ fn cors_is_checked() {
 
 #[test]
 fn an_empty_or_missing_directory_is_refused() {
-    assert!(parse(&[]).unwrap_err().to_string().contains("no policy files"));
-    let missing = load_dir(Path::new("/nonexistent/policies")).unwrap_err().to_string();
+    assert!(parse(&[], Capabilities::default()).unwrap_err().to_string().contains("no policy files"));
+    let missing = load_dir(Path::new("/nonexistent/policies"), Capabilities::default()).unwrap_err().to_string();
     assert!(missing.contains("/nonexistent/policies") && missing.contains("cannot read"), "{missing}");
-    let only_upstreams = parse(&[file("upstreams.toml", UPSTREAMS)]).unwrap_err().to_string();
+    let only_upstreams = parse(&[file("upstreams.toml", UPSTREAMS)], Capabilities::default()).unwrap_err().to_string();
     assert!(only_upstreams.contains("no [[routes]]"), "{only_upstreams}");
 }
 

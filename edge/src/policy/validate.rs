@@ -8,10 +8,10 @@ use std::time::Duration;
 use http::Method;
 use toml::Spanned;
 
-use super::raw::{RawCheckKind, RawCors, RawFile, RawLimit, RawLimitKey, RawRoute, RawUpstream};
+use super::raw::{RawCheckKind, RawCors, RawFile, RawLimit, RawLimitKey, RawLimitStore, RawRoute, RawUpstream};
 use super::{
-    Address, CorsSpec, HealthCheckKind, HealthCheckSpec, LimitKey, LimitSpec, PathMatcher, Policy, PolicyError,
-    PolicyErrors, RouteSpec, Segment, SourceFile, UpstreamSpec,
+    Address, Capabilities, CorsSpec, HealthCheckKind, HealthCheckSpec, LimitKey, LimitSpec, LimitStore, PathMatcher,
+    Policy, PolicyError, PolicyErrors, RouteSpec, Segment, SourceFile, UpstreamSpec,
 };
 
 const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 1_000;
@@ -80,7 +80,7 @@ fn key_on_line(text: &str, offset: usize) -> String {
     }
 }
 
-pub fn validate(sources: &[SourceFile]) -> Result<Policy, PolicyErrors> {
+pub fn validate(sources: &[SourceFile], capabilities: Capabilities) -> Result<Policy, PolicyErrors> {
     let mut checker = Checker { sources, errors: Vec::new() };
     let mut files = Vec::new();
     // Names declared in files refused for a type error, read leniently, so references to
@@ -177,7 +177,9 @@ pub fn validate(sources: &[SourceFile]) -> Result<Policy, PolicyErrors> {
         .collect();
     let limits: BTreeMap<String, LimitSpec> = limits
         .into_iter()
-        .filter_map(|(name, (at, raw))| check_limit(&mut checker, &name, &at, raw).map(|spec| (name, spec)))
+        .filter_map(|(name, (at, raw))| {
+            check_limit(&mut checker, &name, &at, raw, capabilities).map(|spec| (name, spec))
+        })
         .collect();
     let cors = cors.and_then(|(at, raw)| check_cors(&mut checker, at.file, raw));
 
@@ -367,7 +369,13 @@ fn valid_hostname(host: &str) -> bool {
         })
 }
 
-fn check_limit(checker: &mut Checker<'_>, name: &str, at: &At, raw: RawLimit) -> Option<LimitSpec> {
+fn check_limit(
+    checker: &mut Checker<'_>,
+    name: &str,
+    at: &At,
+    raw: RawLimit,
+    capabilities: Capabilities,
+) -> Option<LimitSpec> {
     let errors_before = checker.errors.len();
     let key = format!("limits.{name}");
     if !valid_name(name) {
@@ -375,6 +383,22 @@ fn check_limit(checker: &mut Checker<'_>, name: &str, at: &At, raw: RawLimit) ->
     }
     let requests = ranged(checker, at.file, &format!("{key}.requests"), Some(&raw.requests), 1..=1_000_000_000, 1);
     let window = ranged(checker, at.file, &format!("{key}.window_seconds"), Some(&raw.window_seconds), 1..=86_400, 1);
+    let store = match &raw.store {
+        None => LimitStore::Local,
+        Some(store) => match store.get_ref() {
+            RawLimitStore::Local => LimitStore::Local,
+            RawLimitStore::Redis => {
+                if !capabilities.redis {
+                    checker.error(
+                        &Checker::at(at.file, store),
+                        format!("{key}.store"),
+                        "\"redis\" needs EDGE_REDIS_URL, which is not set",
+                    );
+                }
+                LimitStore::Redis
+            }
+        },
+    };
     let key = match raw.key {
         RawLimitKey::ClientIp => LimitKey::ClientIp,
         RawLimitKey::Subject => LimitKey::Subject,
@@ -383,6 +407,7 @@ fn check_limit(checker: &mut Checker<'_>, name: &str, at: &At, raw: RawLimit) ->
         requests: u32::try_from(requests).unwrap_or(u32::MAX),
         window: Duration::from_secs(window),
         key,
+        store,
     })
 }
 

@@ -15,7 +15,8 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::sync::{Mutex, Notify};
 
-use super::{fingerprint, parse, read_sources, PolicyErrors};
+use super::{fingerprint, parse, read_sources, Capabilities, PolicyErrors};
+use crate::limits::shared::SharedStore;
 use crate::metrics::EdgeMetrics;
 use crate::state::Live;
 
@@ -41,12 +42,20 @@ pub struct Reloader {
     dir: PathBuf,
     live: Arc<ArcSwapOption<Live>>,
     metrics: Arc<EdgeMetrics>,
+    /// The shared rate-limit store, when `EDGE_REDIS_URL` is set.
+    limit_store: Option<Arc<SharedStore>>,
     progress: Mutex<Progress>,
 }
 
 impl Reloader {
-    pub fn new(dir: PathBuf, live: Arc<ArcSwapOption<Live>>, metrics: Arc<EdgeMetrics>) -> Self {
-        Self { dir, live, metrics, progress: Mutex::new(Progress { last_fingerprint: None, generation: 0 }) }
+    pub fn new(
+        dir: PathBuf,
+        live: Arc<ArcSwapOption<Live>>,
+        metrics: Arc<EdgeMetrics>,
+        limit_store: Option<Arc<SharedStore>>,
+    ) -> Self {
+        let progress = Mutex::new(Progress { last_fingerprint: None, generation: 0 });
+        Self { dir, live, metrics, limit_store, progress }
     }
 
     pub fn dir(&self) -> &Path {
@@ -68,12 +77,13 @@ impl Reloader {
             return Outcome::Unchanged;
         }
         progress.last_fingerprint = Some(print);
-        match sources.and_then(|files| parse(&files)) {
+        let capabilities = Capabilities { redis: self.limit_store.is_some() };
+        match sources.and_then(|files| parse(&files, capabilities)) {
             Ok(policy) => {
                 progress.generation += 1;
                 let generation = progress.generation;
                 let previous = self.live.load_full();
-                let live = Live::build(&policy, previous.as_deref(), generation).await;
+                let live = Live::build(&policy, previous.as_deref(), generation, self.limit_store.as_ref()).await;
                 self.live.store(Some(Arc::new(live)));
                 self.metrics.reloaded(generation, print);
                 tracing::info!(

@@ -10,4 +10,5 @@ mod limits;
 mod logs;
 mod reload;
 mod routing;
+mod shared_limits;
 mod upstreams;

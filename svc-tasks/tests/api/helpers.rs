@@ -18,13 +18,12 @@ use svc_tasks::{Application, Backends as AppBackends, Config};
 use todo_common::bus::{BusMessage, Settlement};
 use todo_common::config::EnvSource;
 use todo_test_support::{amqp_channel, eventually, http_client, test_env, token_for, unique_name, Backends};
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, Mutex};
+use tokio::sync::{mpsc, Mutex};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 pub const PATIENCE: Duration = Duration::from_secs(15);
 
+pub use todo_test_support::net::{closed_port, CuttableProxy};
 pub use todo_test_support::{embedded, skip_when_embedded, DataDir};
 
 /// The names `/readyz` gives the store, the cache and the publisher.
@@ -352,60 +351,6 @@ impl EventQueue {
         if let Source::Amqp { channel, .. } = &self.source {
             let _ = channel.queue_delete(&self.name, Default::default()).await;
         }
-    }
-}
-
-/// A port nothing listens on.
-pub async fn closed_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    listener.local_addr().expect("addr").port()
-}
-
-/// A TCP proxy to `upstream` that can be cut (every connection dropped, new ones refused)
-/// and restored, to take a backend away from the app and give it back.
-pub struct CuttableProxy {
-    pub addr: SocketAddr,
-    open: watch::Sender<bool>,
-    _stop: DropGuard,
-}
-
-impl CuttableProxy {
-    pub async fn start(upstream: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (open, _) = watch::channel(true);
-        let stop = CancellationToken::new();
-        let (state, token) = (open.clone(), stop.clone());
-        tokio::spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    _ = token.cancelled() => return,
-                    accepted = listener.accept() => accepted,
-                };
-                let Ok((mut client, _)) = accepted else { continue };
-                if !*state.borrow() {
-                    let _ = client.shutdown().await;
-                    continue;
-                }
-                let mut open = state.subscribe();
-                tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(upstream).await else { return };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = open.wait_for(|open| !open) => {}
-                    }
-                });
-            }
-        });
-        Self { addr, open, _stop: stop.drop_guard() }
-    }
-
-    pub fn cut(&self) {
-        self.open.send_replace(false);
-    }
-
-    pub fn restore(&self) {
-        self.open.send_replace(true);
     }
 }
 

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use reqwest::{RequestBuilder, Response};
 use serde_json::{json, Value};
-use svc_users::store::{EmbeddedUserStore, UserStore};
-use svc_users::{Application, Config};
+use svc_users::store::UserStore;
+use svc_users::{Application, Backends, Config};
 use todo_common::config::EnvSource;
-use todo_test_support::{http_client, test_env, unique_name, Backends};
+use todo_test_support::{http_client, test_env, unique_name};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 pub struct TestApp {
@@ -39,18 +39,19 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
     todo_common::telemetry::init_for_tests();
-    let backends = Backends::from_env();
+    let backends = todo_test_support::Backends::from_env();
     let db = unique_name("users");
-    let mut env = test_env(&[("MONGODB_URI", &backends.mongodb_uri), ("MONGODB_DB", &db)]);
+    let mut env =
+        test_env(&[("MONGODB_URI", &backends.mongodb_uri), ("MONGODB_DB", &db), ("REDIS_URL", &backends.redis_url)]);
     for (k, v) in extra {
         env.insert(k.to_string(), v.to_string());
     }
     let config = Config::from_env(&env as &dyn EnvSource).expect("test config is valid");
     let (app, embedded_store, data) = if embedded() {
         let data = DataDir::new();
-        let store: Arc<dyn UserStore> =
-            Arc::new(EmbeddedUserStore::open(&data.0.join("users.redb")).expect("embedded store opens"));
-        let app = Application::build_with(config.clone(), store.clone()).await.expect("app builds");
+        let backends = Backends::embedded(&data.0.join("users.redb")).expect("embedded store opens");
+        let store = Arc::clone(&backends.store);
+        let app = Application::build_with(config.clone(), backends).await.expect("app builds");
         (app, Some(store), Some(data))
     } else {
         (Application::build(config.clone()).await.expect("app builds"), None, None)

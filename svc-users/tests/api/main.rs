@@ -1,11 +1,12 @@
 mod helpers;
+mod throttle;
 
 use helpers::{assert_problem, skip_when_embedded, spawn_app, spawn_app_with, store_name};
 use serde_json::{json, Value};
 use todo_common::auth::{Claims, TokenIssuer, TokenVerifier};
 use todo_test_support::{jwt_settings, token_for, unique_name};
 
-fn fresh_email() -> String {
+pub fn fresh_email() -> String {
     format!("{}@Example.com", unique_name("User"))
 }
 
