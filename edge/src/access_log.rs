@@ -44,8 +44,8 @@ fn write(ctx: &RequestCtx, request: Option<(&str, &str)>, status: u16, elapsed: 
     if let Some(upstream_elapsed) = ctx.upstream_elapsed {
         line.field("upstream_ms", &(upstream_elapsed.as_secs_f64() * 1000.0));
     }
-    if let Some(ip) = ctx.client_ip {
-        line.display("client_ip", ip);
+    if let Some(client) = &ctx.client {
+        line.display("client_ip", client.ip);
     }
     if let Some(subject) = &ctx.subject {
         line.field("subject", subject.as_str());

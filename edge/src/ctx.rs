@@ -1,12 +1,12 @@
 //! Per-request state, created by `new_ctx` and carried through every phase.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::HeaderValue;
 use pingora::protocols::l4::socket::SocketAddr;
 
+use crate::client_ip::ClientAddress;
 use crate::limits::Decision;
 use crate::state::{Live, Route};
 
@@ -14,7 +14,8 @@ pub struct RequestCtx {
     pub started: Instant,
     /// Kept from the client when sane, generated otherwise.
     pub request_id: String,
-    pub client_ip: Option<IpAddr>,
+    /// The client, behind trusted proxies or not (`client_ip`).
+    pub client: Option<ClientAddress>,
     /// The policy this request sees from start to end, even if a reload happens meanwhile.
     pub live: Option<Arc<Live>>,
     pub route: Option<Arc<Route>>,
@@ -37,7 +38,7 @@ impl RequestCtx {
         Self {
             started: Instant::now(),
             request_id: String::new(),
-            client_ip: None,
+            client: None,
             live: None,
             route: None,
             label: "_unmatched",

@@ -12,6 +12,7 @@ pub mod access_log;
 pub mod admin;
 pub mod auth;
 pub mod client_conn;
+pub mod client_ip;
 pub mod config;
 pub mod cors;
 pub mod ctx;

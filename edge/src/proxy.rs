@@ -17,6 +17,7 @@ use pingora::{Error, ErrorType, Result};
 use todo_common::auth::TokenVerifier;
 use todo_common::{request_id, Problem};
 
+use crate::client_ip::{ClientAddress, X_FORWARDED_FOR};
 use crate::ctx::RequestCtx;
 use crate::headers::{self, LocalResponse, REQUEST_ID};
 use crate::limits::shared::SharedStore;
@@ -91,8 +92,12 @@ impl ProxyHttp for EdgeProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
         ctx.request_id = request_id::keep_or_make(req.headers.get(REQUEST_ID).map(|v| v.as_bytes()));
-        ctx.client_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         ctx.live = self.live.load_full();
+        let trusted = ctx.live.as_ref().map_or(&[][..], |live| &live.trusted_proxies[..]);
+        ctx.client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|peer| ClientAddress::resolve(peer.ip(), &req.headers, trusted));
         ctx.cors_origin = cors::allowed_origin(ctx.live.as_ref().and_then(|l| l.cors.as_ref()), req);
         let method = req.method.clone();
         let path = req.uri.path().to_owned();
@@ -143,8 +148,8 @@ impl ProxyHttp for EdgeProxy {
         }
         if let Some(limiter) = &route.limiter {
             let decision = match limiter.spec().key {
-                LimitKey::ClientIp => match ctx.client_ip {
-                    Some(ip) => limiter.check(&ip.to_string()).await,
+                LimitKey::ClientIp => match &ctx.client {
+                    Some(client) => limiter.check(&client.ip.to_string()).await,
                     None => limiter.check("unknown").await,
                 },
                 LimitKey::Subject => limiter.check(ctx.subject.as_deref().unwrap_or_default()).await,
@@ -218,10 +223,10 @@ impl ProxyHttp for EdgeProxy {
         auth::strip_identity_headers(upstream_request);
         // The edge is where trust starts: whatever forwarding headers the client sent are replaced.
         upstream_request.remove_header("forwarded");
-        match ctx.client_ip {
-            Some(ip) => upstream_request.insert_header("x-forwarded-for", ip.to_string())?,
+        match ctx.client.as_ref().and_then(ClientAddress::forwarded_for) {
+            Some(chain) => upstream_request.insert_header(X_FORWARDED_FOR, chain)?,
             None => {
-                upstream_request.remove_header("x-forwarded-for");
+                upstream_request.remove_header(X_FORWARDED_FOR);
             }
         }
         upstream_request.insert_header("x-forwarded-proto", HeaderValue::from_static("http"))?;

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use http::HeaderValue;
+use ipnet::IpNet;
 
 use crate::limits::shared::SharedStore;
 use crate::limits::Limiter;
@@ -22,6 +23,8 @@ pub struct Live {
     pub cors: Option<CorsSpec>,
     /// `Access-Control-Expose-Headers` of `cors`, joined once per load.
     pub cors_expose_headers: Option<HeaderValue>,
+    /// `[client_ip] trusted_proxies`; empty: the TCP peer is the client.
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 pub struct Route {
@@ -72,6 +75,7 @@ impl Live {
             .as_ref()
             .filter(|cors| !cors.expose_headers.is_empty())
             .and_then(|cors| HeaderValue::from_str(&cors.expose_headers.join(", ")).ok());
-        Self { generation, routes, pools, limiters, cors: policy.cors.clone(), cors_expose_headers }
+        let trusted_proxies = policy.client_ip.as_ref().map(|c| c.trusted_proxies.clone()).unwrap_or_default();
+        Self { generation, routes, pools, limiters, cors: policy.cors.clone(), cors_expose_headers, trusted_proxies }
     }
 }

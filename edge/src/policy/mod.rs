@@ -23,6 +23,14 @@ pub struct Policy {
     pub routes: Vec<RouteSpec>,
     pub limits: BTreeMap<String, LimitSpec>,
     pub cors: Option<CorsSpec>,
+    pub client_ip: Option<ClientIpSpec>,
+}
+
+/// `[client_ip]`: whose `X-Forwarded-For` to believe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIpSpec {
+    /// The load balancers and proxies in front of the edge.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,6 +18,14 @@ pub struct RawFile {
     pub limits: BTreeMap<String, Spanned<RawLimit>>,
     #[serde(default)]
     pub cors: Option<Spanned<RawCors>>,
+    #[serde(default)]
+    pub client_ip: Option<Spanned<RawClientIp>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientIp {
+    pub trusted_proxies: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

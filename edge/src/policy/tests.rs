@@ -103,8 +103,10 @@ fn every_shipped_policy_file_parses() {
     for deploy in ["deploy/compose", "deploy/k8s/base/policies"] {
         let mut files: Vec<SourceFile> =
             shipped.iter().filter(|f| f.name != "upstreams.toml" && f.name != "limits.toml").cloned().collect();
-        for name in ["upstreams.toml", "limits.toml"] {
-            files.push(file(name, &std::fs::read_to_string(repo_root().join(deploy).join(name)).unwrap()));
+        for name in ["upstreams.toml", "limits.toml", "client_ip.toml"] {
+            if let Ok(text) = std::fs::read_to_string(repo_root().join(deploy).join(name)) {
+                files.push(file(name, &text));
+            }
         }
         let deployed = parse(&files, Capabilities { redis: true }).unwrap_or_else(|e| panic!("{deploy}:\n{e}"));
         assert_eq!(deployed.limits.len(), policy.limits.len(), "{deploy}");
@@ -113,6 +115,9 @@ fn every_shipped_policy_file_parses() {
             assert_eq!(deployed.limits.get(name), Some(&shared), "{deploy}: limits.{name}");
         }
         assert!(parse(&files, Capabilities::default()).is_err(), "{deploy} needs EDGE_REDIS_URL");
+        if deploy.contains("k8s") {
+            assert!(deployed.client_ip.is_some_and(|c| !c.trusted_proxies.is_empty()), "the trusted-proxy placeholder");
+        }
     }
 }
 
@@ -303,7 +308,13 @@ fn the_json_schema_accepts_every_shipped_file_and_refuses_a_bad_one() {
     .expect("the schema compiles");
     let as_json = |text: &str| serde_json::to_value(toml::from_str::<toml::Table>(text).expect("toml")).expect("json");
     let mut shipped = read_sources(&repo_root().join("policies")).unwrap();
-    for other in ["deploy/compose/upstreams.toml", "deploy/k8s/base/policies/upstreams.toml"] {
+    for other in [
+        "deploy/compose/upstreams.toml",
+        "deploy/compose/limits.toml",
+        "deploy/k8s/base/policies/upstreams.toml",
+        "deploy/k8s/base/policies/limits.toml",
+        "deploy/k8s/base/policies/client_ip.toml",
+    ] {
         shipped.push(file(other, &std::fs::read_to_string(repo_root().join(other)).unwrap()));
     }
     for source in shipped.iter().chain(&good()) {
@@ -313,4 +324,33 @@ fn the_json_schema_accepts_every_shipped_file_and_refuses_a_bad_one() {
     }
     assert!(schema.check(&as_json(&ROUTES.replace("auth = false", "auth = false\nretries = 2"))).is_err());
     assert!(schema.check(&as_json(&LIMITS.replace("\"client_ip\"", "\"cookie\""))).is_err());
+    assert!(schema.check(&as_json(&LIMITS.replace("key = ", "store = \"memcached\"\nkey = "))).is_err());
+    assert!(schema.check(&as_json("[client_ip]\ntrusted = [\"10.0.0.0/8\"]\n")).is_err());
+}
+
+#[test]
+fn client_ip_trusts_cidrs_and_refuses_anything_else() {
+    let with = |text: &str| {
+        let mut files = good();
+        files.push(file("client_ip.toml", text));
+        parse(&files, Capabilities::default())
+    };
+    let policy = with("[client_ip]\ntrusted_proxies = [\"10.0.0.0/8\", \"fd00::/8\", \"192.0.2.7\"]\n").unwrap();
+    let trusted: Vec<String> = policy.client_ip.unwrap().trusted_proxies.iter().map(ToString::to_string).collect();
+    assert_eq!(trusted, ["10.0.0.0/8", "fd00::/8", "192.0.2.7/32"]);
+    assert_eq!(parse(&good(), Capabilities::default()).unwrap().client_ip, None);
+
+    let errors: Vec<String> = with("[client_ip]\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/33\"]\n")
+        .unwrap_err()
+        .0
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_one(&errors, &["client_ip.toml:2:", "client_ip.trusted_proxies", "10.0.0.0/33"]);
+    let mut files = good();
+    files.push(file("a.toml", "[client_ip]\ntrusted_proxies = []\n"));
+    files.push(file("b.toml", "[client_ip]\ntrusted_proxies = [\"10.0.0.0/8\"]\n"));
+    let errors: Vec<String> =
+        parse(&files, Capabilities::default()).unwrap_err().0.iter().map(ToString::to_string).collect();
+    assert_one(&errors, &["b.toml:1:", "client_ip", "defined twice (first at a.toml:1)"]);
 }

@@ -8,10 +8,12 @@ use std::time::Duration;
 use http::Method;
 use toml::Spanned;
 
-use super::raw::{RawCheckKind, RawCors, RawFile, RawLimit, RawLimitKey, RawLimitStore, RawRoute, RawUpstream};
+use super::raw::{
+    RawCheckKind, RawClientIp, RawCors, RawFile, RawLimit, RawLimitKey, RawLimitStore, RawRoute, RawUpstream,
+};
 use super::{
-    Address, Capabilities, CorsSpec, HealthCheckKind, HealthCheckSpec, LimitKey, LimitSpec, LimitStore, PathMatcher,
-    Policy, PolicyError, PolicyErrors, RouteSpec, Segment, SourceFile, UpstreamSpec,
+    Address, Capabilities, ClientIpSpec, CorsSpec, HealthCheckKind, HealthCheckSpec, LimitKey, LimitSpec, LimitStore,
+    PathMatcher, Policy, PolicyError, PolicyErrors, RouteSpec, Segment, SourceFile, UpstreamSpec,
 };
 
 const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 1_000;
@@ -54,6 +56,19 @@ impl Checker<'_> {
 
     fn at<T>(file: usize, spanned: &Spanned<T>) -> At {
         At { file, span: spanned.span() }
+    }
+
+    /// A table that may appear once in the whole set (`[cors]`, `[client_ip]`): keeps the
+    /// first, reports any other.
+    fn keep_once<T>(&mut self, key: &str, kept: &mut Option<(At, T)>, file: usize, section: Spanned<T>) {
+        let at = Self::at(file, &section);
+        match kept {
+            Some((first, _)) => {
+                let first = self.location(first);
+                self.error(&at, key, format!("defined twice (first at {first})"));
+            }
+            None => *kept = Some((at, section.into_inner())),
+        }
     }
 }
 
@@ -123,6 +138,7 @@ pub fn validate(sources: &[SourceFile], capabilities: Capabilities) -> Result<Po
     let mut limits: BTreeMap<String, (At, RawLimit)> = BTreeMap::new();
     let mut routes: Vec<(At, RawRoute)> = Vec::new();
     let mut cors: Option<(At, RawCors)> = None;
+    let mut client_ip: Option<(At, RawClientIp)> = None;
     for (file, raw) in files {
         for (name, upstream) in raw.upstreams {
             let at = Checker::at(file, &upstream);
@@ -146,13 +162,10 @@ pub fn validate(sources: &[SourceFile], capabilities: Capabilities) -> Result<Po
             routes.push((Checker::at(file, &route), route.into_inner()));
         }
         if let Some(section) = raw.cors {
-            let at = Checker::at(file, &section);
-            if let Some((first, _)) = &cors {
-                let first = checker.location(first);
-                checker.error(&at, "cors", format!("defined twice (first at {first})"));
-            } else {
-                cors = Some((at, section.into_inner()));
-            }
+            checker.keep_once("cors", &mut cors, file, section);
+        }
+        if let Some(section) = raw.client_ip {
+            checker.keep_once("client_ip", &mut client_ip, file, section);
         }
     }
 
@@ -182,6 +195,7 @@ pub fn validate(sources: &[SourceFile], capabilities: Capabilities) -> Result<Po
         })
         .collect();
     let cors = cors.and_then(|(at, raw)| check_cors(&mut checker, at.file, raw));
+    let client_ip = client_ip.and_then(|(at, raw)| check_client_ip(&mut checker, at.file, raw));
 
     if routes.is_empty() && !sources.is_empty() && every_file_parsed {
         checker.errors.push(PolicyError {
@@ -204,7 +218,29 @@ pub fn validate(sources: &[SourceFile], capabilities: Capabilities) -> Result<Po
     }
     let mut routes: Vec<RouteSpec> = checked.into_iter().map(|(_, route)| route).collect();
     routes.sort_by_key(|route| route.matcher.rank());
-    Ok(Policy { upstreams, routes, limits, cors })
+    Ok(Policy { upstreams, routes, limits, cors, client_ip })
+}
+
+fn check_client_ip(checker: &mut Checker<'_>, file: usize, raw: RawClientIp) -> Option<ClientIpSpec> {
+    let errors_before = checker.errors.len();
+    let mut trusted_proxies = Vec::new();
+    for entry in &raw.trusted_proxies {
+        match parse_cidr(entry.get_ref()) {
+            Some(net) => trusted_proxies.push(net),
+            None => checker.error(
+                &Checker::at(file, entry),
+                "client_ip.trusted_proxies",
+                format!("{:?} is not a CIDR such as 10.0.0.0/8 or fd00::/8", entry.get_ref()),
+            ),
+        }
+    }
+    (checker.errors.len() == errors_before).then_some(ClientIpSpec { trusted_proxies })
+}
+
+/// A CIDR, or a single address (a /32 or /128).
+fn parse_cidr(text: &str) -> Option<ipnet::IpNet> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>().ok().or_else(|| text.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
 }
 
 fn valid_name(name: &str) -> bool {

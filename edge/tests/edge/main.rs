@@ -5,6 +5,7 @@ mod helpers;
 mod auth;
 mod cli;
 mod client_conn;
+mod client_ip;
 mod cors_and_headers;
 mod limits;
 mod logs;
