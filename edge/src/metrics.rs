@@ -60,7 +60,7 @@ impl EdgeMetrics {
             limit_store_leases: counter(
                 &registry,
                 "edge_rate_limit_leases_total",
-                "Batches of a shared rate-limit budget leased from Redis.",
+                "Calls leasing a batch of a shared rate-limit budget from Redis: the request path's Redis round trips.",
             ),
             unauthorized: counter_vec(
                 &registry,

@@ -15,9 +15,13 @@
 //! Redis restart) only forgets recent failures, as failing open does anyway.
 //!
 //! Accounts are keyed by a SHA-256 of the normalised e-mail, so the store holds no
-//! addresses, and an unknown e-mail is counted exactly like a known one. The store
-//! failing (an error, or no answer within [`REDIS_TIMEOUT`]) never fails a login: it is
-//! logged, counted and skipped.
+//! address in clear (one can still test a known address against it), and an unknown
+//! e-mail is counted exactly like a known one. The store failing (an error, or no answer
+//! within [`REDIS_TIMEOUT`]) never fails a login: it is logged, counted and skipped.
+//!
+//! The rule's price, as with any per-account lock: anyone can lock an account for 15
+//! minutes with 5 wrong passwords, from any address; the per-address limit at the edge
+//! slows that down, it does not prevent it.
 
 mod memory;
 

@@ -10,20 +10,23 @@
 //!   last long, and never exceeds 1/128 of the limit: limits under 256 lease one request
 //!   at a time and stay exact, and what replicas hold unused when a window ends stays a
 //!   small share of it (with demand well over the limit, replicas use up their leases);
+//! - requests that find the lease empty wait for one refill per key, which leases enough
+//!   for all of them at once, so a burst costs one round trip, not one each;
 //! - keys are aligned to the window (`…:{window number}:{key}`), so replicas agree on
-//!   windows without talking to each other, and each key expires with its window: a
+//!   windows without talking to each other, and each key expires after its window: a
 //!   replica that dies loses its unused lease only until then;
 //! - a key Redis reports as used up is refused here for the rest of the window, without
 //!   asking again.
 //!
-//! Redis failing (an error, or no answer within [`REDIS_TIMEOUT`]) sends the table to its
-//! local counters, counts the failure and shows `degraded` in `/readyz`. One request a
-//! second tries Redis again, and the shared budget is back as soon as it answers.
+//! Redis failing (an error, or no answer within [`REDIS_TIMEOUT`]) sends every redis
+//! table to its local counters, counts the failure and shows `degraded` in `/readyz`. A
+//! background check pings Redis every second, so an outage shows even without traffic,
+//! and the shared budget is back within a second of Redis answering again.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use prometheus::IntCounter;
@@ -34,10 +37,12 @@ use super::{Decision, Window};
 use crate::metrics::EdgeMetrics;
 use crate::policy::LimitSpec;
 
-/// Longest a request waits for a lease.
-pub const REDIS_TIMEOUT: Duration = Duration::from_millis(100);
-/// After a failure, how long requests count locally before one tries Redis again.
-const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
+/// Every Redis call gives up after this.
+pub const REDIS_TIMEOUT: Duration = Duration::from_millis(200);
+/// The longest a request waits for a lease, queueing included; then it counts locally.
+const LEASE_DEADLINE: Duration = Duration::from_millis(300);
+/// How often the background check pings Redis.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 /// Every key the edge writes starts with this, so it can share a Redis with svc-tasks.
 pub const KEY_PREFIX: &str = "edge:ratelimit:";
 /// A lease is at most this share of the limit.
@@ -46,14 +51,15 @@ const MAX_BATCH_DIVISOR: u32 = 128;
 const GROW_WITHIN: Duration = Duration::from_millis(200);
 /// ...and one that lasted longer than this halves it.
 const SHRINK_AFTER: Duration = Duration::from_secs(2);
-/// Keys with leases kept per table; beyond it, new keys count locally until older
-/// windows are swept (a flood of addresses cannot grow the map without bound).
+/// Keys with leases kept per table. Beyond it (a flood of addresses), new keys get a
+/// lease of their own that is not kept: still exact, at one round trip per request.
 const MAX_KEYS: usize = 50_000;
-/// Keys outlive their window by this much, for replicas whose clocks are a little behind.
-const KEY_SLACK_MS: u64 = 5_000;
+/// Keys outlive their window by this much, for replicas whose clocks differ a little.
+const KEY_SLACK_MS: u64 = 60_000;
 
 /// KEYS[1]: one key's count for one window. ARGV: the batch wanted, the limit, the
-/// key's time to live in ms. Grants what is left, up to the batch, and returns
+/// key's time to live in ms (set when the key is created, so no replica's clock can
+/// shorten it later). Grants what is left, up to the batch, and returns
 /// `{granted, leased in this window so far}`.
 const LEASE_SCRIPT: &str = r"
 local used = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -62,9 +68,34 @@ if grant <= 0 then
   return {0, used}
 end
 used = redis.call('INCRBY', KEYS[1], grant)
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if used == grant then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
 return {grant, used}
 ";
+
+/// Whether Redis answers, as the last call or ping found it.
+struct Health {
+    failing: AtomicBool,
+    last_error: Mutex<String>,
+    failures: IntCounter,
+}
+
+impl Health {
+    fn succeeded(&self) {
+        if self.failing.swap(false, Ordering::AcqRel) {
+            tracing::info!("rate-limit store answers again; shared limits are back");
+        }
+    }
+
+    fn failed(&self, error: String) {
+        self.failures.inc();
+        if !self.failing.swap(true, Ordering::AcqRel) {
+            tracing::warn!(%error, "rate-limit store unreachable; shared limits count per replica");
+        }
+        *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = error;
+    }
+}
 
 /// The process's connection to the shared store, used by every redis table.
 pub struct SharedStore {
@@ -73,12 +104,7 @@ pub struct SharedStore {
     /// The Redis client's own runtime: its connection task must not live on whichever
     /// Pingora worker happened to use it first, nor on the start-up runtime.
     runtime: Option<tokio::runtime::Runtime>,
-    /// 0 while Redis answers; otherwise when (ms since the epoch) one request may try again.
-    retry_at_ms: AtomicU64,
-    /// Bumped on every failure, so requests queued behind a failed call do not repeat it.
-    failure_count: AtomicU64,
-    last_error: Mutex<String>,
-    failures: IntCounter,
+    health: Arc<Health>,
     leases: IntCounter,
 }
 
@@ -94,79 +120,72 @@ impl SharedStore {
             let _entered = runtime.enter();
             RedisClient::new(url, "EDGE_REDIS_URL", REDIS_TIMEOUT)?
         };
+        let health = Arc::new(Health {
+            failing: AtomicBool::new(false),
+            last_error: Mutex::new(String::new()),
+            failures: metrics.limit_store_failures(),
+        });
+        runtime.spawn(check_health(redis.clone(), Arc::clone(&health)));
         Ok(Self {
             redis,
             script: Script::new(LEASE_SCRIPT),
             runtime: Some(runtime),
-            retry_at_ms: AtomicU64::new(0),
-            failure_count: AtomicU64::new(0),
-            last_error: Mutex::new(String::new()),
-            failures: metrics.limit_store_failures(),
+            health,
             leases: metrics.limit_store_leases(),
         })
     }
 
     /// For `/readyz`; never makes the edge unready.
     pub fn state(&self) -> BackendState {
-        if self.retry_at_ms.load(Ordering::Acquire) == 0 {
+        if !self.health.failing.load(Ordering::Acquire) {
             return BackendState::Up;
         }
-        let error = self.last_error.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let error = self.health.last_error.lock().unwrap_or_else(PoisonError::into_inner).clone();
         BackendState::Degraded { detail: format!("{error}; shared rate limits count per replica") }
     }
 
-    /// Always while Redis answers; after a failure, for one request per retry interval.
-    fn may_call(&self) -> bool {
-        let retry_at = self.retry_at_ms.load(Ordering::Acquire);
-        if retry_at == 0 {
-            return true;
-        }
-        let now = now_ms();
-        now >= retry_at
-            && self
-                .retry_at_ms
-                .compare_exchange(
-                    retry_at,
-                    now + RETRY_AFTER_FAILURE.as_millis() as u64,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                )
-                .is_ok()
+    fn answers(&self) -> bool {
+        !self.health.failing.load(Ordering::Acquire)
     }
 
-    /// Leases up to `want` of `limit` for `key`: `Some((granted, leased so far))`, or
-    /// `None` when Redis failed (recorded).
-    async fn lease(&self, key: String, want: u32, limit: u32, ttl_ms: u64) -> Option<(u32, u64)> {
+    /// Leases up to `want` for `key` into `lease` and decides the request that asked;
+    /// `None` when Redis failed (recorded). The grant is recorded on the Redis client's
+    /// runtime, so a request that gives up meanwhile loses nothing.
+    async fn lease(&self, lease: Arc<KeyLease>, request: LeaseRequest) -> Option<Decision> {
         let runtime = self.runtime.as_ref()?;
-        let redis = self.redis.clone();
-        let script = self.script.clone();
+        let (redis, script, health) = (self.redis.clone(), self.script.clone(), Arc::clone(&self.health));
+        let leases = self.leases.clone();
         let call = runtime.spawn(async move {
-            let mut invocation = script.key(key);
-            invocation.arg(want).arg(limit).arg(ttl_ms);
-            redis.script::<(u32, u64)>(&invocation).await
+            let mut invocation = script.key(&request.redis_key);
+            invocation.arg(request.want).arg(request.limit).arg(request.window.left_ms + KEY_SLACK_MS);
+            match redis.script::<(u32, u64)>(&invocation).await {
+                Ok((granted, used)) => {
+                    leases.inc();
+                    health.succeeded();
+                    Some(lease.leased(&request, granted, used))
+                }
+                Err(error) => {
+                    health.failed(error.to_string());
+                    None
+                }
+            }
         });
-        let outcome = match call.await {
-            Ok(result) => result.map_err(|e| e.to_string()),
-            Err(e) => Err(format!("the Redis call failed: {e}")),
-        };
-        match outcome {
-            Ok(lease) => {
-                self.leases.inc();
-                if self.retry_at_ms.swap(0, Ordering::AcqRel) != 0 {
-                    tracing::info!("rate-limit store answers again; shared limits are back");
-                }
-                Some(lease)
-            }
-            Err(error) => {
-                self.failures.inc();
-                self.failure_count.fetch_add(1, Ordering::AcqRel);
-                let retry_at = now_ms() + RETRY_AFTER_FAILURE.as_millis() as u64;
-                if self.retry_at_ms.swap(retry_at, Ordering::AcqRel) == 0 {
-                    tracing::warn!(%error, "rate-limit store unreachable; shared limits count per replica");
-                }
-                *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = error;
-                None
-            }
+        call.await.unwrap_or_else(|e| {
+            self.health.failed(format!("the Redis call failed: {e}"));
+            None
+        })
+    }
+}
+
+/// Pings Redis every [`HEALTH_INTERVAL`] until the runtime stops.
+async fn check_health(redis: RedisClient, health: Arc<Health>) {
+    let mut every = tokio::time::interval(HEALTH_INTERVAL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        match redis.ping().await {
+            Ok(()) => health.succeeded(),
+            Err(error) => health.failed(error.to_string()),
         }
     }
 }
@@ -180,13 +199,18 @@ impl Drop for SharedStore {
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
 /// The largest lease for a limit.
 fn max_batch(limit: u32) -> u32 {
     (limit / MAX_BATCH_DIVISOR).max(1)
+}
+
+/// What one call to Redis asks for.
+struct LeaseRequest {
+    redis_key: String,
+    want: u32,
+    limit: u32,
+    max_batch: u32,
+    window: Window,
 }
 
 /// One redis table's leases, per key.
@@ -196,8 +220,16 @@ pub struct SharedCounter {
     /// and replicas on different versions of it during a rollout do not mix budgets.
     prefix: String,
     limit: u32,
+    window_length: Duration,
     max_batch: u32,
-    leases: Mutex<HashMap<String, Arc<KeyLease>>>,
+    leases: Mutex<Leases>,
+}
+
+#[derive(Default)]
+struct Leases {
+    by_key: HashMap<String, Arc<KeyLease>>,
+    /// The window whose start last swept out older keys.
+    swept: u64,
 }
 
 impl SharedCounter {
@@ -207,58 +239,70 @@ impl SharedCounter {
             store,
             prefix,
             limit: spec.requests,
+            window_length: spec.window,
             max_batch: max_batch(spec.requests),
-            leases: Mutex::new(HashMap::new()),
+            leases: Mutex::new(Leases::default()),
         }
     }
 
-    /// The shared decision, or `None` when it cannot be had (Redis failing, or too many
-    /// keys): the caller then counts locally.
+    /// The shared decision, or `None` when Redis cannot give one in time: the caller
+    /// then counts locally.
     pub async fn check(&self, key: &str, window: Window) -> Option<Decision> {
-        let lease = self.lease_for(key, window)?;
+        let lease = self.lease_for(key, window);
         if let Some(decision) = lease.take(window, self.limit) {
             return Some(decision);
         }
-        if !self.store.may_call() {
+        if !self.store.answers() {
             return None;
         }
-        // One refill per key at a time; requests arriving meanwhile use what it brings.
-        let failures_before = self.store.failure_count.load(Ordering::Acquire);
-        let _refilling = lease.refill.lock().await;
-        if let Some(decision) = lease.take(window, self.limit) {
-            return Some(decision);
-        }
-        if self.store.failure_count.load(Ordering::Acquire) != failures_before {
-            return None;
-        }
-        let want = lease.batch(self.max_batch);
-        let redis_key = format!("{}{}:{key}", self.prefix, window.number);
-        let (granted, used) = self.store.lease(redis_key, want, self.limit, window.left_ms + KEY_SLACK_MS).await?;
-        Some(lease.leased(window, granted, used, self.limit, self.max_batch))
+        tokio::time::timeout(LEASE_DEADLINE, self.refill(key, lease)).await.ok().flatten()
     }
 
-    fn lease_for(&self, key: &str, window: Window) -> Option<Arc<KeyLease>> {
+    /// One refill per key at a time; requests arriving meanwhile use what it brings.
+    async fn refill(&self, key: &str, lease: Arc<KeyLease>) -> Option<Decision> {
+        let _waiting = lease.wait();
+        let _refilling = lease.refill.lock().await;
+        // The window may have turned while this request waited.
+        let window = Window::now(self.window_length);
+        if let Some(decision) = lease.take(window, self.limit) {
+            return Some(decision);
+        }
+        if !self.store.answers() {
+            return None;
+        }
+        let request = LeaseRequest {
+            redis_key: format!("{}{}:{key}", self.prefix, window.number),
+            want: lease.want(self.max_batch),
+            limit: self.limit,
+            max_batch: self.max_batch,
+            window,
+        };
+        self.store.lease(Arc::clone(&lease), request).await
+    }
+
+    fn lease_for(&self, key: &str, window: Window) -> Arc<KeyLease> {
         let mut leases = self.leases.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(lease) = leases.get(key) {
-            return Some(Arc::clone(lease));
+        if let Some(lease) = leases.by_key.get(key) {
+            return Arc::clone(lease);
         }
-        if leases.len() >= MAX_KEYS {
-            leases.retain(|_, lease| lease.window() == window.number);
-            if leases.len() >= MAX_KEYS {
-                return None;
-            }
+        let lease = Arc::new(KeyLease::new(window.number));
+        if leases.by_key.len() >= MAX_KEYS && leases.swept < window.number {
+            leases.swept = window.number;
+            leases.by_key.retain(|_, lease| lease.window() >= window.number);
         }
-        let lease = Arc::new(KeyLease::default());
-        leases.insert(key.to_owned(), Arc::clone(&lease));
-        Some(lease)
+        if leases.by_key.len() < MAX_KEYS {
+            leases.by_key.insert(key.to_owned(), Arc::clone(&lease));
+        }
+        lease
     }
 }
 
 /// One key's lease in this replica.
-#[derive(Default)]
 struct KeyLease {
     state: Mutex<LeaseState>,
     refill: tokio::sync::Mutex<()>,
+    /// Requests waiting for the refill: the next lease is at least this large.
+    waiting: AtomicU32,
 }
 
 #[derive(Debug, Default)]
@@ -270,14 +314,36 @@ struct LeaseState {
     used: u64,
     /// Redis had nothing left for this window.
     exhausted: bool,
-    /// The next lease's size.
+    /// The next lease's size, before counting the waiting requests.
     batch: u32,
     last_lease: Option<Instant>,
 }
 
+/// Counts a request as waiting for as long as it lives.
+struct Waiting<'a>(&'a AtomicU32);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl KeyLease {
+    fn new(window: u64) -> Self {
+        Self {
+            state: Mutex::new(LeaseState { window, ..LeaseState::default() }),
+            refill: tokio::sync::Mutex::new(()),
+            waiting: AtomicU32::new(0),
+        }
+    }
+
     fn window(&self) -> u64 {
         self.state.lock().unwrap_or_else(PoisonError::into_inner).window
+    }
+
+    fn wait(&self) -> Waiting<'_> {
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        Waiting(&self.waiting)
     }
 
     /// A decision without Redis: from the lease, or a refusal once the budget is gone.
@@ -294,13 +360,15 @@ impl KeyLease {
         Some(allowed(window, limit, state.used, state.available))
     }
 
-    fn batch(&self, max_batch: u32) -> u32 {
-        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        state.batch.clamp(1, max_batch)
+    /// The next lease: the adapted batch, or enough for every waiting request.
+    fn want(&self, max_batch: u32) -> u32 {
+        let batch = self.state.lock().unwrap_or_else(PoisonError::into_inner).batch.clamp(1, max_batch);
+        batch.max(self.waiting.load(Ordering::Acquire))
     }
 
     /// Records a lease from Redis and decides the request that asked for it.
-    fn leased(&self, window: Window, granted: u32, used: u64, limit: u32, max_batch: u32) -> Decision {
+    fn leased(&self, request: &LeaseRequest, granted: u32, used: u64) -> Decision {
+        let (window, limit) = (request.window, request.limit);
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         state.enter(window.number);
         let now = Instant::now();
@@ -309,9 +377,9 @@ impl KeyLease {
             Some(lasted) if lasted > SHRINK_AFTER => state.batch / 2,
             _ => state.batch,
         }
-        .clamp(1, max_batch);
+        .clamp(1, request.max_batch);
         state.last_lease = Some(now);
-        state.used = used;
+        state.used = state.used.max(used);
         if granted == 0 {
             state.exhausted = true;
             return refused(window, limit);
@@ -322,9 +390,10 @@ impl KeyLease {
 }
 
 impl LeaseState {
-    /// A new window drops what was leased in the old one.
+    /// A later window drops what was leased in the earlier one. A request still deciding
+    /// in the window that just ended uses the current one rather than undoing it.
     fn enter(&mut self, window: u64) {
-        if self.window != window {
+        if window > self.window {
             *self = Self { window, batch: self.batch, last_lease: self.last_lease, ..Self::default() };
         }
     }
@@ -350,55 +419,79 @@ mod tests {
     use super::*;
 
     const WINDOW: Window = Window { number: 7, left_ms: 30_000 };
+    const LIMIT: u32 = 100;
+
+    fn request(window: Window, max_batch: u32) -> LeaseRequest {
+        LeaseRequest { redis_key: "k".into(), want: 1, limit: LIMIT, max_batch, window }
+    }
+
+    fn leased(lease: &KeyLease, granted: u32, used: u64) -> Decision {
+        lease.leased(&request(WINDOW, 10), granted, used)
+    }
 
     #[test]
     fn a_lease_is_handed_out_locally_then_runs_dry() {
-        let lease = KeyLease::default();
-        assert_eq!(lease.take(WINDOW, 100), None, "nothing leased yet");
-        let first = lease.leased(WINDOW, 3, 3, 100, 10);
+        let lease = KeyLease::new(WINDOW.number);
+        assert_eq!(lease.take(WINDOW, LIMIT), None, "nothing leased yet");
+        let first = leased(&lease, 3, 3);
         assert!(first.allowed);
         assert_eq!(first.remaining, 99);
-        assert_eq!(lease.take(WINDOW, 100).map(|d| d.remaining), Some(98));
-        assert_eq!(lease.take(WINDOW, 100).map(|d| d.remaining), Some(97));
-        assert_eq!(lease.take(WINDOW, 100), None, "the lease of 3 is used up");
+        assert_eq!(lease.take(WINDOW, LIMIT).map(|d| d.remaining), Some(98));
+        assert_eq!(lease.take(WINDOW, LIMIT).map(|d| d.remaining), Some(97));
+        assert_eq!(lease.take(WINDOW, LIMIT), None, "the lease of 3 is used up");
     }
 
     #[test]
     fn remaining_counts_other_replicas_leases() {
-        let lease = KeyLease::default();
+        let lease = KeyLease::new(WINDOW.number);
         // Another replica leased 50 before us: Redis reports 52 used after our 2.
-        let decision = lease.leased(WINDOW, 2, 52, 100, 10);
-        assert_eq!(decision.remaining, 49);
+        assert_eq!(leased(&lease, 2, 52).remaining, 49);
     }
 
     #[test]
     fn a_used_up_budget_is_refused_without_asking_again_until_the_window_ends() {
-        let lease = KeyLease::default();
-        let refusal = lease.leased(WINDOW, 0, 100, 100, 10);
+        let lease = KeyLease::new(WINDOW.number);
+        let refusal = leased(&lease, 0, 100);
         assert!(!refusal.allowed);
         assert_eq!((refusal.remaining, refusal.reset_seconds), (0, 30));
-        assert_eq!(lease.take(WINDOW, 100).map(|d| d.allowed), Some(false));
+        assert_eq!(lease.take(WINDOW, LIMIT).map(|d| d.allowed), Some(false));
         let next = Window { number: 8, left_ms: 60_000 };
-        assert_eq!(lease.take(next, 100), None, "a new window asks Redis again");
+        assert_eq!(lease.take(next, LIMIT), None, "a new window asks Redis again");
     }
 
     #[test]
-    fn a_new_window_drops_the_old_lease() {
-        let lease = KeyLease::default();
-        lease.leased(WINDOW, 5, 5, 100, 10);
-        assert_eq!(lease.take(Window { number: 8, left_ms: 60_000 }, 100), None);
+    fn a_new_window_drops_the_old_lease_and_a_late_request_does_not_undo_it() {
+        let lease = KeyLease::new(WINDOW.number);
+        leased(&lease, 5, 5);
+        let next = Window { number: 8, left_ms: 60_000 };
+        assert_eq!(lease.take(next, LIMIT), None);
+        lease.leased(&request(next, 10), 3, 3);
+        // A request that started in window 7 and decides now takes from window 8's lease.
+        assert_eq!(lease.take(WINDOW, LIMIT).map(|d| d.allowed), Some(true));
+        assert_eq!(lease.take(next, LIMIT).map(|d| d.allowed), Some(true));
+        assert_eq!(lease.take(next, LIMIT), None);
     }
 
     #[test]
     fn the_batch_grows_while_leases_run_out_fast_and_is_capped() {
-        let lease = KeyLease::default();
+        let lease = KeyLease::new(WINDOW.number);
         let batches: Vec<u32> = (0..6)
             .map(|_| {
-                lease.leased(WINDOW, 1, 1, 1000, 8);
-                lease.batch(8)
+                lease.leased(&request(WINDOW, 8), 1, 1);
+                lease.want(8)
             })
             .collect();
         assert_eq!(batches, vec![1, 2, 4, 8, 8, 8]);
+    }
+
+    #[test]
+    fn waiting_requests_are_leased_for_at_once() {
+        let lease = KeyLease::new(WINDOW.number);
+        assert_eq!(lease.want(1), 1);
+        let waiting: Vec<Waiting<'_>> = (0..5).map(|_| lease.wait()).collect();
+        assert_eq!(lease.want(1), 5, "one round trip for the five");
+        drop(waiting);
+        assert_eq!(lease.want(1), 1);
     }
 
     #[test]
