@@ -12,6 +12,11 @@
 //! The proxy tells the layer when it has a request head ([`head_parsed`], called from
 //! `early_request_filter`). Bytes read after the previous response started begin the
 //! next head; a response written before the proxy saw a head is one of Pingora's own.
+//!
+//! The layer also delays Pingora's closing of idle keep-alive connections at SIGTERM
+//! (`cleanup`) by a drain period: a client that sends its next request on one meanwhile
+//! gets an answer with `Connection: close` instead of a reset connection, which it could
+//! not safely retry for a POST.
 
 use std::future::Future;
 use std::io;
@@ -46,12 +51,14 @@ use crate::metrics::EdgeMetrics;
 /// What every connection's layer shares.
 pub struct Layer {
     head_timeout: Duration,
+    /// After SIGTERM, how long idle keep-alive connections stay open for a last request.
+    idle_drain: Duration,
     metrics: Arc<EdgeMetrics>,
 }
 
 impl Layer {
-    pub fn new(head_timeout: Duration, metrics: Arc<EdgeMetrics>) -> Arc<Self> {
-        Arc::new(Self { head_timeout, metrics })
+    pub fn new(head_timeout: Duration, idle_drain: Duration, metrics: Arc<EdgeMetrics>) -> Arc<Self> {
+        Arc::new(Self { head_timeout, idle_drain, metrics })
     }
 }
 
@@ -74,7 +81,10 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Layered<A> {
         self.app.process_new(stream, shutdown).await
     }
 
+    /// Runs once the listener is closed: requests still arriving on open connections are
+    /// answered (with `Connection: close`) for `idle_drain`, then the idle ones are closed.
     async fn cleanup(&self) {
+        tokio::time::sleep(self.layer.idle_drain).await;
         self.app.cleanup().await;
     }
 }

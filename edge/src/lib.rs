@@ -28,6 +28,7 @@ pub mod upstreams;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use arc_swap::ArcSwapOption;
@@ -63,6 +64,12 @@ fn server_conf(config: &Config) -> ServerConf {
         max_retries: MAX_RETRIES,
         ..ServerConf::default()
     }
+}
+
+/// Half the grace period, at most 2 s: idle keep-alive connections get a last request
+/// in, and in-flight requests keep the rest of the grace period.
+fn idle_drain(config: &Config) -> Duration {
+    (Duration::from_secs(config.shutdown_grace_seconds) / 2).min(Duration::from_secs(2))
 }
 
 /// Loads the policy, then serves until SIGTERM (graceful) or SIGINT (fast).
@@ -108,7 +115,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         config.max_body_bytes,
     );
     let proxy = pingora::proxy::http_proxy(&server.configuration, proxy);
-    let layer = client_conn::Layer::new(config.head_timeout, Arc::clone(&metrics));
+    let layer = client_conn::Layer::new(config.head_timeout, idle_drain(&config), Arc::clone(&metrics));
     let mut proxy_service = Service::new("edge proxy".to_owned(), client_conn::Layered::new(proxy, layer));
     proxy_service.add_tcp(&config.listen_addr.to_string());
 
