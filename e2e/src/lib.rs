@@ -182,6 +182,7 @@ impl System {
             vec![
                 ("MONGODB_DB", unique_name("e2e_users")),
                 ("REDIS_URL", redis_url.clone()),
+                ("REDIS_KEY_PREFIX", format!("{}:", unique_name("e2e_users"))),
                 ("BCRYPT_COST", "4".into()),
                 ("JWT_SIGNING_KEY", signing_key.display().to_string()),
             ],

@@ -13,7 +13,12 @@ pub const BCRYPT_COST: Var = Var::new("BCRYPT_COST", "12", "bcrypt work factor, 
 pub const REDIS_URL: Var = Var::new(
     "REDIS_URL",
     "redis://127.0.0.1:6379",
-    "Redis counting failed logins per account, shared by every replica (keys users:login-attempts:*)",
+    "Redis counting failed logins per account, shared by every replica",
+);
+pub const REDIS_KEY_PREFIX: Var = Var::new(
+    "REDIS_KEY_PREFIX",
+    "todo:users:",
+    "prefix of every Redis key (failed-login counts: <prefix>login-attempts:<sha256 of the e-mail>)",
 );
 pub const TOKEN_TTL_SECONDS: Var = Var::new("TOKEN_TTL_SECONDS", "3600", "lifetime of issued access tokens");
 
@@ -34,6 +39,7 @@ pub struct Config {
     pub mongodb_uri: String,
     pub mongodb_db: String,
     pub redis_url: Secret,
+    pub redis_key_prefix: String,
     pub jwt: JwtSettings,
     pub bcrypt_cost: u32,
     pub token_ttl: Duration,
@@ -53,6 +59,7 @@ impl Config {
             mongodb_uri: env.string(&MONGODB_URI),
             mongodb_db: env.string(&MONGODB_DB),
             redis_url: Secret::new(env.string(&REDIS_URL)),
+            redis_key_prefix: env.string(&REDIS_KEY_PREFIX),
             jwt: JwtSettings::from_env(&mut env, Role::Issuer),
             bcrypt_cost,
             token_ttl: env.seconds(&TOKEN_TTL_SECONDS, 3600),

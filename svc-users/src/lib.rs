@@ -109,7 +109,7 @@ impl Application {
         let db = todo_common::mongo::connect(&config.mongodb_uri, &config.mongodb_db, "svc-users").await?;
         let backends = Backends {
             store: Arc::new(MongoUserStore::new(&db)),
-            login_attempts: Arc::new(RedisLoginAttempts::new(config.redis_url.expose())?),
+            login_attempts: Arc::new(RedisLoginAttempts::new(config.redis_url.expose(), &config.redis_key_prefix)?),
         };
         Self::build_with(config, backends).await
     }

@@ -44,7 +44,6 @@ pub const GUESSES: u32 = 5;
 pub const PERIOD: Duration = Duration::from_secs(15 * 60);
 /// Every Redis call gives up after this; the login then goes on unthrottled.
 pub const REDIS_TIMEOUT: Duration = Duration::from_millis(200);
-const KEY_PREFIX: &str = "users:login-attempts:";
 
 /// One account, as the store knows it: a SHA-256 of the normalised e-mail, in hex.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -151,23 +150,29 @@ return {1, 0}
 pub struct RedisLoginAttempts {
     redis: RedisClient,
     script: Script,
+    /// `REDIS_KEY_PREFIX` + `login-attempts:`.
+    prefix: String,
 }
 
 impl RedisLoginAttempts {
     /// Connects lazily: logins work, unthrottled, while Redis is down.
-    pub fn new(url: &str) -> anyhow::Result<Self> {
-        Ok(Self { redis: RedisClient::new(url, "REDIS_URL", REDIS_TIMEOUT)?, script: Script::new(TAKE_SCRIPT) })
+    pub fn new(url: &str, key_prefix: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            redis: RedisClient::new(url, "REDIS_URL", REDIS_TIMEOUT)?,
+            script: Script::new(TAKE_SCRIPT),
+            prefix: format!("{key_prefix}login-attempts:"),
+        })
     }
 
-    fn key(account: &AccountKey) -> String {
-        format!("{KEY_PREFIX}{}", account.0)
+    fn key(&self, account: &AccountKey) -> String {
+        format!("{}{}", self.prefix, account.0)
     }
 }
 
 #[async_trait]
 impl LoginAttempts for RedisLoginAttempts {
     async fn take(&self, account: &AccountKey, guesses: u32, period: Duration) -> Result<Attempt, ThrottleError> {
-        let mut invocation = self.script.key(Self::key(account));
+        let mut invocation = self.script.key(self.key(account));
         invocation.arg(guesses).arg(period.as_millis() as u64);
         let (taken, left_ms): (u8, u64) = self.redis.script(&invocation).await?;
         Ok(match taken {
@@ -177,7 +182,7 @@ impl LoginAttempts for RedisLoginAttempts {
     }
 
     async fn reset(&self, account: &AccountKey) -> Result<(), ThrottleError> {
-        Ok(self.redis.query::<()>(cmd("DEL").arg(Self::key(account))).await?)
+        Ok(self.redis.query::<()>(cmd("DEL").arg(self.key(account))).await?)
     }
 
     fn backend_name(&self) -> &'static str {
