@@ -92,18 +92,23 @@ def login_scenario(processes, run_dir, binaries, bcrypt_rate, run_id, secret, co
     port = free_port()
     env = service_env(run_id, secret, port, {"MONGODB_DB": f"bench_{run_id}_users", "BCRYPT_COST": str(cost)})
     start_service(processes, binaries, "svc-users", "svc-users", env, port)
-    credentials = {"email": f"bench-{run_id}@example.com", "password": "bench-password-123"}
-    status, body = request(port, "POST", "/users/register", credentials, timeout=30)
-    if status not in (201, 409):
-        raise BenchError(f"register answered {status}: {body}")
-
-    # Enough clients to keep the hashing pool (one permit per core) always busy.
+    # Enough clients to keep the hashing pool (one permit per core) always busy. Each logs
+    # in as a user of its own, as real users do: svc-users takes one of an account's 5
+    # guesses per login in flight, so more than 5 concurrent logins of one account would
+    # be refused (429) before their password is checked.
     clients = 4 * cores
+    accounts = []
+    for index in range(clients):
+        credentials = {"email": f"bench-{run_id}-{index}@example.com", "password": "bench-password-123"}
+        status, body = request(port, "POST", "/users/register", credentials, timeout=30)
+        if status not in (201, 409):
+            raise BenchError(f"register answered {status}: {body}")
+        accounts.append(credentials)
     completions, failures = [], []
     lock = threading.Lock()
     deadline = time.monotonic() + seconds
 
-    def client():
+    def client(credentials):
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         while time.monotonic() < deadline:
             try:
@@ -122,7 +127,7 @@ def login_scenario(processes, run_dir, binaries, bcrypt_rate, run_id, secret, co
         stdout=subprocess.PIPE,
         text=True,
     )
-    threads = [threading.Thread(target=client) for _ in range(clients)]
+    threads = [threading.Thread(target=client, args=(credentials,)) for credentials in accounts]
     for t in threads:
         t.start()
     for t in threads:

@@ -8,7 +8,8 @@
 //! Each attempt takes one of the account's guesses *before* the password is checked,
 //! atomically, and a success gives them all back; so parallel guesses cannot slip
 //! between a check and a count, and at most [`GUESSES`] passwords are ever tried per
-//! period.
+//! period. The price: more than [`GUESSES`] logins of one account in flight at once are
+//! refused beyond the fifth, right password or not (one user does not log in that way).
 //!
 //! Redis rather than MongoDB: taking a guess is one atomic script, the count expires by
 //! itself with its period, and its `PTTL` is the `Retry-After`. Losing the counts (a
