@@ -6,6 +6,9 @@
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::health::BackendState;
+
 /// What callers build commands and scripts with, without depending on `redis` themselves.
 pub use redis::{cmd, Script};
 
@@ -59,6 +62,15 @@ impl RedisClient {
 
     pub async fn ping(&self) -> Result<(), RedisError> {
         self.query::<String>(&redis::cmd("PING")).await.map(drop)
+    }
+
+    /// For `/readyz`: up when Redis answers a ping, otherwise degraded, saying what the
+    /// caller does `meanwhile` (its fallback).
+    pub async fn readiness(&self, meanwhile: &str) -> BackendState {
+        match self.ping().await {
+            Ok(()) => BackendState::Up,
+            Err(error) => BackendState::Degraded { detail: format!("{error}; {meanwhile}") },
+        }
     }
 
     async fn bounded<T>(

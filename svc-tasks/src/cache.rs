@@ -176,9 +176,6 @@ impl ListCache for RedisListCache {
     }
 
     async fn state(&self) -> BackendState {
-        match self.redis.ping().await {
-            Ok(()) => BackendState::Up,
-            Err(error) => BackendState::Degraded { detail: format!("{error}; lists are read from MongoDB") },
-        }
+        self.redis.readiness("lists are read from MongoDB").await
     }
 }

@@ -191,10 +191,7 @@ impl LoginAttempts for RedisLoginAttempts {
     }
 
     async fn state(&self) -> BackendState {
-        match self.redis.ping().await {
-            Ok(()) => BackendState::Up,
-            Err(error) => BackendState::Degraded { detail: format!("{error}; logins are not throttled per account") },
-        }
+        self.redis.readiness("logins are not throttled per account").await
     }
 }
 
