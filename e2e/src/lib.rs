@@ -96,6 +96,8 @@ pub struct System {
     pub redis_proxy: Option<FaultProxy>,
     /// svc-users' Ed25519 signing key (`signing.pem`) and whatever keys a test adds.
     pub keys: tempfile::TempDir,
+    /// The services' topic exchange, removed with the queues on drop.
+    exchange: String,
     processes: Vec<Process>,
 }
 
@@ -266,6 +268,7 @@ impl System {
             mongodb_proxy,
             redis_proxy,
             keys,
+            exchange: exchange.clone(),
             processes,
         };
         // The edge last: it is ready once it has a policy, but its upstreams should be up.
@@ -373,10 +376,23 @@ impl System {
 }
 
 impl Drop for System {
+    /// Stops the processes, then removes the system's exchange and queues from the broker.
     fn drop(&mut self) {
         for process in &mut self.processes {
             process.kill();
         }
+        // A cluster's URL lists every node; any node can delete.
+        let amqp_url = self.amqp_url.split(',').next().unwrap_or_default().to_owned();
+        let (exchange, queue) = (self.exchange.clone(), self.notify_queue.clone());
+        todo_test_support::clean_up_blocking(async move {
+            let properties = lapin::ConnectionProperties::default();
+            if let Ok(connection) = lapin::Connection::connect(&amqp_url, properties).await {
+                if let Ok(channel) = connection.create_channel().await {
+                    todo_test_support::delete_notify_topology(&channel, &exchange, &queue).await;
+                }
+                let _ = connection.close(200, "test done").await;
+            }
+        });
     }
 }
 

@@ -97,6 +97,34 @@ pub async fn amqp_channel(url: &str) -> lapin::Channel {
     connection.create_channel().await.expect("channel opens")
 }
 
+/// Deletes what svc-notify declares for `queue` on `exchange`: the queue, its dead-letter
+/// queue and exchange, and the exchange. Tests must leave no quorum queue behind: each
+/// is a Raft group, and a few hundred of them slow a broker restart to a halt.
+pub async fn delete_notify_topology(channel: &lapin::Channel, exchange: &str, queue: &str) {
+    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+    for name in [queue.to_owned(), format!("{queue}.dlq")] {
+        let _ = channel.queue_delete(&name, QueueDeleteOptions::default()).await;
+    }
+    for name in [exchange.to_owned(), format!("{queue}.dlx")] {
+        let _ = channel.exchange_delete(&name, ExchangeDeleteOptions::default()).await;
+    }
+}
+
+/// Runs `cleanup` to completion from a `Drop`, on a thread and runtime of its own (the
+/// test's runtime may be the one being dropped), within 10 s.
+pub fn clean_up_blocking<F>(cleanup: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let worker = std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        runtime.block_on(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(10), cleanup).await;
+        });
+    });
+    let _ = worker.join();
+}
+
 /// True when the services' contract suites run on the embedded backends
 /// (`TEST_BACKEND=embedded`) instead of MongoDB, Redis and RabbitMQ.
 pub fn embedded() -> bool {

@@ -8,10 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use lapin::options::{
-    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
-};
+use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde_json::{json, Value};
@@ -406,28 +403,16 @@ impl Drop for TestApp {
         let amqp_url = self.backends.amqp_url.clone();
         let mongodb_uri = self.backends.mongodb_uri.clone();
         let (exchange, queue, database) = (self.exchange.clone(), self.queue.clone(), self.database.clone());
-        let cleanup = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
-            runtime.block_on(async move {
-                let _ = tokio::time::timeout(Duration::from_secs(10), async {
-                    if let Ok(connection) = Connection::connect(&amqp_url, ConnectionProperties::default()).await {
-                        if let Ok(channel) = connection.create_channel().await {
-                            for name in [queue.clone(), format!("{queue}.dlq")] {
-                                let _ = channel.queue_delete(&name, QueueDeleteOptions::default()).await;
-                            }
-                            for name in [exchange, format!("{queue}.dlx")] {
-                                let _ = channel.exchange_delete(&name, ExchangeDeleteOptions::default()).await;
-                            }
-                        }
-                        let _ = connection.close(200, "test done").await;
-                    }
-                    if let Ok(client) = mongodb::Client::with_uri_str(&mongodb_uri).await {
-                        let _ = client.database(&database).drop().await;
-                    }
-                })
-                .await;
-            });
+        todo_test_support::clean_up_blocking(async move {
+            if let Ok(connection) = Connection::connect(&amqp_url, ConnectionProperties::default()).await {
+                if let Ok(channel) = connection.create_channel().await {
+                    todo_test_support::delete_notify_topology(&channel, &exchange, &queue).await;
+                }
+                let _ = connection.close(200, "test done").await;
+            }
+            if let Ok(client) = mongodb::Client::with_uri_str(&mongodb_uri).await {
+                let _ = client.database(&database).drop().await;
+            }
         });
-        let _ = cleanup.join();
     }
 }
