@@ -19,11 +19,12 @@ pub fn requested() -> bool {
     std::env::args().skip(1).any(|a| a == "--probe")
 }
 
-/// Probes the server that `listen` (the binary's `LISTEN_ADDR`) names: exit 0 when its
+/// Probes the server that `listen` (the binary's `LISTEN_ADDR`, or the edge's plain-HTTP
+/// `EDGE_ADMIN_ADDR`) names: exit 0 when its
 /// `/healthz` answers 200 within the timeout, 1 otherwise, with one line either way.
 pub fn main(binary: &str, listen: &Var, env: &dyn EnvSource) -> ExitCode {
     let addr = EnvReader::new(env).raw(listen).unwrap_or_default();
-    match probe(&addr) {
+    match probe(listen.key, &addr) {
         Ok(()) => {
             println!("{binary}: healthy ({addr})");
             ExitCode::SUCCESS
@@ -35,8 +36,8 @@ pub fn main(binary: &str, listen: &Var, env: &dyn EnvSource) -> ExitCode {
     }
 }
 
-fn probe(listen_addr: &str) -> Result<(), String> {
-    let target = loopback_for(listen_addr)?;
+fn probe(var: &str, listen_addr: &str) -> Result<(), String> {
+    let target = loopback_for(var, listen_addr)?;
     let mut stream = TcpStream::connect_timeout(&target, TIMEOUT).map_err(|e| format!("connect {target}: {e}"))?;
     stream.set_read_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
     stream.set_write_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
@@ -54,12 +55,12 @@ fn probe(listen_addr: &str) -> Result<(), String> {
 }
 
 /// The address to dial for a listen address: a wildcard bind is reached on loopback.
-fn loopback_for(listen_addr: &str) -> Result<SocketAddr, String> {
+fn loopback_for(var: &str, listen_addr: &str) -> Result<SocketAddr, String> {
     let mut addr = listen_addr
         .to_socket_addrs()
-        .map_err(|e| format!("LISTEN_ADDR {listen_addr:?}: {e}"))?
+        .map_err(|e| format!("{var} {listen_addr:?}: {e}"))?
         .next()
-        .ok_or_else(|| format!("LISTEN_ADDR {listen_addr:?} names no address"))?;
+        .ok_or_else(|| format!("{var} {listen_addr:?} names no address"))?;
     if addr.ip().is_unspecified() {
         let loopback = match addr.ip() {
             IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -90,19 +91,19 @@ mod tests {
 
     #[test]
     fn wildcard_binds_are_probed_on_loopback() {
-        assert_eq!(loopback_for("0.0.0.0:8081").unwrap(), "127.0.0.1:8081".parse().unwrap());
-        assert_eq!(loopback_for("[::]:8081").unwrap(), "[::1]:8081".parse().unwrap());
-        assert_eq!(loopback_for("10.1.2.3:80").unwrap(), "10.1.2.3:80".parse().unwrap());
-        assert!(loopback_for("nowhere").is_err());
+        assert_eq!(loopback_for("LISTEN_ADDR", "0.0.0.0:8081").unwrap(), "127.0.0.1:8081".parse().unwrap());
+        assert_eq!(loopback_for("LISTEN_ADDR", "[::]:8081").unwrap(), "[::1]:8081".parse().unwrap());
+        assert_eq!(loopback_for("LISTEN_ADDR", "10.1.2.3:80").unwrap(), "10.1.2.3:80".parse().unwrap());
+        assert!(loopback_for("LISTEN_ADDR", "nowhere").is_err());
     }
 
     #[test]
     fn only_a_200_is_healthy() {
         let ok = serve_once("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
-        assert_eq!(probe(&ok.to_string()), Ok(()));
+        assert_eq!(probe("LISTEN_ADDR", &ok.to_string()), Ok(()));
         let failing = serve_once("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n");
-        assert!(probe(&failing.to_string()).unwrap_err().contains("503"));
+        assert!(probe("LISTEN_ADDR", &failing.to_string()).unwrap_err().contains("503"));
         let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        assert!(probe(&closed.to_string()).unwrap_err().contains("connect"));
+        assert!(probe("LISTEN_ADDR", &closed.to_string()).unwrap_err().contains("connect"));
     }
 }

@@ -56,6 +56,8 @@ type ServiceSpec = (String, u16, Vec<(&'static str, String)>);
 struct Process {
     name: String,
     url: String,
+    /// Where `/metrics` and `/readyz` are (the edge's admin listener, or `url`).
+    ops_url: String,
     program: PathBuf,
     env: Vec<(String, String)>,
     child: Option<Child>,
@@ -214,6 +216,7 @@ impl System {
             ],
         ));
         let edge_port = free_port();
+        let edge_admin_port = free_port();
 
         let ports_of = |prefix: &str| -> Vec<u16> {
             services.iter().filter(|(name, _, _)| name.starts_with(prefix)).map(|(_, port, _)| *port).collect()
@@ -234,10 +237,11 @@ impl System {
                     .chain(env.iter().map(|(k, v)| (k.to_string(), v.clone())))
                     .collect();
             let url = format!("http://127.0.0.1:{port}");
-            processes.push(Process { name: name.clone(), url, program, env, child: None });
+            processes.push(Process { name: name.clone(), ops_url: url.clone(), url, program, env, child: None });
         }
         let edge_env = [
             ("LISTEN_ADDR".to_owned(), format!("127.0.0.1:{edge_port}")),
+            ("EDGE_ADMIN_ADDR".to_owned(), format!("127.0.0.1:{edge_admin_port}")),
             ("POLICY_DIR".into(), policy_dir.path().display().to_string()),
         ]
         .into_iter()
@@ -247,6 +251,7 @@ impl System {
         processes.push(Process {
             name: "edge".into(),
             url: format!("http://127.0.0.1:{edge_port}"),
+            ops_url: format!("http://127.0.0.1:{edge_admin_port}"),
             program: bin.join("edge"),
             env: edge_env,
             child: None,
@@ -273,9 +278,9 @@ impl System {
         };
         // The edge last: it is ready once it has a policy, but its upstreams should be up.
         for process in system.processes.iter().filter(|p| p.name != "edge") {
-            wait_ready(&process.url).await;
+            wait_ready(&process.ops_url).await;
         }
-        wait_ready(&system.edge_url).await;
+        wait_ready(&system.ops_url("edge")).await;
         system
     }
 
@@ -291,6 +296,12 @@ impl System {
     /// The base URL of one process by name.
     pub fn url(&self, name: &str) -> String {
         self.processes.iter().find(|p| p.name == name).map(|p| p.url.clone()).unwrap_or_else(|| panic!("no {name}"))
+    }
+
+    /// Where one process serves `/metrics` and `/readyz`: the edge's admin listener, a
+    /// service's own port.
+    pub fn ops_url(&self, name: &str) -> String {
+        self.processes.iter().find(|p| p.name == name).map(|p| p.ops_url.clone()).unwrap_or_else(|| panic!("no {name}"))
     }
 
     /// The process id of a running process.

@@ -15,7 +15,23 @@ const TARGET: &str = "edge::access";
 pub fn record(session: &Session, ctx: &RequestCtx, status: u16, elapsed: Duration, error: Option<&Error>) {
     let req = session.req_header();
     // The path only: a query string may carry things that do not belong in logs.
-    write(ctx, Some((req.method.as_str(), req.uri.path())), status, elapsed, error);
+    let request = Request { method: req.method.as_str(), path: req.uri.path(), protocol: protocol(req.version) };
+    write(ctx, Some(request), status, elapsed, error);
+}
+
+struct Request<'a> {
+    method: &'a str,
+    path: &'a str,
+    protocol: &'static str,
+}
+
+fn protocol(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_2 => "HTTP/2",
+        http::Version::HTTP_11 => "HTTP/1.1",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        _ => "other",
+    }
 }
 
 /// A request answered before it could be parsed (no method or path to log).
@@ -23,14 +39,14 @@ pub fn record_refused(ctx: &RequestCtx, status: u16, elapsed: Duration) {
     write(ctx, None, status, elapsed, None);
 }
 
-fn write(ctx: &RequestCtx, request: Option<(&str, &str)>, status: u16, elapsed: Duration, error: Option<&Error>) {
+fn write(ctx: &RequestCtx, request: Option<Request<'_>>, status: u16, elapsed: Duration, error: Option<&Error>) {
     if !tracing::enabled!(target: TARGET, tracing::Level::INFO) {
         return;
     }
     let mut line = JsonLine::new("INFO", TARGET, "request");
     line.field("request_id", ctx.request_id.as_str());
-    if let Some((method, path)) = request {
-        line.field("method", method).field("path", path);
+    if let Some(request) = request {
+        line.field("method", request.method).field("path", request.path).field("protocol", request.protocol);
     }
     line.field("route", ctx.route_label())
         .field("status", &status)

@@ -1,42 +1,83 @@
-//! `/healthz`, `/readyz` and `/metrics`, answered on the public port before routing.
+//! The admin listener (`EDGE_ADMIN_ADDR`, plain HTTP, kept off the public network):
+//! `/metrics`, `/readyz` and `/healthz`. They show route counts, refusal reasons, upstream
+//! names and health, so the public listener answers only `/healthz` ([`alive`]); there
+//! `/metrics` and `/readyz` are unrouted paths like any other.
 
-use http::StatusCode;
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use async_trait::async_trait;
+use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderValue, Method, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
 use serde_json::{json, Map, Value};
-
 use todo_common::auth::TokenVerifier;
 use todo_common::health::BackendState;
+use todo_common::Problem;
 
 use crate::headers::LocalResponse;
 use crate::limits::shared::SharedStore;
 use crate::metrics::EdgeMetrics;
 use crate::state::Live;
 
-pub const PATHS: &[&str] = &["/healthz", "/readyz", "/metrics"];
+/// `/healthz`: the process answers (liveness); on both listeners.
+pub fn alive() -> LocalResponse {
+    LocalResponse::json(StatusCode::OK, br#"{"status":"alive"}"#.to_vec())
+}
 
-/// The answer for an observability path, or `None` for any other path.
-pub fn answer(
-    path: &str,
-    live: Option<&Live>,
-    verifier: &TokenVerifier,
-    limit_store: Option<&SharedStore>,
-    metrics: &EdgeMetrics,
-) -> Option<(&'static str, LocalResponse)> {
-    match path {
-        "/healthz" => Some(("_healthz", LocalResponse::json(StatusCode::OK, br#"{"status":"alive"}"#.to_vec()))),
-        "/readyz" => Some(("_readyz", readiness(live, verifier, limit_store))),
-        "/metrics" => Some((
-            "_metrics",
-            match metrics.render() {
+/// What the admin listener reads: the same state the proxy serves from.
+pub struct AdminApp {
+    pub live: Arc<ArcSwapOption<Live>>,
+    pub verifier: Arc<TokenVerifier>,
+    pub limit_store: Option<Arc<SharedStore>>,
+    pub metrics: Arc<EdgeMetrics>,
+}
+
+impl AdminApp {
+    fn answer(&self, method: &Method, path: &str) -> LocalResponse {
+        if method != Method::GET {
+            let mut refusal = LocalResponse::problem(Problem::method_not_allowed("GET"));
+            refusal.headers.push((ALLOW, HeaderValue::from_static("GET")));
+            return refusal;
+        }
+        match path {
+            "/healthz" => alive(),
+            "/readyz" => readiness(self.live.load().as_deref(), &self.verifier, self.limit_store.as_deref()),
+            "/metrics" => match self.metrics.render() {
                 Ok(text) => LocalResponse {
                     status: StatusCode::OK,
                     content_type: Some("text/plain; version=0.0.4; charset=utf-8"),
                     headers: Vec::new(),
                     body: text.into(),
                 },
-                Err(e) => LocalResponse::problem(todo_common::Problem::internal(&e)),
+                Err(e) => LocalResponse::problem(Problem::internal(&e)),
             },
-        )),
-        _ => None,
+            _ => LocalResponse::problem(Problem::not_found(format!(
+                "{path} is not an admin path; this listener serves /metrics, /readyz and /healthz"
+            ))),
+        }
+    }
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> http::Response<Vec<u8>> {
+        let req = session.req_header();
+        let answer = self.answer(&req.method, req.uri.path());
+        if req.method != Method::GET {
+            // Whatever body came with it is not read: end the connection after answering.
+            session.set_keepalive(None);
+        }
+        let mut response = http::Response::new(answer.body.to_vec());
+        *response.status_mut() = answer.status;
+        let headers = response.headers_mut();
+        if let Some(content_type) = answer.content_type {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        }
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(answer.body.len()));
+        headers.extend(answer.headers);
+        response
     }
 }
 

@@ -1,4 +1,5 @@
-//! A layer around every client connection, under Pingora's HTTP/1 parser.
+//! A layer around every HTTP/1 client connection, under Pingora's HTTP/1 parser (and above
+//! TLS, when the listener speaks it).
 //!
 //! Pingora 0.9 leaves two things to the application without giving it a phase for them:
 //! - **A deadline for the request head.** Its read timeout applies to each read, so a
@@ -35,7 +36,7 @@ use pingora::http::ResponseHeader;
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream, TimingDigest,
-    UniqueID, UniqueIDType,
+    UniqueID, UniqueIDType, ALPN,
 };
 use pingora::proxy::Session;
 use pingora::server::ShutdownWatch;
@@ -77,6 +78,11 @@ impl<A> Layered<A> {
 #[async_trait]
 impl<A: ServerApp + Send + Sync + 'static> ServerApp for Layered<A> {
     async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        // HTTP/2 (chosen by ALPN over TLS) frames its own requests and answers, and the h2
+        // crate bounds them: the layer only reads and writes HTTP/1.
+        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            return self.app.process_new(stream, shutdown).await;
+        }
         let stream: Stream = Box::new(ClientConn::new(stream, Arc::clone(&self.layer)));
         self.app.process_new(stream, shutdown).await
     }

@@ -4,8 +4,10 @@
 //! per-user rate limits (per replica, or shared through Redis), adds security headers to every response, and balances over
 //! health-checked upstream addresses.
 //!
-//! `run` composes the Pingora server: the proxy service on `LISTEN_ADDR`, the policy
-//! watcher and the upstream health checks as background services.
+//! `run` composes the Pingora server: the proxy service on `LISTEN_ADDR` (plain HTTP, or
+//! TLS with HTTP/2 when `EDGE_TLS_CERT`/`EDGE_TLS_KEY` are set), the admin listener on
+//! `EDGE_ADMIN_ADDR`, and the policy watcher, upstream health checks, token keys refresh
+//! and certificate watcher as background services.
 #![forbid(unsafe_code)]
 
 pub mod access_log;
@@ -24,6 +26,7 @@ pub mod problems;
 pub mod proxy;
 pub mod routing;
 pub mod state;
+pub mod tls;
 pub mod upstreams;
 
 use std::path::Path;
@@ -32,6 +35,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use arc_swap::ArcSwapOption;
+use pingora::apps::HttpServerOptions;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
@@ -72,6 +76,9 @@ fn idle_drain(config: &Config) -> Duration {
     (Duration::from_secs(config.shutdown_grace_seconds) / 2).min(Duration::from_secs(2))
 }
 
+/// How long an HTTP/2 connection without streams stays open: HTTP/1.1 keep-alive's 60 s.
+const H2_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Loads the policy, then serves until SIGTERM (graceful) or SIGINT (fast).
 ///
 /// An invalid policy at start is logged and counted like a failed reload: the edge
@@ -80,6 +87,10 @@ fn idle_drain(config: &Config) -> Duration {
 pub fn run(config: Config) -> anyhow::Result<()> {
     let live = Arc::new(ArcSwapOption::empty());
     let metrics = Arc::new(EdgeMetrics::new());
+    let tls = match &config.tls {
+        Some(files) => Some(tls::Tls::load(files.clone(), metrics.registry())?),
+        None => None,
+    };
     let limit_store = match &config.redis_url {
         Some(url) => Some(Arc::new(SharedStore::new(url.expose(), &metrics)?)),
         None => None,
@@ -107,23 +118,44 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
     let verifier = Arc::new(TokenVerifier::new(&config.jwt));
     verifier.report_to(metrics.registry());
-    let proxy = proxy::EdgeProxy::new(
-        Arc::clone(&live),
-        Arc::clone(&verifier),
-        Arc::clone(&metrics),
-        limit_store,
-        config.max_body_bytes,
-    );
-    let proxy = pingora::proxy::http_proxy(&server.configuration, proxy);
+    let proxy =
+        proxy::EdgeProxy::new(Arc::clone(&live), Arc::clone(&verifier), Arc::clone(&metrics), config.max_body_bytes);
+    let mut proxy = pingora::proxy::http_proxy(&server.configuration, proxy);
+    let mut server_options = HttpServerOptions::default();
+    server_options.h2_idle_timeout = Some(H2_IDLE_TIMEOUT);
+    proxy.server_options = Some(server_options);
     let layer = client_conn::Layer::new(config.head_timeout, idle_drain(&config), Arc::clone(&metrics));
     let mut proxy_service = Service::new("edge proxy".to_owned(), client_conn::Layered::new(proxy, layer));
-    proxy_service.add_tcp(&config.listen_addr.to_string());
+    match &tls {
+        Some(tls) => {
+            proxy_service.add_tls_with_settings(&config.listen_addr.to_string(), None, tls.listener_settings())
+        }
+        None => proxy_service.add_tcp(&config.listen_addr.to_string()),
+    }
+    let admin = admin::AdminApp {
+        live: Arc::clone(&live),
+        verifier: Arc::clone(&verifier),
+        limit_store,
+        metrics: Arc::clone(&metrics),
+    };
+    let mut admin_service = Service::new("edge admin".to_owned(), admin);
+    admin_service.add_tcp(&config.admin_addr.to_string());
 
     server.add_service(proxy_service);
+    server.add_service(admin_service);
+    if let Some(tls) = &tls {
+        server.add_service(background_service("TLS certificate watcher", tls.watcher()));
+    }
     server.add_service(background_service("policy watcher", PolicyWatcher::new(reloader)));
     server.add_service(background_service("upstream health checks", upstreams::HealthChecks::new(live)));
     server.add_service(background_service("token keys refresh", auth::KeysRefresh::new(verifier)));
-    tracing::info!(listen = %config.listen_addr, dir = %config.policy_dir.display(), "edge starting");
+    tracing::info!(
+        listen = %config.listen_addr,
+        tls = tls.is_some(),
+        admin = %config.admin_addr,
+        dir = %config.policy_dir.display(),
+        "edge starting"
+    );
     server.run(RunArgs::default());
     Ok(())
 }

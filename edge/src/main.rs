@@ -16,7 +16,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if todo_common::probe::requested() {
-        return todo_common::probe::main("edge", &edge::config::LISTEN_ADDR, &ProcessEnv);
+        return todo_common::probe::main("edge", &edge::config::EDGE_ADMIN_ADDR, &ProcessEnv);
     }
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(at) = args.iter().position(|a| a == "--check-policies") {
@@ -56,6 +56,8 @@ fn main() -> ExitCode {
     match edge::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // On stderr too: a refused start (a TLS pair that does not load) says why in one line.
+            eprintln!("edge: {e:#}");
             tracing::error!(error = format!("{e:#}"), "edge stopped");
             ExitCode::FAILURE
         }

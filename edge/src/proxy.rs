@@ -20,7 +20,6 @@ use todo_common::{request_id, Problem};
 use crate::client_ip::{ClientAddress, X_FORWARDED_FOR};
 use crate::ctx::RequestCtx;
 use crate::headers::{self, LocalResponse, REQUEST_ID};
-use crate::limits::shared::SharedStore;
 use crate::metrics::EdgeMetrics;
 use crate::policy::LimitKey;
 use crate::routing::{self, Lookup};
@@ -40,7 +39,6 @@ pub struct EdgeProxy {
     verifier: Arc<TokenVerifier>,
     verified: auth::VerifiedTokens,
     metrics: Arc<EdgeMetrics>,
-    limit_store: Option<Arc<SharedStore>>,
     max_body_bytes: usize,
 }
 
@@ -49,10 +47,9 @@ impl EdgeProxy {
         live: Arc<ArcSwapOption<Live>>,
         verifier: Arc<TokenVerifier>,
         metrics: Arc<EdgeMetrics>,
-        limit_store: Option<Arc<SharedStore>>,
         max_body_bytes: usize,
     ) -> Self {
-        Self { live, verifier, verified: auth::VerifiedTokens::new(), metrics, limit_store, max_body_bytes }
+        Self { live, verifier, verified: auth::VerifiedTokens::new(), metrics, max_body_bytes }
     }
 
     async fn problem(&self, session: &mut Session, ctx: &RequestCtx, problem: Problem) -> Result<bool> {
@@ -102,14 +99,11 @@ impl ProxyHttp for EdgeProxy {
         let method = req.method.clone();
         let path = req.uri.path().to_owned();
 
-        if method == Method::GET || method == Method::HEAD {
-            if let Some((label, response)) =
-                admin::answer(&path, ctx.live.as_deref(), &self.verifier, self.limit_store.as_deref(), &self.metrics)
-            {
-                ctx.label = label;
-                headers::respond(session, ctx, response).await?;
-                return Ok(true);
-            }
+        // Liveness only: readiness and metrics are the admin listener's (`admin`).
+        if path == "/healthz" && (method == Method::GET || method == Method::HEAD) {
+            ctx.label = "_healthz";
+            headers::respond(session, ctx, admin::alive()).await?;
+            return Ok(true);
         }
         // Before any token check: preflights carry no credentials.
         if cors::is_preflight(req) {
@@ -215,7 +209,7 @@ impl ProxyHttp for EdgeProxy {
 
     async fn upstream_request_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -229,7 +223,8 @@ impl ProxyHttp for EdgeProxy {
                 upstream_request.remove_header(X_FORWARDED_FOR);
             }
         }
-        upstream_request.insert_header("x-forwarded-proto", HeaderValue::from_static("http"))?;
+        let proto = if session.digest().is_some_and(|d| d.ssl_digest.is_some()) { "https" } else { "http" };
+        upstream_request.insert_header("x-forwarded-proto", HeaderValue::from_static(proto))?;
         Ok(())
     }
 

@@ -33,7 +33,8 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if todo_common::probe::requested() {
-        return todo_common::probe::main("todo-standalone", &settings::LISTEN_ADDR, &todo_common::config::ProcessEnv);
+        let admin = &edge::config::EDGE_ADMIN_ADDR;
+        return todo_common::probe::main("todo-standalone", admin, &todo_common::config::ProcessEnv);
     }
     let process_env: HashMap<String, String> = std::env::vars().collect();
     let settings = match Settings::from_env(&process_env) {
@@ -87,28 +88,33 @@ fn run(settings: Settings, mut base_env: HashMap<String, String>) -> anyhow::Res
     edge_env.entry("EDGE_THREADS".into()).or_insert_with(|| DEFAULT_EDGE_THREADS.into());
     let edge_config = edge::Config::from_env(&edge_env).context("edge settings")?;
 
-    print_banner(&settings, addresses);
+    print_banner(&edge_config, addresses);
     let served = edge::run(edge_config);
     println!("todo-standalone: stopping");
     services.stop();
     served
 }
 
-fn print_banner(settings: &Settings, addresses: &services::Addresses) {
-    let api = format!("http://{}", settings.listen_addr);
+fn print_banner(edge: &edge::Config, addresses: &services::Addresses) {
+    let (api, curl) = match &edge.tls {
+        Some(files) => (format!("https://{}", edge.listen_addr), format!("curl --cacert {}", files.cert.display())),
+        None => (format!("http://{}", edge.listen_addr), "curl".to_owned()),
+    };
+    let admin = edge.admin_addr;
     let seeded = if addresses.seeded > 0 { " (created now)" } else { "" };
     let demo: Vec<String> =
         svc_users::seed::DEMO_USERS.iter().map(|(email, password, _)| format!("{email} / {password}")).collect();
     println!(
         "todo-standalone: the API is on {api}\n\
+         \x20 metrics and readiness: http://{admin}/metrics, http://{admin}/readyz\n\
          \x20 services: users {} · tasks {} · notify {}\n\
          \x20 demo users{seeded}: {}\n\
          \x20 try it (needs curl and jq):\n\
-         \x20   TOKEN=$(curl -s -X POST {api}/users/login -H 'content-type: application/json' \\\n\
+         \x20   TOKEN=$({curl} -s -X POST {api}/users/login -H 'content-type: application/json' \\\n\
          \x20          -d '{{\"email\":\"alice@example.com\",\"password\":\"alice-demo-password\"}}' | jq -r .accessToken)\n\
-         \x20   curl -s -X POST {api}/tasks -H \"authorization: Bearer $TOKEN\" \\\n\
+         \x20   {curl} -s -X POST {api}/tasks -H \"authorization: Bearer $TOKEN\" \\\n\
          \x20          -H 'content-type: application/json' -d '{{\"title\":\"Buy milk\"}}'\n\
-         \x20   curl -s {api}/tasks -H \"authorization: Bearer $TOKEN\"\n\
+         \x20   {curl} -s {api}/tasks -H \"authorization: Bearer $TOKEN\"\n\
          \x20 Ctrl-C stops it; data and tokens survive a restart.",
         addresses.users,
         addresses.tasks,

@@ -20,10 +20,12 @@ struct Standalone {
 
 impl Standalone {
     async fn start(data_dir: &Path, port: u16) -> Self {
+        let admin = format!("http://127.0.0.1:{}", free_port());
         let child = Command::new(env!("CARGO_BIN_EXE_todo-standalone"))
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
             .env("TODO_DATA_DIR", data_dir)
             .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("EDGE_ADMIN_ADDR", admin.trim_start_matches("http://"))
             .env("TODO_USERS_ADDR", "127.0.0.1:0")
             .env("TODO_TASKS_ADDR", "127.0.0.1:0")
             .env("TODO_NOTIFY_ADDR", "127.0.0.1:0")
@@ -35,7 +37,7 @@ impl Standalone {
         let standalone = Self { child, api: format!("http://127.0.0.1:{port}") };
         let client = http_client();
         eventually("the edge and every upstream to be ready", PATIENCE, || async {
-            let response = client.get(format!("{}/readyz", standalone.api)).send().await.ok()?;
+            let response = client.get(format!("{admin}/readyz")).send().await.ok()?;
             (response.status() == 200).then_some(())
         })
         .await;

@@ -242,7 +242,7 @@ async fn every_process_exports_its_process_metrics() {
     let system = System::start().await;
     let client = http_client();
     for name in system.process_names() {
-        let metrics = client.get(format!("{}/metrics", system.url(&name))).send().await.expect("metrics");
+        let metrics = client.get(format!("{}/metrics", system.ops_url(&name))).send().await.expect("metrics");
         let text = metrics.text().await.expect("metrics text");
         for series in ["process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds"] {
             assert!(text.contains(&format!("\n{series} ")), "{name}: {series} missing");

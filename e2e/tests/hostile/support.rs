@@ -167,7 +167,7 @@ pub async fn service_requests(system: &System) -> f64 {
 
 /// Requests the edge refused with 401, over every reason.
 pub async fn edge_unauthorized(system: &System) -> f64 {
-    sum_samples(&metrics_text(&system.edge_url).await, "edge_unauthorized_total", |_| true)
+    sum_samples(&metrics_text(&system.ops_url("edge")).await, "edge_unauthorized_total", |_| true)
 }
 
 /// Asserts a problem+json answer with a status in `range`, and returns its body.

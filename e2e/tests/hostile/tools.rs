@@ -79,7 +79,7 @@ async fn promtool_accepts_every_process_metrics_after_traffic() {
     let system = System::start().await;
     traffic(&system).await;
     for (name, base) in [
-        ("edge", &system.edge_url),
+        ("edge", &system.ops_url("edge")),
         ("svc-users", &system.users_url),
         ("svc-tasks", &system.tasks_url),
         ("svc-notify", &system.notify_url),
@@ -246,7 +246,7 @@ async fn a_browser_calls_the_api_from_an_allowlisted_origin_and_is_blocked_from_
     let _allowed = serve_page(allowed_port, html.clone()).await;
     let _foreign = serve_page(foreign_port, html).await;
     let preflights = || async {
-        let text = metrics_text(&system.edge_url).await;
+        let text = metrics_text(&system.ops_url("edge")).await;
         sum_samples(&text, "edge_requests_total", |l| {
             l.contains("route=\"_preflight\"") && l.contains("status=\"204\"")
         })

@@ -84,6 +84,7 @@ async fn every_answer_the_edge_writes_carries_the_full_header_set() {
     assert_eq!(slow.status(), 504);
     assert_edge_headers(&slow, "504");
     problem(slow, 504).await;
+    // Liveness, and unrouted paths (readiness and metrics are the admin listener's).
     for path in ["/healthz", "/readyz", "/metrics"] {
         assert_edge_headers(&edge.get(path).await, path);
     }

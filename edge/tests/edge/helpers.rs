@@ -256,66 +256,202 @@ pub fn write_policy(dir: &Path, users: &[SocketAddr], tasks: &[SocketAddr]) {
     write_atomically(dir, "cors.toml", &cors_toml());
 }
 
+/// A certificate authority made for one test: the edge serves certificates it signs, and
+/// the test's clients trust it.
+pub struct TestCa {
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+    dir: PolicyDir,
+}
+
+/// A certificate and key on disk, where `EDGE_TLS_CERT` and `EDGE_TLS_KEY` point.
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    ca_pem: String,
+}
+
+/// A leaf certificate for `127.0.0.1` and `localhost`: its PEM, its DER (what a client
+/// sees in the handshake) and its key's PEM.
+pub struct Issued {
+    pub cert_pem: String,
+    pub der: Vec<u8>,
+    pub key_pem: String,
+}
+
+impl TestCa {
+    pub fn new() -> Self {
+        let key = rcgen::KeyPair::generate().expect("CA key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, "todo-system test CA");
+        let cert = params.self_signed(&key).expect("CA certificate");
+        Self { cert, key, dir: PolicyDir::new() }
+    }
+
+    /// A new leaf certificate and key named `name` (its common name).
+    pub fn issue(&self, name: &str) -> Issued {
+        let key = rcgen::KeyPair::generate().expect("leaf key");
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).expect("leaf params");
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        let cert = params.signed_by(&key, &self.cert, &self.key).expect("leaf certificate");
+        Issued { cert_pem: cert.pem(), der: cert.der().to_vec(), key_pem: key.serialize_pem() }
+    }
+
+    /// Writes `issued` as `tls.crt` and `tls.key` in a directory of the CA's.
+    pub fn files(&self, issued: &Issued) -> TlsFiles {
+        let files = self.files_at(&self.dir.path.join("tls.crt"), &self.dir.path.join("tls.key"));
+        std::fs::write(&files.cert, &issued.cert_pem).expect("certificate written");
+        std::fs::write(&files.key, &issued.key_pem).expect("key written");
+        files
+    }
+
+    /// Files at these paths (written, or linked, by the test).
+    pub fn files_at(&self, cert: &Path, key: &Path) -> TlsFiles {
+        TlsFiles { cert: cert.to_owned(), key: key.to_owned(), ca_pem: self.cert.pem() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir.path
+    }
+}
+
+impl TlsFiles {
+    /// A client that trusts the test CA (and nothing else), reports the certificate it
+    /// was shown, and opens a connection per request.
+    pub fn client(&self, builder: reqwest::ClientBuilder) -> reqwest::Client {
+        let ca = reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).expect("CA certificate");
+        builder
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(ca)
+            .tls_info(true)
+            .timeout(Duration::from_secs(15))
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("TLS client builds")
+    }
+}
+
+/// The certificate (DER) a response's connection was shown.
+pub fn peer_certificate(response: &reqwest::Response) -> Option<Vec<u8>> {
+    response.extensions().get::<reqwest::tls::TlsInfo>()?.peer_certificate().map(<[u8]>::to_vec)
+}
+
 /// The real edge binary, killed when dropped.
 pub struct Edge {
+    /// The public listener: `http://127.0.0.1:port`, or `https://` when started with TLS.
     pub base: String,
+    /// The admin listener (`EDGE_ADMIN_ADDR`): `http://127.0.0.1:port`.
+    pub admin: String,
     child: Child,
     client: reqwest::Client,
 }
 
+/// How to start an edge beyond the policy and the environment.
+#[derive(Default)]
+pub struct Launch<'a> {
+    /// Wait until this admin path answers 200 (the public `/healthz` is always awaited).
+    pub ready_path: Option<&'a str>,
+    /// Write stdout and stderr there.
+    pub log: Option<&'a Path>,
+    /// Serve TLS with this certificate, and talk to the edge through a client trusting it.
+    pub tls: Option<&'a TlsFiles>,
+}
+
+fn free_addr() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+    format!("127.0.0.1:{port}")
+}
+
 impl Edge {
     pub async fn start(policy_dir: &Path, extra_env: &[(&str, &str)]) -> Self {
-        Self::start_with(policy_dir, extra_env, "/healthz").await
+        Self::launch(policy_dir, extra_env, Launch::default()).await
     }
 
-    /// Starts the edge and waits until `ready_path` answers 200.
+    /// Starts the edge and waits until the admin listener's `ready_path` answers 200.
     pub async fn start_with(policy_dir: &Path, extra_env: &[(&str, &str)], ready_path: &str) -> Self {
-        Self::launch(policy_dir, extra_env, ready_path, None).await
+        Self::launch(policy_dir, extra_env, Launch { ready_path: Some(ready_path), ..Launch::default() }).await
     }
 
     /// Starts the edge with its stdout and stderr written to `log`, and waits until ready.
     pub async fn start_logging(policy_dir: &Path, extra_env: &[(&str, &str)], log: &Path) -> Self {
-        Self::launch(policy_dir, extra_env, "/readyz", Some(log)).await
+        Self::launch(policy_dir, extra_env, Launch { ready_path: Some("/readyz"), log: Some(log), ..Launch::default() })
+            .await
     }
 
-    async fn launch(policy_dir: &Path, extra_env: &[(&str, &str)], ready_path: &str, log: Option<&Path>) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-        let addr = format!("127.0.0.1:{port}");
+    pub async fn launch(policy_dir: &Path, extra_env: &[(&str, &str)], launch: Launch<'_>) -> Self {
+        let addr = free_addr();
+        let admin_addr = free_addr();
         let mut command = Command::new(env!("CARGO_BIN_EXE_edge"));
         command
             .env_clear()
             .env("LISTEN_ADDR", &addr)
+            .env("EDGE_ADMIN_ADDR", &admin_addr)
             .env("POLICY_DIR", policy_dir)
             .env("JWT_SECRET", TEST_JWT_SECRET)
             .env("EDGE_THREADS", "1")
             .env("SHUTDOWN_GRACE_SECONDS", "0")
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
+        let (scheme, client) = match launch.tls {
+            Some(tls) => {
+                command.env("EDGE_TLS_CERT", &tls.cert).env("EDGE_TLS_KEY", &tls.key);
+                ("https", tls.client(reqwest::Client::builder()))
+            }
+            None => ("http", http_client()),
+        };
         for (key, value) in extra_env {
             command.env(key, value);
         }
-        if let Some(log) = log {
+        if let Some(log) = launch.log {
             let file = std::fs::File::create(log).expect("log file");
             command.stdout(file.try_clone().expect("log file")).stderr(file);
         } else if std::env::var_os("TEST_LOG").is_none() {
             command.stdout(Stdio::null()).stderr(Stdio::null());
         }
         let child = command.spawn().expect("edge binary starts");
-        let mut edge = Self { base: format!("http://{addr}"), child, client: http_client() };
-        let url = format!("{}{ready_path}", edge.base);
-        let client = edge.client.clone();
+        let mut edge =
+            Self { base: format!("{scheme}://{addr}"), admin: format!("http://{admin_addr}"), child, client };
+        let mut waits = vec![(edge.client.clone(), edge.url("/healthz"))];
+        if let Some(path) = launch.ready_path {
+            waits.push((http_client(), edge.admin_url(path)));
+        }
+        for (client, url) in waits {
+            if !edge.answers_200(&client, &url).await {
+                let _ = edge.child.kill();
+                panic!("edge did not answer 200 on {url} within 10 s");
+            }
+        }
+        edge
+    }
+
+    async fn answers_200(&mut self, client: &reqwest::Client, url: &str) -> bool {
         for _ in 0..200 {
-            if let Ok(Some(status)) = edge.child.try_wait() {
+            if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("edge exited early with {status}");
             }
-            if let Ok(response) = client.get(&url).timeout(Duration::from_secs(1)).send().await {
+            if let Ok(response) = client.get(url).timeout(Duration::from_secs(1)).send().await {
                 if response.status() == 200 {
-                    return edge;
+                    return true;
                 }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let _ = edge.child.kill();
-        panic!("edge did not answer 200 on {ready_path} within 10 s");
+        false
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("{}{path}", self.admin)
+    }
+
+    /// A GET on the admin listener.
+    pub async fn admin_get(&self, path: &str) -> reqwest::Response {
+        http_client().get(self.admin_url(path)).send().await.expect("admin listener answers")
+    }
+
+    /// The `/readyz` body.
+    pub async fn readiness(&self) -> Value {
+        self.admin_get("/readyz").await.json().await.expect("readiness body")
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -335,7 +471,7 @@ impl Edge {
     }
 
     pub async fn metrics(&self) -> String {
-        self.get("/metrics").await.text().await.expect("metrics text")
+        self.admin_get("/metrics").await.text().await.expect("metrics text")
     }
 
     /// The value of one metric line (`name{labels}`), if present.
@@ -366,12 +502,22 @@ impl World {
     }
 
     pub async fn start_with_env(env: &[(&str, &str)]) -> Self {
+        Self::launch(env, None).await
+    }
+
+    /// The standard setup with the edge serving TLS from `tls`.
+    pub async fn start_tls(env: &[(&str, &str)], tls: &TlsFiles) -> Self {
+        Self::launch(env, Some(tls)).await
+    }
+
+    async fn launch(env: &[(&str, &str)], tls: Option<&TlsFiles>) -> Self {
         todo_common::telemetry::init_for_tests();
         let users = Stub::start("users").await;
         let tasks = Stub::start("tasks").await;
         let policy = PolicyDir::new();
         write_policy(&policy.path, &[users.addr], &[tasks.addr]);
-        let edge = Edge::start_with(&policy.path, env, "/readyz").await;
+        let launch = Launch { ready_path: Some("/readyz"), tls, ..Launch::default() };
+        let edge = Edge::launch(&policy.path, env, launch).await;
         Self { users, tasks, policy, edge }
     }
 }

@@ -52,7 +52,7 @@ async fn development_mode_is_reported_on_stderr_in_the_log_metrics_and_readiness
     let log = policy.path.join("edge.log");
     let edge = Edge::start_logging(&policy.path, &[("TODO_DEV_MODE", "1"), ("RUST_LOG", "info")], &log).await;
     assert_eq!(edge.metric("todo_dev_mode").await, Some(1.0));
-    let readiness: serde_json::Value = edge.get("/readyz").await.json().await.expect("readiness body");
+    let readiness: serde_json::Value = edge.admin_get("/readyz").await.json().await.expect("readiness body");
     assert_eq!(readiness["devMode"], true, "{readiness}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(edge);

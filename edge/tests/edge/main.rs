@@ -12,4 +12,5 @@ mod logs;
 mod reload;
 mod routing;
 mod shared_limits;
+mod tls;
 mod upstreams;

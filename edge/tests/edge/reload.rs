@@ -43,7 +43,7 @@ async fn an_invalid_file_keeps_the_last_good_policy_and_counts_a_failure() {
     })
     .await;
     assert_eq!(edge.get_as("/tasks/1", "alice").await.status(), 200, "the old routes still work");
-    assert_eq!(edge.get("/readyz").await.status(), 200);
+    assert_eq!(edge.admin_get("/readyz").await.status(), 200);
     assert_eq!(edge.metric("edge_policy_generation").await, Some(1.0));
 
     world.policy.write("limits.toml", "[limits.x]\nrequests = \"many\"\n");

@@ -145,14 +145,28 @@ async fn bodies_over_the_limit_are_refused_with_413() {
 }
 
 #[tokio::test]
-async fn health_readiness_and_metrics_are_served_on_the_public_port() {
+async fn readiness_and_metrics_are_on_the_admin_listener_and_the_public_port_keeps_liveness_only() {
     let world = World::start().await;
     let edge = &world.edge;
     let response = edge.get("/healthz").await;
     assert_edge_headers(&response, "healthz");
     assert_eq!(response.status(), 200);
+    for path in ["/readyz", "/metrics"] {
+        let response = edge.get(path).await;
+        assert_edge_headers(&response, path);
+        let body = problem(response, 404).await;
+        assert!(body["detail"].as_str().unwrap().contains(path), "{body}");
+    }
+    let response = edge.admin_get("/healthz").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), r#"{"status":"alive"}"#);
+    let unknown = edge.admin_get("/tasks/1").await;
+    problem(unknown, 404).await;
+    let post = http_client().post(edge.admin_url("/metrics")).body("x").send().await.unwrap();
+    assert_eq!(header(&post, "allow"), Some("GET"));
+    problem(post, 405).await;
 
-    let response = edge.get("/readyz").await;
+    let response = edge.admin_get("/readyz").await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["status"], "ready");
@@ -183,7 +197,7 @@ async fn without_a_valid_policy_the_edge_runs_unready_until_one_appears() {
     let policy = PolicyDir::new();
     policy.write("routes.toml", "this is not toml");
     let edge = Edge::start(&policy.path, &[]).await;
-    let response = edge.get("/readyz").await;
+    let response = edge.admin_get("/readyz").await;
     assert_eq!(response.status(), 503);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["backends"]["policy"]["status"], "down");
@@ -192,7 +206,7 @@ async fn without_a_valid_policy_the_edge_runs_unready_until_one_appears() {
 
     write_policy(&policy.path, &[users.addr], &[tasks.addr]);
     eventually("the fixed policy is loaded", std::time::Duration::from_secs(3), || async {
-        (edge.get("/readyz").await.status() == 200).then_some(())
+        (edge.admin_get("/readyz").await.status() == 200).then_some(())
     })
     .await;
     assert_eq!(edge.get_as("/tasks/1", "alice").await.status(), 200);

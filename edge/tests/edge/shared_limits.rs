@@ -72,7 +72,7 @@ fn remaining(response: &reqwest::Response) -> u32 {
 }
 
 async fn readiness(edge: &Edge) -> Value {
-    edge.get("/readyz").await.json().await.expect("readiness body")
+    edge.admin_get("/readyz").await.json().await.expect("readiness body")
 }
 
 #[tokio::test]
@@ -178,7 +178,7 @@ async fn without_redis_replicas_count_locally_and_come_back_to_the_shared_budget
     assert_eq!(accepted, 2 * 5, "the local counters of two replicas");
 
     for edge in &edges {
-        let ready = edge.get("/readyz").await;
+        let ready = edge.admin_get("/readyz").await;
         assert_eq!(ready.status(), 200, "degraded, still ready");
         let body: Value = ready.json().await.unwrap();
         assert_eq!(body["status"], "degraded", "{body}");

@@ -41,11 +41,11 @@ async fn addresses_are_balanced_and_a_dead_one_leaves_rotation_without_client_er
         assert_eq!((status, upstream.as_deref()), (200, Some("tasks-b")), "request {i} after the kill");
     }
     eventually("the health check takes the dead address out", Duration::from_secs(3), || async {
-        let body: Value = edge.get("/readyz").await.json().await.ok()?;
+        let body: Value = edge.admin_get("/readyz").await.json().await.ok()?;
         (body["backends"]["upstream:tasks"]["healthy"] == 1).then_some(())
     })
     .await;
-    assert_eq!(edge.get("/readyz").await.status(), 200, "one healthy address keeps the edge ready");
+    assert_eq!(edge.admin_get("/readyz").await.status(), 200, "one healthy address keeps the edge ready");
     drop(b);
 }
 
@@ -63,7 +63,7 @@ async fn with_every_address_down_the_edge_answers_502_or_503_quickly() {
     eprintln!("answer with every address down took {:?}", started.elapsed());
 
     eventually("readiness reports the upstream down", Duration::from_secs(3), || async {
-        let response = edge.get("/readyz").await;
+        let response = edge.admin_get("/readyz").await;
         let status = response.status();
         let body: Value = response.json().await.ok()?;
         (status == 503 && body["backends"]["upstream:tasks"]["status"] == "down").then_some(())
