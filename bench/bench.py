@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "lib"))
 import proxy  # noqa: E402
 import report  # noqa: E402
 import services  # noqa: E402
+import tls  # noqa: E402
 from harness import BenchError, Processes, log, machine, run_wrk  # noqa: E402
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -40,7 +41,8 @@ def arguments():
     p.add_argument("--binaries", required=True, type=Path, help="directory of the release binaries")
     p.add_argument("--bcrypt-rate", required=True, type=Path, help="the bcrypt-rate binary")
     p.add_argument("--run-dir", required=True, type=Path, help="scratch directory (configs, logs, pid list)")
-    p.add_argument("--only", choices=["proxy", "services"], help="run one half only")
+    p.add_argument("--only", choices=["proxy", "tls", "services"],
+                   help="run one part only: the plain proxy comparison, the TLS one, or the service scenarios")
     p.add_argument("--rounds", type=int)
     p.add_argument("--seconds", type=int, help="wrk duration of each proxy round")
     p.add_argument("--connections", type=int, default=64)
@@ -48,7 +50,7 @@ def arguments():
     p.add_argument("--edges",
                    default="edge,edge-shared,edge-bare,edge-bare-nolog,edge-eddsa,edge-nocache,edge-eddsa-nocache",
                    help="edge configurations besides nginx (edge, edge-shared, edge-bare, edge-bare-nolog, edge-eddsa, "
-                        "edge-nocache, edge-eddsa-nocache)")
+                        "edge-nocache, edge-eddsa-nocache; edge-baseline: the edge binary BENCH_BASELINE_EDGE names)")
     p.add_argument("--mongodb-uri", default=os.environ.get("BENCH_MONGODB_URI", "mongodb://127.0.0.1:27017"),
                    help="MongoDB the services use (default: BENCH_MONGODB_URI or the local one)")
     p.add_argument("--profile", action="store_true", help="also perf-profile the full edge under load")
@@ -128,7 +130,7 @@ def main():
     started = time.monotonic()
     status = 0
     try:
-        if args.only != "services":
+        if args.only in (None, "proxy"):
             edges = [e.strip() for e in args.edges.split(",") if e.strip()]
             results["proxy"] = proxy.run(processes, args.run_dir, args.binaries, secret, plan["rounds"],
                                          plan["seconds"], plan["warmup"], args.connections, edges)
@@ -137,7 +139,11 @@ def main():
                 profile_edge(args.run_dir, edge["port"], edge["pid"], plan["seconds"],
                              BENCH_DIR / "results" / "profile-edge.txt")
             processes.stop_all()
-        if args.only != "proxy":
+        if args.only in (None, "tls"):
+            results["tls"] = tls.run(processes, args.run_dir, args.binaries, secret, plan["rounds"], plan["seconds"],
+                                     plan["warmup"], args.connections)
+            processes.stop_all()
+        if args.only in (None, "services"):
             services.MONGODB_URI["value"] = args.mongodb_uri
             services.delete_queues()  # left by an interrupted run
             results["services"] = {}
@@ -161,7 +167,7 @@ def main():
         status = 1
     finally:
         processes.stop_all()
-        if args.only != "proxy":
+        if args.only in (None, "services"):
             services.delete_queues()
 
     results["elapsed_s"] = time.monotonic() - started
@@ -175,8 +181,15 @@ def main():
             if t["errors"] > allowed:
                 log(f"FAILED: {t['name']} had {t['errors']} errors or non-2xx answers (allowed {allowed})")
                 status = 1
+    if status == 0 and "tls" in results:
+        for load in results["tls"]["loads"]:
+            for t in load["targets"]:
+                allowed = max(10, t["requests"] // 1000)
+                if t["errors"] > allowed:
+                    log(f"FAILED: {t['name']} ({load['load']}) had {t['errors']} errors or non-2xx answers")
+                    status = 1
 
-    if "proxy" in results or results.get("services"):
+    if "proxy" in results or "tls" in results or results.get("services"):
         stem = "smoke" if args.smoke else "latest"
         out_dir = BENCH_DIR / "results"
         out_dir.mkdir(exist_ok=True)

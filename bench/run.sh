@@ -2,14 +2,16 @@
 # The benchmark: builds the release binaries, then runs bench/bench.py, which measures
 # nginx (plain reverse proxy) against the edge on one pinned core, interleaved (the edge
 # checking HS256 and EdDSA tokens, with and without its verified-token cache, with local and
-# Redis-shared rate limits), and the
+# Redis-shared rate limits), nginx terminating TLS against the edge terminating TLS
+# (keep-alive HTTP/1.1, a handshake per request, HTTP/2), and the
 # service scenarios (login vs bcrypt, cached vs uncached lists, completion→notification).
 #
 #   bash bench/run.sh            full run (about 8 minutes): bench/results/latest.{md,svg,json}
 #   bash bench/run.sh --smoke    a few seconds of each scenario, for CI: bench/results/smoke.*
 #   bash bench/run.sh --debug     (debug binaries: CI's smoke run uses --smoke --debug)
-#   bash bench/run.sh --no-build (use the binaries already built), --only proxy|services, --rounds N, --seconds S, --bcrypt-cost C,
+#   bash bench/run.sh --no-build (use the binaries already built), --only proxy|tls|services, --rounds N, --seconds S, --bcrypt-cost C,
 #                     --edges edge,edge-shared,edge-bare,edge-bare-nolog,edge-eddsa,edge-nocache,edge-eddsa-nocache,
+#                     edge-baseline (the edge binary BENCH_BASELINE_EDGE names: before/after in one run),
 #                     --profile (perf, full edge)
 #
 # Exits non-zero when a process fails to start or dies, or wrk sees errors or non-2xx
@@ -33,7 +35,7 @@ for arg in "$@"; do
     --debug) profile=debug ;;
     *) args+=("$arg") ;;
   esac
-  [[ "$arg" == "proxy" ]] && services=0
+  [[ "$arg" == "proxy" || "$arg" == "tls" ]] && services=0
 done
 
 say() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
@@ -42,6 +44,8 @@ say() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 missing=()
 command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
 command -v wrk >/dev/null || missing+=(wrk)
+command -v h2load >/dev/null || missing+=(nghttp2-client) # HTTP/2 load for the TLS comparison
+command -v openssl >/dev/null || missing+=(openssl)
 command -v taskset >/dev/null || missing+=(util-linux)
 command -v python3 >/dev/null || missing+=(python3)
 if ((${#missing[@]})); then

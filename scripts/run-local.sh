@@ -51,24 +51,34 @@ for svc in svc-tasks svc-notify; do
   JWT_JWKS_URL="$JWKS_URL" "$BIN/$svc" >>"$LOGS/$svc.log" 2>&1 &
   pids+=($!)
 done
+# Plain HTTP unless the caller passes EDGE_TLS_CERT and EDGE_TLS_KEY (README: TLS).
+export EDGE_ADMIN_ADDR="${EDGE_ADMIN_ADDR:-127.0.0.1:9901}"
+if [[ -n "${EDGE_TLS_CERT:-}" ]]; then
+  API=https://127.0.0.1:8080 CURL="curl --cacert $EDGE_TLS_CERT"
+else
+  API=http://127.0.0.1:8080 CURL=curl
+fi
+export API
 JWT_JWKS_URL="$JWKS_URL" POLICY_DIR=policies "$BIN/edge" >>"$LOGS/edge.log" 2>&1 &
 pids+=($!)
 
+# Readiness is on the edge's admin listener.
 for _ in $(seq 1 100); do
-  curl -fs http://127.0.0.1:8080/readyz >/dev/null 2>&1 && break
+  curl -fs "http://$EDGE_ADMIN_ADDR/readyz" >/dev/null 2>&1 && break
   sleep 0.2
 done
 
 # A few demo tasks for alice, through the API, only when she has none yet.
 python3 - <<'PY' || echo "(demo tasks not created)"
-import json, urllib.request
-api = "http://127.0.0.1:8080"
+import json, os, ssl, urllib.request
+api = os.environ["API"]
+tls = ssl.create_default_context(cafile=os.environ["EDGE_TLS_CERT"]) if api.startswith("https") else None
 def call(method, path, body=None, token=None):
     req = urllib.request.Request(api + path, method=method, data=json.dumps(body).encode() if body else None)
     req.add_header("content-type", "application/json")
     if token:
         req.add_header("authorization", "Bearer " + token)
-    with urllib.request.urlopen(req, timeout=10) as resp:
+    with urllib.request.urlopen(req, timeout=10, context=tls) as resp:
         return json.load(resp) if resp.status != 204 else None
 token = call("POST", "/users/login", {"email": "alice@example.com", "password": "alice-demo-password"})["accessToken"]
 if not call("GET", "/tasks", token=token)["items"]:
@@ -78,11 +88,12 @@ PY
 
 cat <<INFO
 
-The to-do API is up at http://127.0.0.1:8080  (logs: $LOGS)
-Tokens: EdDSA, signed with $SIGNING_KEY; public keys at http://127.0.0.1:8080/.well-known/jwks.json
+The to-do API is up at $API  (logs: $LOGS)
+Metrics and readiness: http://$EDGE_ADMIN_ADDR/metrics, http://$EDGE_ADMIN_ADDR/readyz
+Tokens: EdDSA, signed with $SIGNING_KEY; public keys at $API/.well-known/jwks.json
 Demo users: alice@example.com / alice-demo-password, bob@example.com / bob-demo-password
 Try:
-  curl -s -X POST http://127.0.0.1:8080/users/login -H 'content-type: application/json' \\
+  $CURL -s -X POST $API/users/login -H 'content-type: application/json' \\
        -d '{"email":"alice@example.com","password":"alice-demo-password"}'
 Ctrl-C stops everything this script started.
 INFO

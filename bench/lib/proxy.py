@@ -87,6 +87,9 @@ EDGE_CONFIGS = [
     ("edge-eddsa-nocache", "full", "info", "eddsa-pool",
      "as edge-eddsa, with a distinct EdDSA token per request: the cache never answers, every request is a full "
      "Ed25519 check"),
+    ("edge-baseline", "full", "info", "hs256",
+     "as edge, run from the binary BENCH_BASELINE_EDGE names (another build, e.g. the previous commit's): a "
+     "before/after comparison in one run"),
 ]
 # Distinct tokens for the *-nocache edges, used in turn (wrk/bearer-pool.lua). The edge's
 # cache holds at most 8 shards x 512 tokens and empties a full shard: between two uses of
@@ -252,7 +255,9 @@ def serve_jwks(processes, run_dir, key):
     return url
 
 
-def start_edge(processes, run_dir, binaries, name, variant, rust_log, upstream_port, token_env):
+def start_edge(processes, run_dir, binaries, name, variant, rust_log, upstream_port, token_env, extra_env=None):
+    """Starts an edge pinned to the proxy core; returns its port, its admin port (/readyz,
+    /metrics) and its process."""
     policy_dir = run_dir / f"policy-{name}"
     subprocess.run(
         ["python3", str(BENCH_DIR / "lib" / "policies.py"), variant, str(BENCH_DIR.parent / "policies"), str(policy_dir),
@@ -261,8 +266,10 @@ def start_edge(processes, run_dir, binaries, name, variant, rust_log, upstream_p
         timeout=30,
     )
     port = free_port()
+    admin_port = free_port()
     env = {
         "LISTEN_ADDR": f"127.0.0.1:{port}",
+        "EDGE_ADMIN_ADDR": f"127.0.0.1:{admin_port}",
         "POLICY_DIR": str(policy_dir),
         **token_env,
         **({"EDGE_REDIS_URL": REDIS_URL} if variant == "shared" else {}),
@@ -271,9 +278,22 @@ def start_edge(processes, run_dir, binaries, name, variant, rust_log, upstream_p
         "RUST_LOG": rust_log,
         # Allocator tuning experiments: MIMALLOC_PURGE_DELAY=0 bash bench/run.sh ...
         **{key: value for key, value in os.environ.items() if key.startswith("MIMALLOC_")},
+        **(extra_env or {}),
     }
-    proc = processes.start(name, [str(binaries / "edge")], env=env, cpus=PROXY_CPU)
-    return port, proc
+    binary = os.environ["BENCH_BASELINE_EDGE"] if name == "edge-baseline" else str(binaries / "edge")
+    proc = processes.start(name, [binary], env=env, cpus=PROXY_CPU)
+    return port, admin_port, proc
+
+
+def wait_edge_ready(processes, name, port, admin_port):
+    """Until /readyz answers 200: on the admin listener, or (a baseline build from before
+    EDGE_ADMIN_ADDR existed) on the public one."""
+    try:
+        wait_http_ok(admin_port, "/readyz", 5 if name == "edge-baseline" else 20, processes)
+    except BenchError:
+        if name != "edge-baseline":
+            raise
+        wait_http_ok(port, "/readyz", 5, processes)
 
 
 def check_edge_behaviour(port, token, full):
@@ -321,10 +341,10 @@ def run(processes, run_dir, binaries, secret, rounds, seconds, warmup_seconds, c
     for name, variant, rust_log, kind, description in EDGE_CONFIGS:
         if name not in edge_names:
             continue
-        port, proc = start_edge(processes, run_dir, binaries, name, variant, rust_log, upstream_port,
-                                tokens.edge_env(kind))
+        port, admin_port, proc = start_edge(processes, run_dir, binaries, name, variant, rust_log, upstream_port,
+                                            tokens.edge_env(kind))
         # An EdDSA edge is ready only once it loaded the JWK Set.
-        wait_http_ok(port, "/readyz", 20, processes)
+        wait_edge_ready(processes, name, port, admin_port)
         check_edge_behaviour(port, tokens.first[kind], full=variant in ("full", "shared"))
         targets.append(Target(name, description, port, [proc.pid], proc.pid, tokens.scripts[kind]))
         log(f"{name} on 127.0.0.1:{port}, core {PROXY_CPU}: {description}")

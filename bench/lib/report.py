@@ -96,8 +96,64 @@ def service_verdicts(services):
     return out
 
 
+def tls_rows(tls):
+    """Per load: each proxy's medians, with the edge's ratios to nginx."""
+    rows = []
+    for load in tls["loads"]:
+        by_name = {t["name"]: t for t in load["targets"]}
+        nginx, edge = by_name["nginx-tls"], by_name["edge-tls"]
+        rows.append({"load": load["load"], "description": load["description"], "nginx": nginx, "edge": edge,
+                     "rps_ratio": edge["rps"] / nginx["rps"] if nginx["rps"] else float("nan"),
+                     "cpu_ratio": edge["cpu_us_per_request"] / nginx["cpu_us_per_request"]
+                     if nginx["cpu_us_per_request"] else float("nan")})
+    return rows
+
+
+# Targets (issue 14): the edge's share of nginx's rate, over TLS.
+TLS_TARGETS = {"keep-alive": 0.45, "handshakes": 0.5}
+
+
+def tls_verdicts(tls):
+    return [(f"TLS {r['load']} req/s ≥ {TLS_TARGETS[r['load']]:.2f}× nginx", f"{r['rps_ratio']:.2f}×",
+             r["rps_ratio"] >= TLS_TARGETS[r["load"]]) for r in tls_rows(tls) if r["load"] in TLS_TARGETS]
+
+
+def tls_markdown(tls):
+    out = ["", "## TLS comparison", "",
+           f"nginx (OpenSSL, `ssl http2`) and the edge (rustls, ALPN h2 and http/1.1) terminating TLS with the same "
+           f"ECDSA P-256 certificate, each on core 0, in front of the same trivial upstream; the load on core 1 "
+           f"(`-c{tls['connections']}`, {tls['seconds']} s); `GET {tls['path']}` with the full edge's token and Origin; "
+           f"medians of {tls['rounds']} interleaved rounds.", "",
+           "| load | nginx req/s | edge req/s | edge × nginx | nginx CPU µs/req | edge CPU µs/req | CPU × nginx |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in tls_rows(tls):
+        n, e = r["nginx"], r["edge"]
+        out.append(f"| {r['load']}: {r['description']} | {n['rps']:.0f} | {e['rps']:.0f} | {r['rps_ratio']:.2f} | "
+                   f"{n['cpu_us_per_request']:.1f} | {e['cpu_us_per_request']:.1f} | {r['cpu_ratio']:.2f} |")
+    out += ["", "Targets (issue 14):", ""]
+    out += [f"- {'PASS' if ok else 'MISS'}: {what}: {value}" for what, value, ok in tls_verdicts(tls)]
+    out += ["", "Every round:", "", "| round | load | proxy | req/s | CPU µs/req | proxy core use | errors |",
+            "|---:|---|---|---:|---:|---:|---:|"]
+    for i in range(tls["rounds"]):
+        for load in tls["loads"]:
+            for t in load["targets"]:
+                r = t["rounds"][i]
+                out.append(f"| {i + 1} | {load['load']} | {t['name']} | {r['rps']:.0f} | {r['cpu_us_per_request']:.1f} | "
+                           f"{r['proxy_core_share']:.0%} | {r['non_2xx'] + r['socket_errors']} |")
+    return out
+
+
 def text_table(results):
     lines = []
+    tls = results.get("tls")
+    if tls:
+        lines.append(f"{'TLS load':12} {'nginx req/s':>12} {'edge req/s':>11} {'x nginx':>8} {'nginx us/req':>13} "
+                     f"{'edge us/req':>12}")
+        for r in tls_rows(tls):
+            lines.append(f"{r['load']:12} {r['nginx']['rps']:12.0f} {r['edge']['rps']:11.0f} {r['rps_ratio']:8.2f} "
+                         f"{r['nginx']['cpu_us_per_request']:13.1f} {r['edge']['cpu_us_per_request']:12.1f}")
+        lines += [f"  {'PASS' if ok else 'MISS'}  {what}: {value}" for what, value, ok in tls_verdicts(tls)]
+        lines.append("")
     proxy = results.get("proxy")
     if proxy:
         lines.append(
@@ -177,6 +233,8 @@ def markdown(results, chart_name):
                            f"{e['cpu_us_per_request']:.1f} | {r['cpu_delta_us']:+.1f} |")
             out += ["", "Targets (issue 13):", ""]
             out += [f"- {'PASS' if ok else 'MISS'}: {what}: {value}" for what, value, ok in token_verdicts(proxy)]
+    if results.get("tls"):
+        out += tls_markdown(results["tls"])
     services = results.get("services", {})
     if services:
         out += ["", "## Service scenarios", "", "Services in release mode on both cores (not pinned), against the "

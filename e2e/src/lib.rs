@@ -381,7 +381,7 @@ impl System {
         let process = self.process(name);
         process.kill();
         process.spawn();
-        let url = process.url.clone();
+        let url = process.ops_url.clone();
         wait_ready(&url).await;
     }
 }
