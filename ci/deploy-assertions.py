@@ -17,16 +17,25 @@ has PyYAML):
                            health check waiting for the whole cluster; svc-tasks and svc-notify
                            get one AMQP_URL, the single node unless .env names others, and wait
                            for the nodes without requiring the profile; .env.example shows the
-                           URL list of exactly those nodes
+                           URL list of exactly those nodes; the edge: an admin listener
+                           (EDGE_ADMIN_ADDR) on a port of its own, never published; TLS
+                           (EDGE_TLS_CERT/KEY) only in a profile, both files from one read-only
+                           directory mount of a git-ignored host directory
   dockerfile               base images and the frontend pinned by digest, binaries built with
-                           `cargo auditable` (pinned), a `--probe` HEALTHCHECK per runtime image
+                           `cargo auditable` (pinned), a `--probe` HEALTHCHECK per runtime image;
+                           the edge image sets EDGE_ADMIN_ADDR on all interfaces and EXPOSEs it
   k8s RENDERED...          in rendered overlays: no Deployment an HPA scales sets `replicas`;
                            the edge's upstream names are headless Services; images by digest
                            in prod; tokens: only svc-users mounts a Secret with its signing
                            key (a file, read-only), the verifiers get the JWK Set URL of the
                            svc-users Service and no token key, no Secret holds a JWT_* key or
                            a private key, the NetworkPolicies let the verifiers reach
-                           svc-users' port
+                           svc-users' port; the edge: probes, the Prometheus annotation and
+                           the ServiceMonitor on its admin port, which no Service but a
+                           ClusterIP one of its own exposes and only Prometheus may reach
+                           (NetworkPolicies); its TLS pair, when set, from a Secret mounted
+                           read-only as a directory (no subPath), the one the example
+                           cert-manager Certificate writes
   pin-script               ci/pin-prod-digests.sh writes digests that the rendered prod
                            overlay then uses (on a copy of deploy/k8s)
   renovate [SCHEMA]        renovate.json's keys exist in the vendored Renovate schema and its
@@ -73,6 +82,18 @@ PUBLISHED_SECRETS = (
     "todo-dev-mode-only-secret-do-not-use-in-production",
 )
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+# The edge's admin listener (metrics, readiness) and its TLS pair.
+ADMIN_VAR = "EDGE_ADMIN_ADDR"
+TLS_VARS = ("EDGE_TLS_CERT", "EDGE_TLS_KEY")
+# The keys of a kubernetes.io/tls Secret, in TLS_VARS order.
+TLS_SECRET_KEYS = ("tls.crt", "tls.key")
+EXAMPLE_CERTIFICATE = "deploy/k8s/examples/edge-certificate.yaml"
+SERVICE_MONITOR = "deploy/observability/servicemonitor.yaml"
+# Who may scrape: the Prometheus pods in the namespace monitoring (deploy/README.md).
+PROMETHEUS_PEER = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+}
 problems = []
 
 
@@ -160,6 +181,57 @@ def check_compose():
             problem(f"compose: the edge must depend on {app} with condition service_healthy (has {condition!r})")
     check_compose_tokens(services, stages)
     check_compose_rabbitmq(services)
+    check_compose_edge(services)
+
+
+def addr_port(value):
+    """(host, port) of a HOST:PORT listen address ([v6]:PORT included), or None."""
+    match = re.fullmatch(r"\[?([^\]]*?)\]?:(\d+)", str(value or ""))
+    return (match.group(1), int(match.group(2))) if match else None
+
+
+def git_ignored(path):
+    """Whether git ignores `path` (relative to the repository), tracked or not."""
+    return subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q", "--no-index", path]).returncode == 0
+
+
+def check_compose_edge(services):
+    """The edge's admin listener stays on the Compose network; TLS is a profile whose
+    certificate pair comes from a git-ignored host directory, mounted read-only."""
+    edges = {name: s for name, s in services.items() if (s.get("build") or {}).get("target") == "edge"}
+    for name, service in sorted(edges.items()):
+        where = f"compose: {name}"
+        env = service.get("environment") or {}
+        admin, listen = addr_port(env.get(ADMIN_VAR)), addr_port(env.get("LISTEN_ADDR"))
+        if not admin or not listen or admin[1] == listen[1]:
+            problem(f"{where}: {ADMIN_VAR} ({env.get(ADMIN_VAR)!r}) must name a port of its own beside LISTEN_ADDR "
+                    f"({env.get('LISTEN_ADDR')!r}): the health check (--probe) asks it")
+            continue
+        for port in service.get("ports", []) or []:
+            published = interpolate(str(port)) if not isinstance(port, dict) else str(port.get("target"))
+            if published.rsplit(":", 1)[-1].split("/")[0] == str(admin[1]):
+                problem(f"{where} publishes its admin port {admin[1]} ({port!r}): metrics and readiness stay unpublished")
+        tls = {var: env.get(var) for var in TLS_VARS if env.get(var)}
+        if not tls:
+            continue
+        if len(tls) != len(TLS_VARS):
+            problem(f"{where} sets {sorted(tls)}: TLS needs both {' and '.join(TLS_VARS)}")
+            continue
+        if not service.get("profiles"):
+            problem(f"{where} serves TLS without a profile: the default stack must start without a certificate")
+        dirs = {str(path).rsplit("/", 1)[0] for path in tls.values()}
+        mounted = [(src, ro) for src, target, ro in mounts(service) if target in dirs]
+        if len(dirs) != 1 or len(mounted) != 1:
+            problem(f"{where}: {' and '.join(TLS_VARS)} must be files of one directory mount (has {tls}, mounts {mounted})")
+            continue
+        source, read_only = mounted[0]
+        if not read_only or not source.startswith("./"):
+            problem(f"{where}: the certificate directory must be a host directory ./..., mounted read-only "
+                    f"(has {source!r}, read_only {read_only})")
+        for path in tls.values():
+            host = f"{source[2:].rstrip('/')}/{str(path).rsplit('/', 1)[-1]}"
+            if not git_ignored(host):
+                problem(f"{where}: {host} is not git-ignored: the pair (its private key) must never be committed")
 
 
 def mounts(service):
@@ -583,6 +655,18 @@ def check_dockerfile():
         binary = f"/usr/local/bin/{app}"
         if not any(line.startswith("HEALTHCHECK") and f'CMD ["{binary}", "--probe"]' in line for line in runtime):
             problem(f"Dockerfile: target {app} has no HEALTHCHECK running {binary} --probe")
+    # The edge's --probe asks its admin listener, and Prometheus reaches it on the pod's
+    # address: all interfaces of the container, a port of its own, EXPOSEd.
+    edge = " ".join(line for line in stages.get("edge", []) if line.startswith(("ENV ", "EXPOSE ")))
+    admin = re.search(rf"\b{ADMIN_VAR}=(\S+)", edge)
+    listen = re.search(r"\bLISTEN_ADDR=(\S+)", edge)
+    admin, listen = addr_port(admin and admin.group(1)), addr_port(listen and listen.group(1))
+    exposed = {int(port.split("/")[0]) for line in stages.get("edge", []) if line.startswith("EXPOSE ")
+               for port in line.split()[1:]}
+    if not admin or admin[0] not in ("0.0.0.0", "::") or (listen and admin[1] == listen[1]):
+        problem(f"Dockerfile: target edge must set {ADMIN_VAR}=0.0.0.0:<port of its own> (has {admin!r})")
+    elif admin[1] not in exposed:
+        problem(f"Dockerfile: target edge does not EXPOSE its admin port {admin[1]}")
 
 
 def documents(paths):
@@ -635,7 +719,14 @@ def check_k8s(paths):
                     if not DIGEST.search(container["image"]):
                         problem(f"k8s prod: {doc['metadata']['name']} image {container['image']} is not pinned by digest")
         check_k8s_tokens(overlay, docs, kinds)
-    for path in sorted((ROOT / "deploy").rglob("*")):
+        check_k8s_edge(overlay, docs, kinds)
+    # Files git ignores (the Compose TLS profile's pair in deploy/compose/tls/) are never
+    # committed: skipped. Untracked ones are checked before they are added.
+    listed = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard",
+                             "--", "deploy"], capture_output=True, text=True)
+    paths = (sorted(ROOT / name for name in listed.stdout.split("\0") if name) if listed.returncode == 0
+             else sorted((ROOT / "deploy").rglob("*")))
+    for path in paths:
         if path.is_file() and "PRIVATE KEY-----" in path.read_text(errors="replace"):
             problem(f"{path.relative_to(ROOT)} holds a private key: keys are created outside git")
 
@@ -737,7 +828,12 @@ def check_k8s_tokens(overlay, docs, kinds):
                 for var, value in env.items():
                     if var.startswith("JWT_") and str(value).startswith("secret:"):
                         problem(f"{where}: {name} takes {var} from a Secret: a verifier needs no token secret")
-                secrets = [v["name"] for v in volumes.values() if "secret" in v or "projected" in v]
+                # The edge's TLS pair (a Secret volume holding EDGE_TLS_CERT and
+                # EDGE_TLS_KEY) is no token key.
+                tls_volumes = {m["name"] for m in container.get("volumeMounts", [])
+                               for var in TLS_VARS if str(env.get(var, "")).startswith(m["mountPath"].rstrip("/") + "/")}
+                secrets = [v["name"] for v in volumes.values()
+                           if ("secret" in v or "projected" in v) and v["name"] not in tls_volumes]
                 if secrets:
                     problem(f"{where}: {name} mounts Secret volumes {secrets}: only svc-users holds a key")
     for doc in docs:
@@ -757,6 +853,138 @@ def check_k8s_tokens(overlay, docs, kinds):
             problem(f"{where}: no NetworkPolicy lets {verifier} reach svc-users:{users_port} (its JWK Set)")
         if not allows(policies, "svc-users", "ingress", verifier, users_port):
             problem(f"{where}: no NetworkPolicy lets svc-users accept {verifier} on {users_port} (its JWK Set)")
+
+
+def selects(selector, labels):
+    """Whether a label selector (matchLabels, or a Service's plain map) matches `labels`."""
+    wanted = selector.get("matchLabels", selector) if isinstance(selector, dict) else {}
+    return bool(wanted) and all(labels.get(k) == v for k, v in wanted.items())
+
+
+def check_k8s_edge(overlay, docs, kinds):
+    """The edge: probes and scraping on its plain-HTTP admin port, which the public
+    Service does not expose and only Prometheus reaches; TLS from a Secret directory."""
+    where = f"k8s {overlay}: edge"
+    deployment = kinds.get(("Deployment", "edge"))
+    if not deployment:
+        problem(f"k8s {overlay}: no Deployment edge")
+        return
+    template = deployment["spec"]["template"]
+    pod, pod_labels = template["spec"], template["metadata"].get("labels", {})
+    namespace = deployment["metadata"].get("namespace")
+    container = next((c for c in pod["containers"] if c["name"] == "edge"), None)
+    if container is None:
+        problem(f"{where}: no container edge")
+        return
+    env = container_env(container, kinds)
+    admin, listen = addr_port(env.get(ADMIN_VAR)), addr_port(env.get("LISTEN_ADDR"))
+    if not admin or admin[0] not in ("0.0.0.0", "::") or not listen or admin[1] == listen[1]:
+        problem(f"{where}: {ADMIN_VAR} must be 0.0.0.0:<a port of its own> for the kubelet and Prometheus "
+                f"(has {env.get(ADMIN_VAR)!r}, LISTEN_ADDR {env.get('LISTEN_ADDR')!r})")
+        return
+    admin_port, public_port = admin[1], listen[1]
+    named = {p.get("name"): p["containerPort"] for p in container.get("ports", [])}
+
+    def resolve(port):
+        return named.get(port) if isinstance(port, str) else port
+
+    if named.get("admin") != admin_port:
+        problem(f"{where}: needs a container port named admin = {admin_port} (has {named})")
+    for probe, path in (("startupProbe", "/healthz"), ("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        get = (container.get(probe) or {}).get("httpGet") or {}
+        if get.get("path") != path or resolve(get.get("port")) != admin_port or get.get("scheme", "HTTP") != "HTTP":
+            problem(f"{where}: {probe} must GET {path} on the admin port {admin_port} over plain HTTP (has {get})")
+    annotations = template["metadata"].get("annotations", {})
+    if annotations.get("prometheus.io/port") != str(admin_port) or annotations.get("prometheus.io/path") != "/metrics":
+        problem(f"{where}: prometheus.io/port and path must name the admin listener {admin_port} /metrics "
+                f"(has {annotations.get('prometheus.io/port')!r} {annotations.get('prometheus.io/path')!r})")
+
+    # Services: the public one without the admin port; the admin port only on ClusterIP
+    # Services of its own, which the ServiceMonitor scrapes.
+    admin_services = []
+    for doc in docs:
+        if doc["kind"] != "Service" or not selects(doc["spec"].get("selector") or {}, pod_labels):
+            continue
+        spec, name = doc["spec"], doc["metadata"]["name"]
+        targets = [resolve(p.get("targetPort", p["port"])) for p in spec.get("ports", [])]
+        if admin_port in targets:
+            if spec.get("type", "ClusterIP") != "ClusterIP" or set(targets) != {admin_port} or name == "edge":
+                problem(f"k8s {overlay}: Service {name} exposes the edge's admin port {admin_port}: only a ClusterIP "
+                        f"Service of its own may (has type {spec.get('type')!r}, target ports {targets})")
+            else:
+                admin_services.append(doc)
+    public = kinds.get(("Service", "edge"))
+    if not public or resolve(public["spec"]["ports"][0].get("targetPort")) != public_port:
+        problem(f"k8s {overlay}: the Service edge must serve the edge's public port {public_port}")
+    monitor = next((d for _, d in documents([ROOT / SERVICE_MONITOR]) if d.get("kind") == "ServiceMonitor"), None)
+    if monitor:
+        spec = monitor["spec"]
+        scraped = [s for s in admin_services
+                   if selects(spec.get("selector") or {}, s["metadata"].get("labels", {}))
+                   and s["metadata"].get("labels", {}).get(spec.get("jobLabel")) == "edge"
+                   and any(e.get("port") in [p.get("name") for p in s["spec"]["ports"]]
+                           and e.get("path", "/metrics") == "/metrics" for e in spec.get("endpoints", []))]
+        if not scraped:
+            problem(f"{SERVICE_MONITOR}: no endpoint scrapes the edge's admin port through a Service labelled "
+                    f"{spec.get('jobLabel')}: edge (admin Services: {[s['metadata']['name'] for s in admin_services]})")
+
+    # NetworkPolicies: every rule that opens the admin port to the edge's pods admits
+    # Prometheus only; and one does.
+    opened = []
+    for policy in (d for d in docs if d["kind"] == "NetworkPolicy"):
+        selector = policy["spec"]["podSelector"]
+        if selector.get("matchLabels") and not selects(selector, pod_labels):
+            continue
+        for rule in policy["spec"].get("ingress", []) or []:
+            ports = rule.get("ports")
+            if ports is None or any(p.get("port") in (admin_port, "admin") for p in ports):
+                opened.append((policy["metadata"]["name"], rule.get("from")))
+    for name, peers in opened:
+        if not peers or any(peer != PROMETHEUS_PEER for peer in peers):
+            problem(f"k8s {overlay}: NetworkPolicy {name} opens the edge's admin port {admin_port} to {peers or 'anyone'}: "
+                    f"Prometheus only ({PROMETHEUS_PEER})")
+    if not opened:
+        problem(f"k8s {overlay}: no NetworkPolicy lets Prometheus reach the edge's admin port {admin_port}")
+
+    # TLS: both files of one Secret volume mounted read-only as a directory, so a
+    # renewed Secret reaches the edge (a subPath mount never updates).
+    tls = [env.get(var) for var in TLS_VARS]
+    if not any(tls):
+        return
+    if not all(tls):
+        problem(f"{where}: sets only some of {TLS_VARS}: TLS needs both")
+        return
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    mounts_of = [next((m for m in container.get("volumeMounts", [])
+                       if path.startswith(m["mountPath"].rstrip("/") + "/")), None) for path in tls]
+    mount = mounts_of[0]
+    secret = (volumes.get(mount["name"], {}).get("secret") or {}) if mount else {}
+    if not mount or mounts_of[1] is not mount or not secret.get("secretName"):
+        problem(f"{where}: {' and '.join(TLS_VARS)} ({tls}) must be files of one Secret volume")
+        return
+    if mount.get("subPath") or mount.get("subPathExpr") or not mount.get("readOnly"):
+        problem(f"{where}: the TLS Secret must be mounted read-only as a directory, without subPath (a subPath "
+                f"mount never sees a renewed certificate): {mount}")
+    files = {item["path"]: item["key"] for item in secret.get("items", [])}
+    for path, key in zip(tls, TLS_SECRET_KEYS):
+        name = path[len(mount["mountPath"].rstrip("/")) + 1:]
+        if files.get(name, name if not files else None) != key:
+            problem(f"{where}: {path} is not the key {key} of the kubernetes.io/tls Secret {secret['secretName']}")
+    examples = [d for _, d in documents([ROOT / EXAMPLE_CERTIFICATE]) if d.get("kind") == "Certificate"] \
+        if (ROOT / EXAMPLE_CERTIFICATE).exists() else []
+    if len(examples) != 1:
+        problem(f"{EXAMPLE_CERTIFICATE}: expected one cert-manager Certificate, found {len(examples)}")
+        return
+    certificate = examples[0]
+    spec = certificate.get("spec") or {}
+    if certificate.get("apiVersion") != "cert-manager.io/v1" or spec.get("secretName") != secret["secretName"] \
+            or certificate["metadata"].get("namespace") != namespace:
+        problem(f"{EXAMPLE_CERTIFICATE}: must be a cert-manager.io/v1 Certificate writing the Secret "
+                f"{secret['secretName']} in {namespace}, which the edge mounts (has {certificate.get('apiVersion')}, "
+                f"{spec.get('secretName')!r} in {certificate['metadata'].get('namespace')!r})")
+    key = spec.get("privateKey") or {}
+    if not spec.get("dnsNames") or not (spec.get("issuerRef") or {}).get("name") or key.get("rotationPolicy") != "Always":
+        problem(f"{EXAMPLE_CERTIFICATE}: needs dnsNames, an issuerRef and privateKey.rotationPolicy: Always")
 
 
 def check_pin_script():

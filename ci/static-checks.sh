@@ -66,8 +66,9 @@ for f in "${dockerfiles[@]}"; do
   check "hadolint $f" hadolint "$f"
 done
 # Project rules (ci/deploy-assertions.py): every base image and the frontend pinned by
-# digest, binaries built with `cargo auditable`, a `--probe` HEALTHCHECK per image.
-check "deploy/Dockerfile: digests, cargo auditable, --probe health checks" \
+# digest, binaries built with `cargo auditable`, a `--probe` HEALTHCHECK per image, the
+# edge's admin listener on all interfaces and EXPOSEd.
+check "deploy/Dockerfile: digests, cargo auditable, --probe health checks, edge admin port" \
   "$venv/bin/python" ci/deploy-assertions.py dockerfile
 
 # ---- Kubernetes ---------------------------------------------------------------
@@ -107,9 +108,12 @@ done
 # On the rendered overlays: no Deployment an HPA owns sets replicas, the edge's
 # upstreams are headless Services, prod images are pinned by digest, only svc-users
 # holds a token key (a read-only Secret file; the verifiers get the JWK Set URL and may
-# reach svc-users), no private key or JWT_* Secret comes from git; and
-# ci/pin-prod-digests.sh (CI's prod-digests job) writes digests the overlay then uses.
-check "rendered overlays: HPA-owned replicas, headless upstreams, prod digests, token keys" \
+# reach svc-users), no private key or JWT_* Secret comes from git; the edge's probes,
+# scraping (annotation, ServiceMonitor) on its admin port, which no public Service
+# exposes and only Prometheus reaches, its TLS Secret mounted as a directory (no subPath),
+# the one the example cert-manager Certificate writes; and ci/pin-prod-digests.sh (CI's
+# prod-digests job) writes digests the overlay then uses.
+check "rendered overlays: HPA-owned replicas, headless upstreams, prod digests, token keys, edge admin + TLS" \
   "$venv/bin/python" ci/deploy-assertions.py k8s "$work"/*.yaml
 check "ci/pin-prod-digests.sh pins the rendered prod overlay" \
   "$venv/bin/python" ci/deploy-assertions.py pin-script
@@ -131,7 +135,7 @@ check "checkov deploy/ (kustomize, dockerfile)" \
 # ---- Compose ------------------------------------------------------------------
 check "compose.yaml against the compose-spec schema" \
   check-jsonschema --builtin-schema vendor.compose-spec compose.yaml
-check "compose.yaml: loopback by default, demo profile, --probe health checks, digests, keygen + JWKS, RabbitMQ cluster profile" \
+check "compose.yaml: loopback, demo profile, --probe health checks, digests, keygen + JWKS, RabbitMQ cluster + TLS profiles, edge admin" \
   "$venv/bin/python" ci/deploy-assertions.py compose
 
 # ---- Renovate -------------------------------------------------------------------

@@ -173,6 +173,24 @@ def busy_share(before, after, cpu):
     return busy / total if total else float("nan")
 
 
+def measured(target, load):
+    """Runs `load` (returning its tool's result: requests, rps, ...) and adds what the
+    proxy spent meanwhile: CPU per request, its share of a core, each core's busy share."""
+    cpu_before = sum(cpu_seconds(pid) for pid in target.pids)
+    cores_before = cpu_times()
+    started = time.monotonic()
+    result = load()
+    wall = time.monotonic() - started
+    cores_after = cpu_times()
+    cpu_used = sum(cpu_seconds(pid) for pid in target.pids) - cpu_before
+    result["proxy_cpu_s"] = cpu_used
+    result["cpu_us_per_request"] = cpu_used / max(1, result["requests"]) * 1e6
+    result["proxy_core_share"] = cpu_used / wall
+    result["core0_busy"] = busy_share(cores_before, cores_after, PROXY_CPU)
+    result["core1_busy"] = busy_share(cores_before, cores_after, LOAD_CPU)
+    return result
+
+
 class Target:
     def __init__(self, name, description, port, pids, main_pid, script):
         self.name = name
@@ -357,20 +375,9 @@ def run(processes, run_dir, binaries, secret, rounds, seconds, warmup_seconds, c
     for round_no in range(1, rounds + 1):
         for target in targets:
             processes.check_alive()
-            cpu_before = sum(cpu_seconds(pid) for pid in target.pids)
-            cores_before = cpu_times()
-            started = time.monotonic()
-            result = run_wrk(f"http://127.0.0.1:{target.port}{WRK_PATH}", 1, connections, seconds, target.script,
-                             cpus=LOAD_CPU)
-            wall = time.monotonic() - started
-            cores_after = cpu_times()
-            cpu_used = sum(cpu_seconds(pid) for pid in target.pids) - cpu_before
+            result = measured(target, lambda: run_wrk(f"http://127.0.0.1:{target.port}{WRK_PATH}", 1, connections,
+                                                      seconds, target.script, cpus=LOAD_CPU))
             result.pop("raw")
-            result["proxy_cpu_s"] = cpu_used
-            result["cpu_us_per_request"] = cpu_used / max(1, result["requests"]) * 1e6
-            result["proxy_core_share"] = cpu_used / wall
-            result["core0_busy"] = busy_share(cores_before, cores_after, PROXY_CPU)
-            result["core1_busy"] = busy_share(cores_before, cores_after, LOAD_CPU)
             target.rounds.append(result)
             log(
                 f"round {round_no} {target.name:18} {result['rps']:9.0f} req/s  p50 {result['p50_ms']:.2f} ms  "

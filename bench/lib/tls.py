@@ -16,7 +16,7 @@ import re
 import subprocess
 import time
 
-from harness import BenchError, children, cpu_seconds, free_port, log, median, run_wrk, status_kib, wait_http_ok
+from harness import BenchError, children, free_port, log, median, run_wrk, status_kib, wait_http_ok
 from proxy import (
     LOAD_CPU,
     ORIGIN,
@@ -24,8 +24,7 @@ from proxy import (
     WRK_PATH,
     Target,
     TokenKinds,
-    busy_share,
-    cpu_times,
+    measured,
     nginx_conf,
     start_edge,
     truncate_logs,
@@ -162,17 +161,7 @@ def run(processes, run_dir, binaries, secret, rounds, seconds, warmup_seconds, c
         for load, _ in LOADS:
             for target in targets:
                 processes.check_alive()
-                cpu_before = sum(cpu_seconds(pid) for pid in target.pids)
-                cores_before = cpu_times()
-                started = time.monotonic()
-                result = measure(target, load, connections, seconds, token, scripts)
-                wall = time.monotonic() - started
-                cores_after = cpu_times()
-                cpu_used = sum(cpu_seconds(pid) for pid in target.pids) - cpu_before
-                result["proxy_cpu_s"] = cpu_used
-                result["cpu_us_per_request"] = cpu_used / max(1, result["requests"]) * 1e6
-                result["proxy_core_share"] = cpu_used / wall
-                result["core0_busy"] = busy_share(cores_before, cores_after, PROXY_CPU)
+                result = measured(target, lambda: measure(target, load, connections, seconds, token, scripts))
                 results[load][target.name].append(result)
                 log(f"round {round_no} {load:10} {target.name:9} {result['rps']:9.0f} req/s  "
                     f"{result['cpu_us_per_request']:.1f} us/req  errors {result['non_2xx'] + result['socket_errors']}")
