@@ -53,19 +53,20 @@ def arguments():
                         "edge-nocache, edge-eddsa-nocache; edge-baseline: the edge binary BENCH_BASELINE_EDGE names)")
     p.add_argument("--mongodb-uri", default=os.environ.get("BENCH_MONGODB_URI", "mongodb://127.0.0.1:27017"),
                    help="MongoDB the services use (default: BENCH_MONGODB_URI or the local one)")
-    p.add_argument("--profile", action="store_true", help="also perf-profile the full edge under load")
+    p.add_argument("--profile", action="store_true",
+                   help="also perf-profile the full edge under load (and the TLS edge, when the TLS comparison runs)")
     p.add_argument("--secret", default=None, help=argparse.SUPPRESS)
     return p.parse_args()
 
 
-def profile_edge(run_dir, port, pid, seconds, out_path):
-    """perf samples of the edge under the benchmark load: self time per symbol, and
-    summed by library / Rust crate."""
+def profile_edge(run_dir, url, pid, seconds, out_path):
+    """perf samples of the edge under the benchmark load (wrk -c64 keep-alive on `url`):
+    self time per symbol, and summed by library / Rust crate."""
     data = run_dir / "perf.data"
     recorder = subprocess.Popen(["perf", "record", "-F", "1999", "-o", str(data), "-p", str(pid), "--", "sleep",
                                  str(seconds)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        run_wrk(f"http://127.0.0.1:{port}{proxy.WRK_PATH}", 1, 64, seconds, run_dir / "bearer.lua", cpus=proxy.LOAD_CPU)
+        run_wrk(url, 1, 64, seconds, run_dir / "bearer.lua", cpus=proxy.LOAD_CPU)
     finally:
         recorder.wait(timeout=seconds + 30)
     done = subprocess.run(["perf", "report", "-i", str(data), "--stdio", "--no-children", "--sort", "dso,symbol",
@@ -91,7 +92,7 @@ def profile_edge(run_dir, port, pid, seconds, out_path):
         else:
             key = dso
         groups[key] = groups.get(key, 0.0) + pct
-    lines = [f"perf record -F 1999 -p <edge> for {seconds} s under wrk -t1 -c64 (full policy, release build)", "",
+    lines = [f"perf record -F 1999 -p <edge> for {seconds} s under wrk -t1 -c64 {url} (full policy, release build)", "",
              "Self time by library / crate:", ""]
     lines += [f"{pct:6.2f}%  {key}" for key, pct in sorted(groups.items(), key=lambda kv: -kv[1])[:25]]
     lines += ["", "Hottest symbols:", ""]
@@ -136,12 +137,16 @@ def main():
                                          plan["seconds"], plan["warmup"], args.connections, edges)
             if args.profile:
                 edge = next(t for t in results["proxy"]["targets"] if t["name"] == "edge")
-                profile_edge(args.run_dir, edge["port"], edge["pid"], plan["seconds"],
-                             BENCH_DIR / "results" / "profile-edge.txt")
+                profile_edge(args.run_dir, f"http://127.0.0.1:{edge['port']}{proxy.WRK_PATH}", edge["pid"],
+                             plan["seconds"], BENCH_DIR / "results" / "profile-edge.txt")
             processes.stop_all()
         if args.only in (None, "tls"):
             results["tls"] = tls.run(processes, args.run_dir, args.binaries, secret, plan["rounds"], plan["seconds"],
                                      plan["warmup"], args.connections)
+            if args.profile:
+                edge = next(t for t in results["tls"]["loads"][0]["targets"] if t["name"] == "edge-tls")
+                profile_edge(args.run_dir, f"https://127.0.0.1:{edge['port']}{proxy.WRK_PATH}", edge["pid"],
+                             plan["seconds"], BENCH_DIR / "results" / "profile-edge-tls.txt")
             processes.stop_all()
         if args.only in (None, "services"):
             services.MONGODB_URI["value"] = args.mongodb_uri

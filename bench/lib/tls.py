@@ -175,6 +175,8 @@ def run(processes, run_dir, binaries, secret, rounds, seconds, warmup_seconds, c
             rows.append({
                 "name": target.name,
                 "description": target.description,
+                "port": target.port,
+                "pid": target.main_pid,
                 "rps": median([r["rps"] for r in rounds_of]),
                 "cpu_us_per_request": median([r["cpu_us_per_request"] for r in rounds_of]),
                 "proxy_core_share": median([r["proxy_core_share"] for r in rounds_of]),

@@ -1,0 +1,106 @@
+"""Instructions per request of the edge, counted by callgrind: a figure that does not move
+with the machine's noise, for before/after comparisons of two builds.
+
+    python3 bench/instructions.py EDGE_BINARY [BASELINE_EDGE_BINARY]
+
+Each binary serves the full benchmark policy (bench/lib/policies.py `full`) in front of a
+trivial nginx upstream, under `valgrind --tool=callgrind`, counting only inside Pingora's
+per-request session (`process_new_http`: reading the request, every proxy phase, the
+upstream exchange, the access log), so background work (health checks, policy polling)
+is left out. It runs twice, with N1 and N2 kept-alive `GET /tasks` requests carrying a
+valid token and an allowlisted Origin; (I2 - I1) / (N2 - N1) cancels the first
+request's one-off costs. Needs valgrind and nginx; every process it starts listens on
+127.0.0.1 and is stopped by PID."""
+
+import http.client
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR / "lib"))
+from harness import free_port, mint_token, object_id  # noqa: E402
+from proxy import ORIGIN, WRK_PATH, nginx_conf, upstream_body_conf  # noqa: E402
+
+N1, N2 = 300, 1300
+READY_SECONDS = 120
+
+
+def get(conn, token):
+    conn.request("GET", WRK_PATH, headers={"authorization": f"Bearer {token}", "origin": ORIGIN})
+    response = conn.getresponse()
+    response.read()
+    return response.status
+
+
+def count(binary, requests, policy_dir, secret, token, out):
+    """Instructions callgrind counted in the edge's request sessions over `requests`
+    requests (plus the first one, made while waiting for the edge)."""
+    port, admin = free_port(), free_port()
+    env = {"LISTEN_ADDR": f"127.0.0.1:{port}", "EDGE_ADMIN_ADDR": f"127.0.0.1:{admin}", "POLICY_DIR": str(policy_dir),
+           "JWT_SECRET": secret, "EDGE_THREADS": "1", "SHUTDOWN_GRACE_SECONDS": "0", "RUST_LOG": "info",
+           "PATH": os.environ["PATH"]}
+    edge = subprocess.Popen(["valgrind", "--tool=callgrind", "--toggle-collect=*process_new_http*",
+                             f"--callgrind-out-file={out}", str(binary)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + READY_SECONDS
+        while True:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                if get(conn, token) == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or edge.poll() is not None:
+                raise SystemExit(f"{binary} did not answer 200 within {READY_SECONDS} s under callgrind")
+            time.sleep(0.5)
+        for _ in range(requests):
+            status = get(conn, token)
+            if status != 200:
+                raise SystemExit(f"{binary}: GET {WRK_PATH} answered {status}")
+        conn.close()
+        edge.send_signal(signal.SIGINT)
+        edge.wait(timeout=READY_SECONDS)
+    finally:
+        if edge.poll() is None:
+            edge.kill()
+            edge.wait()
+    for line in Path(out).read_text().splitlines():
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1])
+    raise SystemExit(f"no totals in {out}")
+
+
+def main():
+    binaries = [Path(b) for b in sys.argv[1:3]]
+    if not binaries:
+        raise SystemExit(__doc__)
+    with tempfile.TemporaryDirectory(prefix="todo-instructions.") as tmp:
+        run_dir = Path(tmp)
+        upstream_port = free_port()
+        conf = nginx_conf(run_dir, "upstream", upstream_body_conf(upstream_port))
+        upstream = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(conf.parent)])
+        try:
+            policy_dir = run_dir / "policy"
+            subprocess.run([sys.executable, str(BENCH_DIR / "lib" / "policies.py"), "full",
+                            str(BENCH_DIR.parent / "policies"), str(policy_dir), f"127.0.0.1:{upstream_port}"],
+                           check=True, timeout=30)
+            secret = os.urandom(24).hex()
+            token = mint_token(secret, object_id(), 7200)
+            for binary in binaries:
+                first = count(binary, N1, policy_dir, secret, token, run_dir / "first.out")
+                second = count(binary, N2, policy_dir, secret, token, run_dir / "second.out")
+                print(f"{binary}: {(second - first) / (N2 - N1):.0f} instructions per request "
+                      f"({first} after {N1 + 1} requests, {second} after {N2 + 1})", flush=True)
+        finally:
+            upstream.terminate()
+            upstream.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()
