@@ -23,7 +23,7 @@ from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR / "lib"))
-from harness import free_port, mint_token, object_id  # noqa: E402
+from harness import free_port, free_ports, mint_token, object_id  # noqa: E402
 from proxy import ORIGIN, WRK_PATH, nginx_conf, upstream_body_conf  # noqa: E402
 
 N1, N2 = 300, 1300
@@ -40,7 +40,7 @@ def get(conn, token):
 def count(binary, requests, policy_dir, secret, token, out):
     """Instructions callgrind counted in the edge's request sessions over `requests`
     requests (plus the first one, made while waiting for the edge)."""
-    port, admin = free_port(), free_port()
+    port, admin = free_ports(2)
     env = {"LISTEN_ADDR": f"127.0.0.1:{port}", "EDGE_ADMIN_ADDR": f"127.0.0.1:{admin}", "POLICY_DIR": str(policy_dir),
            "JWT_SECRET": secret, "EDGE_THREADS": "1", "SHUTDOWN_GRACE_SECONDS": "0", "RUST_LOG": "info",
            "PATH": os.environ["PATH"]}

@@ -66,6 +66,18 @@ def free_port():
         return s.getsockname()[1]
 
 
+def free_ports(count):
+    """`count` free ports, all different (each stays bound until all are read)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def port_open(port):
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.2):

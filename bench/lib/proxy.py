@@ -25,6 +25,7 @@ from harness import (
     children,
     cpu_seconds,
     free_port,
+    free_ports,
     log,
     median,
     mint_eddsa_token,
@@ -283,8 +284,7 @@ def start_edge(processes, run_dir, binaries, name, variant, rust_log, upstream_p
         check=True,
         timeout=30,
     )
-    port = free_port()
-    admin_port = free_port()
+    port, admin_port = free_ports(2)
     env = {
         "LISTEN_ADDR": f"127.0.0.1:{port}",
         "EDGE_ADMIN_ADDR": f"127.0.0.1:{admin_port}",

@@ -167,7 +167,9 @@ impl System {
         let keys = tempfile::tempdir().expect("temp dir");
         let signing_key = keys.path().join(SIGNING_KEY_FILE);
         std::fs::write(&signing_key, PrivateKey::generate().to_pem()).expect("signing key written");
-        let users_port = free_port();
+        // Released just before the processes start.
+        let mut ports = FreePorts::default();
+        let users_port = ports.take();
         let verifier_env = [
             ("JWT_JWKS_URL".to_owned(), format!("http://127.0.0.1:{users_port}/.well-known/jwks.json")),
             ("JWT_JWKS_REFRESH_SECONDS".to_owned(), options.jwks_refresh_seconds.to_string()),
@@ -195,7 +197,7 @@ impl System {
             let name = if replica == 1 { "svc-tasks".to_owned() } else { format!("svc-tasks-{replica}") };
             services.push((
                 name,
-                free_port(),
+                ports.take(),
                 vec![
                     ("MONGODB_DB", tasks_db.clone()),
                     ("REDIS_URL", redis_url.clone()),
@@ -207,7 +209,7 @@ impl System {
         }
         services.push((
             "svc-notify".into(),
-            free_port(),
+            ports.take(),
             vec![
                 ("MONGODB_DB", unique_name("e2e_notify")),
                 ("AMQP_URL", amqp_url.clone()),
@@ -215,8 +217,8 @@ impl System {
                 ("AMQP_QUEUE", queue.clone()),
             ],
         ));
-        let edge_port = free_port();
-        let edge_admin_port = free_port();
+        let edge_port = ports.take();
+        let edge_admin_port = ports.take();
 
         let ports_of = |prefix: &str| -> Vec<u16> {
             services.iter().filter(|(name, _, _)| name.starts_with(prefix)).map(|(_, port, _)| *port).collect()
@@ -256,6 +258,7 @@ impl System {
             env: edge_env,
             child: None,
         });
+        drop(ports);
         for process in &mut processes {
             process.spawn();
         }
@@ -459,8 +462,18 @@ fn spawn(mut command: Command) -> Child {
     command.spawn().expect("process starts")
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+/// Free ports that differ from one another: each stays bound until the set is dropped, so
+/// the kernel never hands out the same one twice.
+#[derive(Default)]
+pub struct FreePorts(Vec<TcpListener>);
+
+impl FreePorts {
+    pub fn take(&mut self) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let port = listener.local_addr().expect("a bound address").port();
+        self.0.push(listener);
+        port
+    }
 }
 
 async fn wait_ready(base: &str) {

@@ -20,7 +20,7 @@ struct Standalone {
 
 impl Standalone {
     async fn start(data_dir: &Path, port: u16) -> Self {
-        let admin = format!("http://127.0.0.1:{}", free_port());
+        let admin = format!("http://127.0.0.1:{}", std::iter::repeat_with(free_port).find(|p| *p != port).unwrap());
         let child = Command::new(env!("CARGO_BIN_EXE_todo-standalone"))
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
             .env("TODO_DATA_DIR", data_dir)

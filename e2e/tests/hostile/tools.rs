@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::Value;
-use todo_e2e::{free_port, System};
+use todo_e2e::{FreePorts, System};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -229,7 +229,9 @@ fn load_in_chromium(chromium: &Path, url: &str) -> String {
 #[tokio::test]
 async fn a_browser_calls_the_api_from_an_allowlisted_origin_and_is_blocked_from_another() {
     let Some(chromium) = tool("chromium", &[]) else { return };
-    let (allowed_port, foreign_port) = (free_port(), free_port());
+    let mut ports = FreePorts::default();
+    let (allowed_port, foreign_port) = (ports.take(), ports.take());
+    drop(ports);
     let allowed_origin = format!("http://127.0.0.1:{allowed_port}");
     let system = System::start_with(|dir| {
         let shipped = std::fs::read_to_string(dir.join("cors.toml")).expect("shipped cors.toml");

@@ -359,9 +359,12 @@ pub struct Launch<'a> {
     pub tls: Option<&'a TlsFiles>,
 }
 
-fn free_addr() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-    format!("127.0.0.1:{port}")
+/// Two free addresses, different from each other (both are bound while they are read).
+fn free_addrs() -> (String, String) {
+    let bind = || std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+    let (first, second) = (bind(), bind());
+    let addr = |l: &std::net::TcpListener| l.local_addr().expect("bound address").to_string();
+    (addr(&first), addr(&second))
 }
 
 impl Edge {
@@ -381,8 +384,7 @@ impl Edge {
     }
 
     pub async fn launch(policy_dir: &Path, extra_env: &[(&str, &str)], launch: Launch<'_>) -> Self {
-        let addr = free_addr();
-        let admin_addr = free_addr();
+        let (addr, admin_addr) = free_addrs();
         let mut command = Command::new(env!("CARGO_BIN_EXE_edge"));
         command
             .env_clear()

@@ -175,6 +175,12 @@ async fn readiness_and_metrics_are_on_the_admin_listener_and_the_public_port_kee
     assert_eq!(body["backends"]["upstream:tasks"]["healthy"], 1);
 
     edge.get_as("/tasks/1", "alice").await;
+    // A request is counted once its answer is sent: wait for the count.
+    let series = r#"edge_requests_total{route="tasks",status="200"}"#;
+    eventually("the request is counted", std::time::Duration::from_secs(5), || async {
+        (edge.metric(series).await == Some(1.0)).then_some(())
+    })
+    .await;
     let metrics = edge.metrics().await;
     for series in [
         r#"edge_requests_total{route="tasks",status="200"} 1"#,
