@@ -1,16 +1,18 @@
 //! The one place every response is finished, whether it came from an upstream
 //! (`response_filter`) or was written by the edge (401, 404, 413, 429, preflight, health,
 //! 502/503/504): security headers, CORS, request id, rate-limit headers, and no header
-//! naming the server software.
+//! naming the server software. And the headers every upstream request carries
+//! ([`for_upstream`]).
 
 use std::sync::LazyLock;
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderName, HeaderValue, StatusCode};
-use pingora::http::ResponseHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::Session;
 
+use crate::client_ip::{ClientAddress, X_FORWARDED_FOR};
 use crate::ctx::RequestCtx;
 use crate::limits::Decision;
 
@@ -81,6 +83,24 @@ fn add_rate_limit_headers(resp: &mut ResponseHeader, decision: &Decision) -> pin
     resp.insert_header("ratelimit-limit", HeaderValue::from(decision.limit))?;
     resp.insert_header("ratelimit-remaining", HeaderValue::from(decision.remaining))?;
     resp.insert_header("ratelimit-reset", HeaderValue::from(decision.reset_seconds))?;
+    Ok(())
+}
+
+/// What an upstream request carries from the edge: the request id, no identity header a
+/// client sent, and forwarding headers the edge rebuilt. The edge is where trust starts:
+/// whatever forwarding headers the client sent are replaced.
+pub fn for_upstream(req: &mut RequestHeader, ctx: &RequestCtx, over_tls: bool) -> pingora::Result<()> {
+    req.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+    crate::auth::strip_identity_headers(req);
+    req.remove_header("forwarded");
+    match ctx.client.as_ref().and_then(ClientAddress::forwarded_for) {
+        Some(chain) => req.insert_header(X_FORWARDED_FOR, chain)?,
+        None => {
+            req.remove_header(X_FORWARDED_FOR);
+        }
+    }
+    let proto = if over_tls { "https" } else { "http" };
+    req.insert_header("x-forwarded-proto", HeaderValue::from_static(proto))?;
     Ok(())
 }
 

@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod policy;
 pub mod problems;
 pub mod proxy;
+pub mod reload;
 pub mod routing;
 pub mod state;
 pub mod tls;
@@ -46,8 +47,8 @@ pub use config::Config;
 
 use crate::limits::shared::SharedStore;
 use crate::metrics::EdgeMetrics;
-use crate::policy::watch::{Outcome, PolicyWatcher, Reloader};
 use crate::policy::{Capabilities, Policy, PolicyErrors};
+use crate::reload::{Outcome, PolicyWatcher, Reloader};
 
 /// Upper bound on connect retries Pingora may make for one request (we stop earlier).
 const MAX_RETRIES: usize = 4;

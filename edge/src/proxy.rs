@@ -9,7 +9,7 @@ use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
-use http::{HeaderValue, Method, StatusCode};
+use http::{Method, StatusCode};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
@@ -17,11 +17,10 @@ use pingora::{Error, ErrorType, Result};
 use todo_common::auth::TokenVerifier;
 use todo_common::{request_id, Problem};
 
-use crate::client_ip::{ClientAddress, X_FORWARDED_FOR};
+use crate::client_ip::ClientAddress;
 use crate::ctx::RequestCtx;
 use crate::headers::{self, LocalResponse, REQUEST_ID};
 use crate::metrics::EdgeMetrics;
-use crate::policy::LimitKey;
 use crate::routing::{self, Lookup};
 use crate::state::Live;
 use crate::{access_log, admin, auth, client_conn, cors, problems};
@@ -141,13 +140,7 @@ impl ProxyHttp for EdgeProxy {
             }
         }
         if let Some(limiter) = &route.limiter {
-            let decision = match limiter.spec().key {
-                LimitKey::ClientIp => match &ctx.client {
-                    Some(client) => limiter.check(&client.ip.to_string()).await,
-                    None => limiter.check("unknown").await,
-                },
-                LimitKey::Subject => limiter.check(ctx.subject.as_deref().unwrap_or_default()).await,
-            };
+            let decision = limiter.check_request(ctx.client.as_ref(), ctx.subject.as_deref()).await;
             ctx.limit = Some(decision);
             if !decision.allowed {
                 self.metrics.rate_limited(&route.spec.name);
@@ -213,19 +206,8 @@ impl ProxyHttp for EdgeProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        upstream_request.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
-        auth::strip_identity_headers(upstream_request);
-        // The edge is where trust starts: whatever forwarding headers the client sent are replaced.
-        upstream_request.remove_header("forwarded");
-        match ctx.client.as_ref().and_then(ClientAddress::forwarded_for) {
-            Some(chain) => upstream_request.insert_header(X_FORWARDED_FOR, chain)?,
-            None => {
-                upstream_request.remove_header(X_FORWARDED_FOR);
-            }
-        }
-        let proto = if session.digest().is_some_and(|d| d.ssl_digest.is_some()) { "https" } else { "http" };
-        upstream_request.insert_header("x-forwarded-proto", HeaderValue::from_static(proto))?;
-        Ok(())
+        let over_tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        headers::for_upstream(upstream_request, ctx, over_tls)
     }
 
     async fn upstream_response_filter(

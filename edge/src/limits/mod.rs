@@ -13,7 +13,8 @@ pub mod shared;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::policy::{LimitSpec, LimitStore};
+use crate::client_ip::ClientAddress;
+use crate::policy::{LimitKey, LimitSpec, LimitStore};
 use local::LocalCounter;
 use shared::{SharedCounter, SharedStore};
 
@@ -73,6 +74,18 @@ impl Limiter {
 
     pub fn spec(&self) -> &LimitSpec {
         &self.spec
+    }
+
+    /// Counts one request against the table's key (the client's address, or the token's
+    /// subject) and says whether it fits the budget.
+    pub async fn check_request(&self, client: Option<&ClientAddress>, subject: Option<&str>) -> Decision {
+        match self.spec.key {
+            LimitKey::ClientIp => match client {
+                Some(client) => self.check(&client.ip.to_string()).await,
+                None => self.check("unknown").await,
+            },
+            LimitKey::Subject => self.check(subject.unwrap_or_default()).await,
+        }
     }
 
     /// Counts one request for `key` and says whether it fits the budget.

@@ -4,7 +4,6 @@
 
 mod raw;
 mod validate;
-pub mod watch;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -15,9 +15,9 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::sync::{Mutex, Notify};
 
-use super::{fingerprint, parse, read_sources, Capabilities, PolicyErrors};
 use crate::limits::shared::SharedStore;
 use crate::metrics::EdgeMetrics;
+use crate::policy::{fingerprint, parse, read_sources, Capabilities, PolicyErrors};
 use crate::state::Live;
 
 /// How often the directory is fingerprinted even without events.
