@@ -19,6 +19,7 @@ pub mod config;
 pub mod cors;
 pub mod ctx;
 pub mod headers;
+pub mod health_checks;
 pub mod limits;
 pub mod metrics;
 pub mod policy;
@@ -148,7 +149,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         server.add_service(background_service("TLS certificate watcher", tls.watcher()));
     }
     server.add_service(background_service("policy watcher", PolicyWatcher::new(reloader)));
-    server.add_service(background_service("upstream health checks", upstreams::HealthChecks::new(live)));
+    server.add_service(background_service("upstream health checks", health_checks::HealthChecks::new(live)));
     server.add_service(background_service("token keys refresh", auth::KeysRefresh::new(verifier)));
     tracing::info!(
         listen = %config.listen_addr,

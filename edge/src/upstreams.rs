@@ -1,7 +1,6 @@
 //! Upstream pools: round-robin over the addresses of one upstream, host names resolved
 //! at load and again before every health check, active TCP or HTTP checks that take a
-//! dead address out of rotation, run by one background service for every pool of the
-//! current policy.
+//! dead address out of rotation (run by `health_checks`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr as InetAddr;
@@ -9,7 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use pingora::http::RequestHeader;
 use pingora::lb::discovery::ServiceDiscovery;
@@ -17,13 +15,9 @@ use pingora::lb::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backend, Backends, LoadBalancer};
 use pingora::protocols::l4::socket::SocketAddr;
-use pingora::server::ShutdownWatch;
-use pingora::services::background::BackgroundService;
 use pingora::upstreams::peer::HttpPeer;
-use tokio::task::JoinSet;
 
 use crate::policy::{Address, HealthCheckKind, UpstreamSpec};
-use crate::state::Live;
 
 /// Idle pooled connections are dropped after this, below the services' keep-alive
 /// timeout, so the edge never reuses a connection the service already closed.
@@ -91,7 +85,7 @@ impl UpstreamPool {
         (all.iter().filter(|b| backends.ready(b)).count(), all.len())
     }
 
-    fn claim_due_check(&self, now: Instant) -> bool {
+    pub fn claim_due_check(&self, now: Instant) -> bool {
         let Ok(mut next) = self.next_check.lock() else { return false };
         if *next > now || self.checking.swap(true, Ordering::AcqRel) {
             return false;
@@ -101,7 +95,7 @@ impl UpstreamPool {
     }
 
     /// Re-resolves the addresses, then checks every one of them.
-    async fn refresh(&self) {
+    pub async fn refresh(&self) {
         if let Err(e) = self.balancer.update().await {
             tracing::warn!(upstream = %self.name, error = %e, "upstream discovery failed");
         }
@@ -187,42 +181,5 @@ impl ServiceDiscovery for DnsDiscovery {
             }));
         }
         Ok((backends, HashMap::new()))
-    }
-}
-
-/// Runs the due health checks of every pool of the current policy; a pool's checks never
-/// overlap, and a slow pool does not delay the others.
-pub struct HealthChecks {
-    live: Arc<ArcSwapOption<Live>>,
-}
-
-impl HealthChecks {
-    pub fn new(live: Arc<ArcSwapOption<Live>>) -> Self {
-        Self { live }
-    }
-}
-
-const TICK: Duration = Duration::from_millis(100);
-
-#[async_trait]
-impl BackgroundService for HealthChecks {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut running = JoinSet::new();
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => break,
-                _ = tokio::time::sleep(TICK) => {}
-            }
-            while running.try_join_next().is_some() {}
-            let Some(live) = self.live.load_full() else { continue };
-            let now = Instant::now();
-            for pool in live.pools.values() {
-                if pool.claim_due_check(now) {
-                    let pool = Arc::clone(pool);
-                    running.spawn(async move { pool.refresh().await });
-                }
-            }
-        }
-        running.shutdown().await;
     }
 }
