@@ -192,6 +192,21 @@ def measured(target, load):
     return result
 
 
+def summary_row(target, rows, medians):
+    """A target's figures over its rounds: the medians of `medians`, peak memory, totals."""
+    return {
+        "name": target.name,
+        "description": target.description,
+        "port": target.port,
+        "pid": target.main_pid,
+        **{key: median([r[key] for r in rows]) for key in medians},
+        "peak_mib": status_kib(target.main_pid, "VmHWM") / 1024,
+        "requests": sum(r["requests"] for r in rows),
+        "errors": sum(r["non_2xx"] + r["socket_errors"] for r in rows),
+        "rounds": rows,
+    }
+
+
 class Target:
     def __init__(self, name, description, port, pids, main_pid, script):
         self.name = name
@@ -386,28 +401,8 @@ def run(processes, run_dir, binaries, secret, rounds, seconds, warmup_seconds, c
             )
             truncate_logs(run_dir, target.name)
 
-    summary = []
-    for target in targets:
-        peak_kib = status_kib(target.main_pid, "VmHWM")
-        rows = target.rounds
-        summary.append(
-            {
-                "name": target.name,
-                "description": target.description,
-                "port": target.port,
-                "pid": target.main_pid,
-                "rps": median([r["rps"] for r in rows]),
-                "p50_ms": median([r["p50_ms"] for r in rows]),
-                "p99_ms": median([r["p99_ms"] for r in rows]),
-                "cpu_us_per_request": median([r["cpu_us_per_request"] for r in rows]),
-                "proxy_core_share": median([r["proxy_core_share"] for r in rows]),
-                "core1_busy": median([r["core1_busy"] for r in rows]),
-                "peak_mib": peak_kib / 1024,
-                "requests": sum(r["requests"] for r in rows),
-                "errors": sum(r["non_2xx"] + r["socket_errors"] for r in rows),
-                "rounds": rows,
-            }
-        )
+    medians = ("rps", "p50_ms", "p99_ms", "cpu_us_per_request", "proxy_core_share", "core1_busy")
+    summary = [summary_row(target, target.rounds, medians) for target in targets]
     return {"connections": connections, "seconds": seconds, "rounds": rounds, "body_bytes": len(UPSTREAM_BODY),
             "path": WRK_PATH, "token_pool": TOKEN_POOL, "targets": summary}
 

@@ -16,7 +16,7 @@ import re
 import subprocess
 import time
 
-from harness import BenchError, children, free_port, log, median, run_wrk, status_kib, wait_http_ok
+from harness import BenchError, children, free_port, log, run_wrk, wait_http_ok
 from proxy import (
     LOAD_CPU,
     ORIGIN,
@@ -26,6 +26,7 @@ from proxy import (
     TokenKinds,
     measured,
     nginx_conf,
+    summary_row,
     start_edge,
     truncate_logs,
     upstream_body_conf,
@@ -167,25 +168,10 @@ def run(processes, run_dir, binaries, secret, rounds, seconds, warmup_seconds, c
                     f"{result['cpu_us_per_request']:.1f} us/req  errors {result['non_2xx'] + result['socket_errors']}")
                 truncate_logs(run_dir, target.name)
 
-    summary = []
-    for load, description in LOADS:
-        rows = []
-        for target in targets:
-            rounds_of = results[load][target.name]
-            rows.append({
-                "name": target.name,
-                "description": target.description,
-                "port": target.port,
-                "pid": target.main_pid,
-                "rps": median([r["rps"] for r in rounds_of]),
-                "cpu_us_per_request": median([r["cpu_us_per_request"] for r in rounds_of]),
-                "proxy_core_share": median([r["proxy_core_share"] for r in rounds_of]),
-                "peak_mib": status_kib(target.main_pid, "VmHWM") / 1024,
-                "requests": sum(r["requests"] for r in rounds_of),
-                "errors": sum(r["non_2xx"] + r["socket_errors"] for r in rounds_of),
-                "rounds": rounds_of,
-            })
-        summary.append({"load": load, "description": description, "targets": rows})
+    medians = ("rps", "cpu_us_per_request", "proxy_core_share")
+    summary = [{"load": load, "description": description,
+                "targets": [summary_row(target, results[load][target.name], medians) for target in targets]}
+               for load, description in LOADS]
     return {"connections": connections, "seconds": seconds, "rounds": rounds, "h2_streams": H2_STREAMS,
             "path": WRK_PATH, "loads": summary}
 

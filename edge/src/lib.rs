@@ -141,6 +141,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         metrics: Arc::clone(&metrics),
     };
     let mut admin_service = Service::new("edge admin".to_owned(), admin);
+    // A scrape and a probe every few seconds: one thread, not one per proxy worker.
+    admin_service.threads = Some(1);
     admin_service.add_tcp(&config.admin_addr.to_string());
 
     server.add_service(proxy_service);

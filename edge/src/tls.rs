@@ -60,15 +60,19 @@ struct Loaded {
 }
 
 impl TlsFiles {
+    /// On the runtime (the watcher).
     async fn read(&self) -> Result<PairBytes, TlsError> {
-        let cert = tokio::fs::read(&self.cert).await.map_err(|e| self.cert_error(format!("cannot read: {e}")))?;
-        let key = tokio::fs::read(&self.key).await.map_err(|e| self.key_error(format!("cannot read: {e}")))?;
-        Ok(PairBytes { cert, key })
+        self.pair(tokio::fs::read(&self.cert).await, tokio::fs::read(&self.key).await)
     }
 
+    /// At start, before any runtime.
     fn read_blocking(&self) -> Result<PairBytes, TlsError> {
-        let cert = std::fs::read(&self.cert).map_err(|e| self.cert_error(format!("cannot read: {e}")))?;
-        let key = std::fs::read(&self.key).map_err(|e| self.key_error(format!("cannot read: {e}")))?;
+        self.pair(std::fs::read(&self.cert), std::fs::read(&self.key))
+    }
+
+    fn pair(&self, cert: std::io::Result<Vec<u8>>, key: std::io::Result<Vec<u8>>) -> Result<PairBytes, TlsError> {
+        let cert = cert.map_err(|e| self.cert_error(format!("cannot read: {e}")))?;
+        let key = key.map_err(|e| self.key_error(format!("cannot read: {e}")))?;
         Ok(PairBytes { cert, key })
     }
 
