@@ -25,6 +25,8 @@ pub struct BusMessage {
     pub event_id: String,
     pub routing_key: String,
     pub correlation_id: Option<String>,
+    /// The publisher's trace context, as the AMQP `traceparent` header carries it.
+    pub traceparent: Option<String>,
     pub payload: String,
 }
 
@@ -126,6 +128,7 @@ mod tests {
             event_id: id.into(),
             routing_key: "task.completed".into(),
             correlation_id: Some("req-1".into()),
+            traceparent: None,
             payload: "{}".into(),
         }
     }

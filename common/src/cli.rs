@@ -31,7 +31,7 @@ where
             return ExitCode::FAILURE;
         }
     };
-    let _log_writer = crate::telemetry::init();
+    let _telemetry = crate::telemetry::init(binary);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {

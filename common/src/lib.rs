@@ -23,5 +23,6 @@ pub mod request_id;
 pub mod server;
 pub mod telemetry;
 pub mod time;
+pub mod traces;
 
 pub use problem::Problem;

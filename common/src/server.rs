@@ -19,13 +19,15 @@ use prometheus::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tracing::field::Empty;
 use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::auth::{bearer_token, Claims, TokenVerifier};
 use crate::config::Var;
 use crate::health::{liveness_response, readiness_response, BackendReport};
 use crate::metrics::HttpMetrics;
-use crate::{request_id, Problem};
+use crate::{request_id, traces, Problem};
 
 pub type HttpResponse = http::Response<Full<Bytes>>;
 
@@ -86,6 +88,7 @@ impl<A: Api> HttpApp<A> {
     pub fn new(api: Arc<A>, verifier: Arc<TokenVerifier>, registry: Registry) -> Self {
         let metrics = HttpMetrics::new(&registry);
         verifier.report_to(&registry);
+        crate::traces::register_metrics(&registry);
         Self { api, verifier, registry, metrics }
     }
 
@@ -95,11 +98,30 @@ impl<A: Api> HttpApp<A> {
         let request_id = request_id::keep_or_make(request.headers().get(request_id::HEADER).map(|v| v.as_bytes()));
         let path = request.uri().path().to_owned();
         let has_body = request_has_body(request.headers());
-        let span = tracing::info_span!("request", request_id = %request_id);
+        // The server span, a child of the caller's (the edge's) when it sent `traceparent`.
+        let span = tracing::info_span!(
+            "request",
+            otel.name = Empty,
+            otel.kind = "server",
+            otel.status_code = Empty,
+            request_id = %request_id,
+            http.request.method = %method,
+            url.path = %path,
+            http.route = Empty,
+            http.response.status_code = Empty,
+        );
+        let _ = span.set_parent(traces::context_from_headers(request.headers()));
 
         let (route, mut response) = async {
             let (route, result) = self.dispatch(request, request_id.clone()).await;
             let response = result.unwrap_or_else(Problem::into_response);
+            let current = tracing::Span::current();
+            current.record("otel.name", format!("{method} {route}"));
+            current.record("http.route", route);
+            current.record("http.response.status_code", response.status().as_u16());
+            if response.status().is_server_error() {
+                current.record("otel.status_code", "ERROR");
+            }
             tracing::info!(
                 method = %method,
                 path = %path,

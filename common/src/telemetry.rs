@@ -1,19 +1,31 @@
-//! Logging set up once per process: JSON lines on stdout, filtered by `RUST_LOG`
-//! (default `info`), with the `log` crate (Pingora, lapin) bridged into `tracing`.
+//! Telemetry set up once per process: JSON lines on stdout, filtered by `RUST_LOG`
+//! (default `info`), with the `log` crate (Pingora, lapin) bridged into `tracing`, and
+//! the process's traces (`traces`): a line written inside a traced span carries its
+//! `trace_id` and `span_id`.
 //!
 //! A request's thread formats its line and appends it to a shared buffer; a writer thread
 //! takes the whole buffer every 50 ms (sooner once 64 KiB wait) and writes it in one
 //! call. A direct write cost the edge a syscall per request, a channel with a thread
 //! woken per line still about one.
 
-use std::fmt::Display;
+use std::fmt::{self, Display};
 use std::io::{self, Write};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::EnvFilter;
+use opentelemetry::trace::{SpanId, TraceContextExt, TraceId};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::fmt::format::{JsonFields, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::config::ProcessEnv;
+use crate::traces::{TraceSettings, Tracing};
 
 const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
 const FLUSH_BYTES: usize = 64 * 1024;
@@ -25,10 +37,15 @@ const MAX_BUFFERED_BYTES: usize = 4 * 1024 * 1024;
 #[must_use = "dropping the guard stops the log writer"]
 pub struct LogGuard {
     writer: Option<(Arc<LineBuffer>, JoinHandle<()>)>,
+    tracing: Option<&'static Tracing>,
 }
 
 impl Drop for LogGuard {
     fn drop(&mut self) {
+        // Spans first: the last requests' spans leave before the process does.
+        if let Some(tracing) = self.tracing.take() {
+            tracing.shutdown();
+        }
         if let Some((buffer, thread)) = self.writer.take() {
             buffer.close();
             let _ = thread.join();
@@ -39,15 +56,27 @@ impl Drop for LogGuard {
 /// The buffer `init` set up, for lines built by hand (`JsonLine`).
 static LINES: OnceLock<Arc<LineBuffer>> = OnceLock::new();
 
-pub fn init() -> LogGuard {
-    let (queue, guard) = spawn_writer(Box::new(io::stdout()));
+/// Sets up logging and traces for the process `process_name` (the default service name
+/// on exported spans). Keep the guard until the process ends.
+pub fn init(process_name: &str) -> LogGuard {
+    let settings = TraceSettings::from_env(&ProcessEnv, process_name);
+    let tracing = match Tracing::install(&settings) {
+        Ok(tracing) => Some(tracing),
+        Err(error) => {
+            // Traces are not worth refusing to start over; say why there are none.
+            eprintln!("{process_name}: traces off: {error:#}");
+            None
+        }
+    };
+    let (queue, mut guard) = spawn_writer(Box::new(io::stdout()));
+    guard.tracing = tracing;
     // `try_init` also installs the `log` bridge; it fails only if logging is already set up.
-    match subscriber().with_writer(queue.clone()).try_init() {
+    match subscriber(queue.clone(), tracing).try_init() {
         Ok(()) => {
             let _ = LINES.set(queue.0);
             guard
         }
-        Err(_) => LogGuard { writer: None },
+        Err(_) => LogGuard { writer: None, tracing },
     }
 }
 
@@ -108,18 +137,56 @@ impl JsonLine {
     }
 }
 
-fn subscriber() -> tracing_subscriber::fmt::SubscriberBuilder<
-    tracing_subscriber::fmt::format::JsonFields,
-    tracing_subscriber::fmt::format::Format<tracing_subscriber::fmt::format::Json>,
-    EnvFilter,
-> {
+/// JSON lines filtered by `RUST_LOG`, and (with `tracing`) the OpenTelemetry layer, which
+/// sees spans only: `RUST_LOG=warn` must not switch traces off, and events need not be
+/// copied into spans (the log lines carry the trace's ids instead).
+fn subscriber<W>(writer: W, tracing: Option<&'static Tracing>) -> impl Subscriber + Send + Sync
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
     let filter = EnvFilter::new(filter_directives(std::env::var("RUST_LOG").ok().as_deref()));
-    tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(true)
-        .with_span_list(false)
-        .with_env_filter(filter)
+    let lines = tracing_subscriber::fmt::layer()
+        .fmt_fields(JsonFields::new())
+        .event_format(WithTraceIds(
+            tracing_subscriber::fmt::format().json().flatten_event(true).with_current_span(true).with_span_list(false),
+        ))
+        .with_writer(writer)
+        .with_filter(filter);
+    let spans = tracing.map(|tracing| {
+        tracing_opentelemetry::layer()
+            .with_tracer(tracing.tracer())
+            .with_filter(filter_fn(|meta| meta.is_span() && *meta.level() <= Level::INFO))
+    });
+    tracing_subscriber::registry().with(lines).with(spans)
+}
+
+/// Adds the `trace_id` and `span_id` of the span an event happened in to its JSON line.
+struct WithTraceIds<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for WithTraceIds<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'w> FormatFields<'w> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+        let Some(ids) = ctx.lookup_current().and_then(|span| trace_ids(&span.id())) else {
+            return self.0.format_event(ctx, writer, event);
+        };
+        let mut line = String::with_capacity(256);
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        match line.trim_end().strip_suffix('}') {
+            Some(open) => writeln!(writer, "{open},\"trace_id\":\"{}\",\"span_id\":\"{}\"}}", ids.0, ids.1),
+            None => writer.write_str(&line),
+        }
+    }
+}
+
+fn trace_ids(span: &tracing::span::Id) -> Option<(TraceId, SpanId)> {
+    let cx = tracing::dispatcher::get_default(|dispatch| tracing_opentelemetry::get_otel_context(span, dispatch))?;
+    let span = cx.span();
+    let context = span.span_context();
+    context.is_valid().then(|| (context.trace_id(), context.span_id()))
 }
 
 /// `RUST_LOG`'s directives (default `info`), with Pingora pinned to `info` unless they
@@ -138,7 +205,7 @@ fn filter_directives(rust_log: Option<&str>) -> String {
 /// (a test process has no place to keep a guard).
 pub fn init_for_tests() {
     if std::env::var_os("TEST_LOG").is_some() {
-        let _ = subscriber().try_init();
+        let _ = subscriber(io::stdout, None).try_init();
     }
 }
 
@@ -239,7 +306,7 @@ fn spawn_writer(out: Box<dyn Write + Send>) -> (BufferedLines, LogGuard) {
         .name("log-writer".into())
         .spawn(move || for_thread.run_writer(out))
         .expect("the log writer thread starts");
-    (BufferedLines(Arc::clone(&buffer)), LogGuard { writer: Some((buffer, thread)) })
+    (BufferedLines(Arc::clone(&buffer)), LogGuard { writer: Some((buffer, thread)), tracing: None })
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! edge, reach MongoDB and Redis through [`FaultProxy`]s that a test cuts and restores,
 //! and stop (SIGTERM or SIGKILL) and restart any one of its processes by name.
 
+pub mod collector;
 pub mod proxy;
 
 use std::net::TcpListener;
@@ -18,6 +19,7 @@ use nix::unistd::Pid;
 use todo_common::auth::{JwtSettings, PrivateKey, TokenIssuer, TokenKeys};
 use todo_test_support::{eventually, unique_name, Backends};
 
+pub use collector::{Collector, ReceivedSpan};
 pub use proxy::FaultProxy;
 
 /// svc-users' signing key in [`System::keys`].
@@ -41,11 +43,20 @@ pub struct Options {
     /// The broker the services use (`AMQP_URL`, several nodes comma-separated), instead
     /// of the test broker.
     pub amqp_url: Option<String>,
+    /// Where every process exports its spans (`OTEL_EXPORTER_OTLP_ENDPOINT`).
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { tasks_replicas: 1, proxy_mongodb: false, proxy_redis: false, jwks_refresh_seconds: 60, amqp_url: None }
+        Self {
+            tasks_replicas: 1,
+            proxy_mongodb: false,
+            proxy_redis: false,
+            jwks_refresh_seconds: 60,
+            amqp_url: None,
+            otlp_endpoint: None,
+        }
     }
 }
 
@@ -174,10 +185,14 @@ impl System {
             ("JWT_JWKS_URL".to_owned(), format!("http://127.0.0.1:{users_port}/.well-known/jwks.json")),
             ("JWT_JWKS_REFRESH_SECONDS".to_owned(), options.jwks_refresh_seconds.to_string()),
         ];
-        let common = [
+        let mut common = vec![
             ("SHUTDOWN_GRACE_SECONDS", "2".to_owned()),
             ("RUST_LOG", std::env::var("E2E_LOG").unwrap_or_else(|_| "warn".to_owned())),
         ];
+        if let Some(endpoint) = &options.otlp_endpoint {
+            // Batches leave every 100 ms instead of 5 s, so tests see spans soon.
+            common.extend([("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.clone()), ("OTEL_BSP_SCHEDULE_DELAY", "100".into())]);
+        }
         let amqp_url = options.amqp_url.clone().unwrap_or_else(|| backends.amqp_url.clone());
         let tasks_db = unique_name("e2e_tasks");
         let redis_prefix = format!("{}:", unique_name("e2e"));

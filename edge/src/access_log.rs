@@ -25,7 +25,7 @@ struct Request<'a> {
     protocol: &'static str,
 }
 
-fn protocol(version: http::Version) -> &'static str {
+pub fn protocol(version: http::Version) -> &'static str {
     match version {
         http::Version::HTTP_2 => "HTTP/2",
         http::Version::HTTP_11 => "HTTP/1.1",
@@ -45,6 +45,9 @@ fn write(ctx: &RequestCtx, request: Option<Request<'_>>, status: u16, elapsed: D
     }
     let mut line = JsonLine::new("INFO", TARGET, "request");
     line.field("request_id", ctx.request_id.as_str());
+    if ctx.trace.is_valid() {
+        line.display("trace_id", ctx.trace.trace_id).display("span_id", ctx.trace.span_id);
+    }
     if let Some(request) = request {
         line.field("method", request.method).field("path", request.path).field("protocol", request.protocol);
     }

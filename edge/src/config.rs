@@ -136,7 +136,7 @@ impl Config {
              Usage: edge [--help] [--probe] [--check-policies DIR]\n  \
              --check-policies DIR  validate the policy files in DIR, print every problem, exit non-zero if any\n  \
              --probe  GET /healthz on EDGE_ADMIN_ADDR (the container health check); exit 0 when it answers 200",
-            &[VARS, auth::VERIFIER_VARS],
+            &[VARS, auth::VERIFIER_VARS, todo_common::traces::VARS],
         )
     }
 }

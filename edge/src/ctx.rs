@@ -9,11 +9,14 @@ use pingora::protocols::l4::socket::SocketAddr;
 use crate::client_ip::ClientAddress;
 use crate::limits::Decision;
 use crate::state::{Live, Route};
+use crate::trace::RequestTrace;
 
 pub struct RequestCtx {
     pub started: Instant,
     /// Kept from the client when sane, generated otherwise.
     pub request_id: String,
+    /// The trace the request is part of (`trace`); none before the headers are read.
+    pub trace: RequestTrace,
     /// The client, behind trusted proxies or not (`client_ip`).
     pub client: Option<ClientAddress>,
     /// The policy this request sees from start to end, even if a reload happens meanwhile.
@@ -38,6 +41,7 @@ impl RequestCtx {
         Self {
             started: Instant::now(),
             request_id: String::new(),
+            trace: RequestTrace::default(),
             client: None,
             live: None,
             route: None,

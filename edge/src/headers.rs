@@ -15,6 +15,7 @@ use pingora::proxy::Session;
 use crate::client_ip::{ClientAddress, X_FORWARDED_FOR};
 use crate::ctx::RequestCtx;
 use crate::limits::Decision;
+use todo_common::traces::{TRACEPARENT, TRACESTATE};
 
 /// The set Express's helmet sends by default.
 pub const SECURITY_HEADERS: &[(&str, &str)] = &[
@@ -86,11 +87,17 @@ fn add_rate_limit_headers(resp: &mut ResponseHeader, decision: &Decision) -> pin
     Ok(())
 }
 
-/// What an upstream request carries from the edge: the request id, no identity header a
+/// What an upstream request carries from the edge: the request id, the trace context
+/// (the edge's span as the parent), no identity header a
 /// client sent, and forwarding headers the edge rebuilt. The edge is where trust starts:
 /// whatever forwarding headers the client sent are replaced.
 pub fn for_upstream(req: &mut RequestHeader, ctx: &RequestCtx, over_tls: bool) -> pingora::Result<()> {
     req.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+    req.insert_header(TRACEPARENT, ctx.trace.traceparent())?;
+    if !ctx.trace.continues_client_trace() {
+        // A `tracestate` belongs to the `traceparent` it came with, which was not valid.
+        req.remove_header(TRACESTATE);
+    }
     crate::auth::strip_identity_headers(req);
     req.remove_header("forwarded");
     match ctx.client.as_ref().and_then(ClientAddress::forwarded_for) {

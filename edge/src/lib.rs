@@ -29,6 +29,7 @@ pub mod reload;
 pub mod routing;
 pub mod state;
 pub mod tls;
+pub mod trace;
 pub mod upstreams;
 
 use std::path::Path;
@@ -120,8 +121,14 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
     let verifier = Arc::new(TokenVerifier::new(&config.jwt));
     verifier.report_to(metrics.registry());
-    let proxy =
-        proxy::EdgeProxy::new(Arc::clone(&live), Arc::clone(&verifier), Arc::clone(&metrics), config.max_body_bytes);
+    todo_common::traces::register_metrics(metrics.registry());
+    let proxy = proxy::EdgeProxy::new(
+        Arc::clone(&live),
+        Arc::clone(&verifier),
+        Arc::clone(&metrics),
+        trace::EdgeTracer::installed(),
+        config.max_body_bytes,
+    );
     let mut proxy = pingora::proxy::http_proxy(&server.configuration, proxy);
     let mut server_options = HttpServerOptions::default();
     server_options.h2_idle_timeout = Some(H2_IDLE_TIMEOUT);

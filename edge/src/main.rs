@@ -52,7 +52,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let _log_writer = todo_common::telemetry::init();
+    let _telemetry = todo_common::telemetry::init("edge");
     match edge::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -23,6 +23,7 @@ use crate::headers::{self, LocalResponse, REQUEST_ID};
 use crate::metrics::EdgeMetrics;
 use crate::routing::{self, Lookup};
 use crate::state::Live;
+use crate::trace::{EdgeTracer, FinishedRequest};
 use crate::{access_log, admin, auth, client_conn, cors, problems};
 
 /// Connect attempts per request, over distinct addresses; only failures to connect
@@ -38,6 +39,7 @@ pub struct EdgeProxy {
     verifier: Arc<TokenVerifier>,
     verified: auth::VerifiedTokens,
     metrics: Arc<EdgeMetrics>,
+    tracer: EdgeTracer,
     max_body_bytes: usize,
 }
 
@@ -46,9 +48,10 @@ impl EdgeProxy {
         live: Arc<ArcSwapOption<Live>>,
         verifier: Arc<TokenVerifier>,
         metrics: Arc<EdgeMetrics>,
+        tracer: EdgeTracer,
         max_body_bytes: usize,
     ) -> Self {
-        Self { live, verifier, verified: auth::VerifiedTokens::new(), metrics, max_body_bytes }
+        Self { live, verifier, verified: auth::VerifiedTokens::new(), metrics, tracer, max_body_bytes }
     }
 
     async fn problem(&self, session: &mut Session, ctx: &RequestCtx, problem: Problem) -> Result<bool> {
@@ -88,6 +91,7 @@ impl ProxyHttp for EdgeProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
         ctx.request_id = request_id::keep_or_make(req.headers.get(REQUEST_ID).map(|v| v.as_bytes()));
+        ctx.trace = self.tracer.start(&req.headers);
         ctx.live = self.live.load_full();
         let trusted = ctx.live.as_ref().map_or(&[][..], |live| &live.trusted_proxies[..]);
         ctx.client = session
@@ -256,5 +260,16 @@ impl ProxyHttp for EdgeProxy {
             None => self.metrics.request(ctx.label, status, elapsed),
         }
         access_log::record(session, ctx, status, elapsed, e);
+        let req = session.req_header();
+        let finished = FinishedRequest {
+            method: req.method.as_str(),
+            path: req.uri.path(),
+            route: ctx.route_label(),
+            status,
+            upstream: ctx.upstream_name(),
+            client_ip: ctx.client.as_ref().map(|c| c.ip.to_string()),
+            protocol: access_log::protocol(req.version),
+        };
+        self.tracer.finish(&ctx.trace, finished);
     }
 }

@@ -48,7 +48,7 @@ fn main() -> ExitCode {
         // Quiet by default, so the banner stays readable; RUST_LOG=info shows every request.
         std::env::set_var("RUST_LOG", "warn");
     }
-    let _log_writer = todo_common::telemetry::init();
+    let _telemetry = todo_common::telemetry::init("todo-standalone");
     match run(settings, process_env) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

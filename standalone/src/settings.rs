@@ -55,9 +55,10 @@ impl Settings {
              the edge with the shipped policies, svc-users, svc-tasks and svc-notify on redb files,\n\
              an in-process cache and event bus. Data and the token signing key live in TODO_DATA_DIR.\n\
              The services' own variables (BCRYPT_COST, TOKEN_TTL_SECONDS, JWT_ISSUER, ...) apply too,\n\
-             and the edge's: EDGE_ADMIN_ADDR (metrics and readiness), EDGE_TLS_CERT and EDGE_TLS_KEY (TLS).\n\n\
+             and the edge's: EDGE_ADMIN_ADDR (metrics and readiness), EDGE_TLS_CERT and EDGE_TLS_KEY (TLS).\n\
+             Traces: one process, one service name (todo-standalone unless OTEL_SERVICE_NAME says otherwise).\n\n\
              Usage: todo-standalone [--help] [--probe]\n  --probe  GET /healthz on EDGE_ADMIN_ADDR (the container health check); exit 0 when it answers 200",
-            &[VARS],
+            &[VARS, todo_common::traces::VARS],
         )
     }
 }

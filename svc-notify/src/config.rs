@@ -92,7 +92,7 @@ impl Config {
         todo_common::config::help_text(
             "svc-notify",
             "turns task events from RabbitMQ into per-user notifications and serves them.\n\nUsage: svc-notify [--help] [--probe] [--migrate-to-quorum]\n  --migrate-to-quorum  move the classic queues of an older installation to quorum queues (svc-notify stopped), then exit\n  --probe  GET /healthz on LISTEN_ADDR (the container health check); exit 0 when it answers 200",
-            &[VARS, auth::VERIFIER_VARS],
+            &[VARS, auth::VERIFIER_VARS, todo_common::traces::VARS],
         )
     }
 }

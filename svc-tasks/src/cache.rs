@@ -129,6 +129,7 @@ fn fold_version(epoch: u64, version: u64) -> u64 {
 
 #[async_trait]
 impl ListCache for RedisListCache {
+    #[tracing::instrument(name = "redis list read", skip_all, fields(otel.kind = "client", db.system.name = "redis"))]
     async fn read(&self, owner: &UserId, query: &ListQuery) -> CacheRead {
         let read = async {
             self.settle_epoch().await?;

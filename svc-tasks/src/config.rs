@@ -36,7 +36,7 @@ pub fn help() -> String {
     todo_common::config::help_text(
         "svc-tasks",
         "owner-scoped tasks with a Redis list cache, publishing task events through a transactional outbox.\n\nUsage: svc-tasks [--help] [--probe]\n  --probe  GET /healthz on LISTEN_ADDR (the container health check); exit 0 when it answers 200",
-        &[VARS, auth::VERIFIER_VARS],
+        &[VARS, auth::VERIFIER_VARS, todo_common::traces::VARS],
     )
 }
 

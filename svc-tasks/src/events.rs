@@ -49,6 +49,22 @@ struct EventData<'a> {
     due_date: Option<String>,
 }
 
+/// Where an event comes from: the request that caused it and the trace it continues.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventOrigin {
+    pub request_id: Option<String>,
+    /// The W3C `traceparent` of the span that caused the event.
+    pub traceparent: Option<String>,
+}
+
+impl EventOrigin {
+    /// The request `request_id`, in the trace of the current span: call it where that
+    /// span is current (not on a blocking thread).
+    pub fn of_request(request_id: &str) -> Self {
+        Self { request_id: Some(request_id.to_owned()), traceparent: todo_common::traces::current_traceparent() }
+    }
+}
+
 /// One event ready to publish: its routing key, AMQP properties and serialized body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventEnvelope {
@@ -56,13 +72,16 @@ pub struct EventEnvelope {
     pub routing_key: String,
     pub user_id: String,
     pub correlation_id: Option<String>,
+    /// Carried to the message's `traceparent` header, so the trace goes on in svc-notify.
+    pub traceparent: Option<String>,
     pub occurred_at: Timestamp,
     pub payload: String,
 }
 
 impl EventEnvelope {
     /// The event for `task` (its state after the change, or before a delete).
-    pub fn for_task(kind: EventKind, task: &Task, request_id: Option<&str>) -> Result<Self, serde_json::Error> {
+    pub fn for_task(kind: EventKind, task: &Task, origin: &EventOrigin) -> Result<Self, serde_json::Error> {
+        let request_id = origin.request_id.as_deref();
         let event_id = uuid::Uuid::new_v4().to_string();
         let occurred_at = Timestamp::now();
         let body = EventBody {
@@ -85,6 +104,7 @@ impl EventEnvelope {
             routing_key: kind.as_str().to_owned(),
             user_id: task.owner.as_str().to_owned(),
             correlation_id: request_id.map(str::to_owned),
+            traceparent: origin.traceparent.clone(),
             occurred_at,
             payload,
         })
@@ -107,7 +127,9 @@ mod tests {
                 due_date: None,
             },
         );
-        let envelope = EventEnvelope::for_task(EventKind::Completed, &task, Some("req-1")).unwrap();
+        let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let origin = EventOrigin { request_id: Some("req-1".into()), traceparent: Some(traceparent.into()) };
+        let envelope = EventEnvelope::for_task(EventKind::Completed, &task, &origin).unwrap();
         let body: serde_json::Value = serde_json::from_str(&envelope.payload).unwrap();
         assert_eq!(body["id"], envelope.event_id.as_str());
         assert_eq!(body["type"], "task.completed");
@@ -119,5 +141,6 @@ mod tests {
         assert!(body["data"]["dueDate"].is_null());
         assert_eq!(envelope.routing_key, "task.completed");
         assert_eq!(envelope.correlation_id.as_deref(), Some("req-1"));
+        assert_eq!(envelope.traceparent.as_deref(), Some(traceparent));
     }
 }

@@ -20,7 +20,10 @@ use mongodb::bson::DateTime as BsonDateTime;
 use prometheus::{IntCounter, IntGauge, Registry};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
+use todo_common::traces;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::cache::ListCache;
 use crate::domain::{Timestamp, UserId};
@@ -48,6 +51,9 @@ pub struct OutboxDocument {
     pub routing_key: String,
     pub user_id: String,
     pub correlation_id: Option<String>,
+    /// Absent in entries written before traces.
+    #[serde(default)]
+    pub traceparent: Option<String>,
     pub occurred_at: BsonDateTime,
     pub payload: String,
     /// Not yet confirmed by the broker.
@@ -70,6 +76,7 @@ impl OutboxDocument {
             routing_key: envelope.routing_key,
             user_id: envelope.user_id,
             correlation_id: envelope.correlation_id,
+            traceparent: envelope.traceparent,
             occurred_at: BsonDateTime::from_millis(envelope.occurred_at.millis()),
             payload: envelope.payload,
             needs_publish: true,
@@ -96,6 +103,7 @@ impl OutboxDocument {
             routing_key: self.routing_key.clone(),
             user_id: self.user_id.clone(),
             correlation_id: self.correlation_id.clone(),
+            traceparent: self.traceparent.clone(),
             occurred_at: Timestamp::from_millis(self.occurred_at.timestamp_millis()),
             payload: self.payload.clone(),
         }
@@ -118,6 +126,25 @@ pub struct OutboxEntry {
     pub needs_publish: bool,
     /// The owner's list-cache version not yet bumped by the relay.
     pub needs_invalidate: bool,
+}
+
+/// The producer span of one publish attempt, in the trace of the request that wrote the
+/// event, however long ago that was (an outage in between, say).
+fn publish_span(envelope: &EventEnvelope) -> tracing::Span {
+    let span = tracing::info_span!(
+        "task.events publish",
+        otel.kind = "producer",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = "rabbitmq",
+        messaging.operation.type = "send",
+        messaging.destination.name = "task.events",
+        messaging.rabbitmq.destination.routing_key = %envelope.routing_key,
+        messaging.message.id = %envelope.event_id,
+    );
+    if let Some(traceparent) = &envelope.traceparent {
+        let _ = span.set_parent(traces::context_from_traceparent(traceparent, None));
+    }
+    span
 }
 
 /// What one `process_one` did.
@@ -188,12 +215,14 @@ impl Relay {
 
         let mut published = !entry.needs_publish;
         if entry.needs_publish {
-            match self.publisher.publish(&entry.envelope).await {
+            let span = publish_span(&entry.envelope);
+            match self.publisher.publish(&entry.envelope).instrument(span.clone()).await {
                 Ok(()) => {
                     self.published.inc();
                     published = true;
                 }
                 Err(error) => {
+                    span.record("otel.status_code", "ERROR");
                     self.publish_failed.inc();
                     tracing::debug!(%error, %event_id, "event not published yet");
                 }

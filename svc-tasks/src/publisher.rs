@@ -14,11 +14,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::publisher_confirm::Confirmation;
-use lapin::types::{FieldTable, ShortString};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use todo_common::broker::{BrokerNodes, BrokerUrls};
 use todo_common::bus::{BusMessage, EventBus};
 use todo_common::health::BackendState;
+use todo_common::traces;
 use tokio::sync::Mutex;
 use tokio::time::{timeout, Instant};
 
@@ -106,6 +107,12 @@ impl AmqpPublisher {
             .with_timestamp(event.occurred_at.unix_seconds());
         if let Some(correlation_id) = &event.correlation_id {
             properties = properties.with_correlation_id(ShortString::from(correlation_id.clone()));
+        }
+        // The publish span's context (the relay's), so svc-notify's span is its child.
+        if let Some(traceparent) = traces::current_traceparent() {
+            let mut headers = FieldTable::default();
+            headers.insert(ShortString::from(traces::TRACEPARENT), AMQPValue::LongString(traceparent.into()));
+            properties = properties.with_headers(headers);
         }
         let publish = async {
             let confirm = channel
@@ -278,6 +285,7 @@ impl EventPublisher for BusPublisher {
             event_id: event.event_id.clone(),
             routing_key: event.routing_key.clone(),
             correlation_id: event.correlation_id.clone(),
+            traceparent: traces::current_traceparent(),
             payload: event.payload.clone(),
         };
         Ok(self.bus.publish(message).await?)

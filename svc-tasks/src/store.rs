@@ -18,11 +18,12 @@ use serde::{Deserialize, Serialize};
 use todo_common::health::BackendState;
 use todo_common::Problem;
 use tokio::sync::OnceCell;
+use tracing::Instrument;
 
 use crate::domain::{
     ListQuery, Priority, Status, Task, TaskChanges, TaskDescription, TaskId, TaskPage, TaskTitle, Timestamp, UserId,
 };
-use crate::events::{EventEnvelope, EventKind};
+use crate::events::{EventEnvelope, EventKind, EventOrigin};
 use crate::outbox::{OutboxDocument, OutboxEntry, OutboxId};
 
 pub use embedded::EmbeddedTaskStore;
@@ -223,12 +224,29 @@ impl MongoTaskStore {
         request_id: &str,
     ) -> Result<Option<Applied>, StoreError> {
         self.schema_ready().await?;
+        // Taken here, in the request's span, so the relay's publish continues its trace.
+        let origin = EventOrigin::of_request(request_id);
+        let span = tracing::info_span!(
+            "mongodb transaction",
+            otel.kind = "client",
+            db.system.name = "mongodb",
+            db.collection.name = "tasks",
+        );
+        self.transact_in(owner, write, &origin).instrument(span).await
+    }
+
+    async fn transact_in(
+        &self,
+        owner: &UserId,
+        write: Write<'_>,
+        origin: &EventOrigin,
+    ) -> Result<Option<Applied>, StoreError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let mut session = self.db.client().start_session().await?;
             session.start_transaction().await?;
-            let outcome = match self.apply(&mut session, owner, &write, request_id).await {
+            let outcome = match self.apply(&mut session, owner, &write, origin).await {
                 Ok(applied) => commit(&mut session).await.map(|()| applied),
                 Err(error) => {
                     // Best effort: the server drops an unfinished transaction on its own anyway.
@@ -250,7 +268,7 @@ impl MongoTaskStore {
         session: &mut ClientSession,
         owner: &UserId,
         write: &Write<'_>,
-        request_id: &str,
+        origin: &EventOrigin,
     ) -> Result<Option<Applied>, StoreError> {
         let applied = match *write {
             Write::Create(task) => {
@@ -305,7 +323,7 @@ impl MongoTaskStore {
             }
         };
         if let Some(Applied { task, event: Some(kind) }) = &applied {
-            let envelope = EventEnvelope::for_task(*kind, task, Some(request_id))?;
+            let envelope = EventEnvelope::for_task(*kind, task, origin)?;
             self.outbox.insert_one(OutboxDocument::pending(envelope)).session(&mut *session).await?;
         }
         Ok(applied)

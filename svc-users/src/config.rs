@@ -73,7 +73,7 @@ impl Config {
         todo_common::config::help_text(
             "svc-users",
             "registers users, checks passwords and issues access tokens.\n\nUsage: svc-users [--seed] [--help] [--probe] [--generate-signing-key PATH]\n  --seed  create the demo users (idempotent) and exit\n  --generate-signing-key PATH  make an Ed25519 signing key at PATH (0600) unless it exists; print its public key\n  --probe  GET /healthz on LISTEN_ADDR (the container health check); exit 0 when it answers 200",
-            &[VARS, auth::ISSUER_VARS],
+            &[VARS, auth::ISSUER_VARS, todo_common::traces::VARS],
         )
     }
 }

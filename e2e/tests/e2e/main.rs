@@ -8,6 +8,7 @@ use todo_e2e::System;
 use todo_test_support::{eventually, http_client, unique_name};
 
 mod tokens;
+mod traces;
 
 /// The helmet default set the contract requires on every response.
 const SECURITY_HEADERS: &[&str] = &[

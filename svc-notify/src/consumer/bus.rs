@@ -10,8 +10,9 @@ use todo_common::bus::{BusReceiver, Settlement};
 use todo_common::health::BackendState;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
-use super::{degraded, ConsumerMetrics, ConsumerStatus, Outcome, Processor, RetryPolicy};
+use super::{degraded, processor, ConsumerMetrics, ConsumerStatus, Outcome, Processor, RetryPolicy};
 use crate::store::NotificationStore;
 
 pub struct BusConsumer {
@@ -54,7 +55,11 @@ impl BusConsumer {
                     None => break,
                 },
             };
-            let outcome = self.processor.process_one(delivery.message.payload.as_bytes(), &shutdown).await;
+            let message = &delivery.message;
+            let span =
+                processor::message_span(&message.routing_key, Some(&message.event_id), message.traceparent.as_deref());
+            let outcome = self.processor.process_one(message.payload.as_bytes(), &shutdown).instrument(span.clone()).await;
+            let _in_span = span.enter();
             let event_id = delivery.message.event_id.clone();
             let routing_key = delivery.message.routing_key.clone();
             let settlement = match outcome {

@@ -20,7 +20,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicRejectOptions};
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Connection, ConnectionProperties};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Registry};
 use todo_common::broker::BrokerNodes;
@@ -28,6 +28,7 @@ use todo_common::health::BackendState;
 use todo_common::metrics;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 pub use backoff::Backoff;
 pub use bus::BusConsumer;
@@ -249,8 +250,19 @@ impl EventConsumer {
 
     /// Processes one delivery and settles it with the broker according to its outcome.
     pub async fn handle_delivery(&self, delivery: &Delivery, shutdown: &CancellationToken) -> anyhow::Result<Outcome> {
-        let outcome = self.processor.process_one(&delivery.data, shutdown).await;
         let message_id = delivery.properties.message_id().as_ref().map(|id| id.as_str().to_owned());
+        let routing_key = delivery.routing_key.as_str();
+        let span = processor::message_span(routing_key, message_id.as_deref(), traceparent(delivery).as_deref());
+        self.settle(delivery, message_id, shutdown).instrument(span).await
+    }
+
+    async fn settle(
+        &self,
+        delivery: &Delivery,
+        message_id: Option<String>,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Outcome> {
+        let outcome = self.processor.process_one(&delivery.data, shutdown).await;
         let routing_key = delivery.routing_key.as_str();
         // Counted before settling: the effect on the store has happened whatever the ack does.
         match &outcome {
@@ -281,6 +293,15 @@ impl EventConsumer {
 
     fn set_status(&self, state: BackendState) {
         self.status.send_replace(state);
+    }
+}
+
+/// The `traceparent` header svc-tasks' relay put on the message, if any.
+fn traceparent(delivery: &Delivery) -> Option<String> {
+    let headers = delivery.properties.headers().as_ref()?;
+    match headers.inner().get(todo_common::traces::TRACEPARENT)? {
+        AMQPValue::LongString(value) => std::str::from_utf8(value.as_bytes()).ok().map(str::to_owned),
+        _ => None,
     }
 }
 

@@ -5,10 +5,29 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::backoff::Backoff;
 use crate::domain::{NewNotification, PoisonReason, TaskEvent};
 use crate::store::{Inserted, NotificationStore, StoreError};
+
+/// The consumer span of one message, in the trace its publisher's `traceparent` names
+/// (a new one when it carries none); redeliveries are spans of the same trace.
+pub fn message_span(routing_key: &str, message_id: Option<&str>, traceparent: Option<&str>) -> tracing::Span {
+    let span = tracing::info_span!(
+        "task.events process",
+        otel.kind = "consumer",
+        messaging.system = "rabbitmq",
+        messaging.operation.type = "process",
+        messaging.destination.name = "task.events",
+        messaging.rabbitmq.destination.routing_key = routing_key,
+        messaging.message.id = message_id,
+    );
+    if let Some(traceparent) = traceparent {
+        let _ = span.set_parent(todo_common::traces::context_from_traceparent(traceparent, None));
+    }
+    span
+}
 
 /// What became of a message, and so how it is settled with the broker.
 #[derive(Debug, Clone, PartialEq, Eq)]

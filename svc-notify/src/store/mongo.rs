@@ -138,6 +138,11 @@ impl NotificationStore for MongoNotificationStore {
         bounded(self.notifications.create_indexes(indexes)).await.map(drop)
     }
 
+    #[tracing::instrument(
+        name = "mongodb insert",
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "mongodb", db.collection.name = "notifications")
+    )]
     async fn insert(&self, notification: &NewNotification) -> Result<Inserted, StoreError> {
         let document = NotificationDocument::from_new(notification);
         match tokio::time::timeout(OPERATION_TIMEOUT, self.notifications.insert_one(&document)).await {

@@ -118,6 +118,7 @@ async fn after_shutdown_events_wait_in_the_queue() {
             event_id: event.id.clone(),
             routing_key: event.kind.clone(),
             correlation_id: None,
+            traceparent: None,
             payload: String::from_utf8(event.body()).unwrap(),
         };
         assert!(embedded.bus.publish(message).await.is_err(), "a stopped consumer settles nothing");

@@ -359,6 +359,7 @@ impl TestApp {
                     .map_or_else(|| uuid::Uuid::new_v4().to_string(), |id| id.as_str().to_owned()),
                 routing_key: routing_key.to_owned(),
                 correlation_id: properties.correlation_id().as_ref().map(|id| id.as_str().to_owned()),
+                traceparent: None,
                 payload: String::from_utf8_lossy(body).into_owned(),
             };
             embedded.bus.publish(message).await.expect("the app settles the message");

@@ -21,7 +21,7 @@ use crate::domain::{
     Cursor, ListQuery, Priority, Status, Task, TaskChanges, TaskDescription, TaskId, TaskPage, TaskTitle, Timestamp,
     UserId,
 };
-use crate::events::{EventEnvelope, EventKind};
+use crate::events::{EventEnvelope, EventKind, EventOrigin};
 use crate::outbox::{OutboxEntry, OutboxId};
 
 const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
@@ -92,6 +92,9 @@ struct StoredOutboxEntry {
     routing_key: String,
     user_id: String,
     correlation_id: Option<String>,
+    /// Absent in entries written before traces.
+    #[serde(default)]
+    traceparent: Option<String>,
     occurred_at: i64,
     payload: String,
     needs_publish: bool,
@@ -108,6 +111,7 @@ impl StoredOutboxEntry {
             routing_key: envelope.routing_key,
             user_id: envelope.user_id,
             correlation_id: envelope.correlation_id,
+            traceparent: envelope.traceparent,
             occurred_at: envelope.occurred_at.millis(),
             payload: envelope.payload,
             needs_publish: true,
@@ -126,6 +130,7 @@ impl StoredOutboxEntry {
                 routing_key: self.routing_key.clone(),
                 user_id: self.user_id.clone(),
                 correlation_id: self.correlation_id.clone(),
+                traceparent: self.traceparent.clone(),
                 occurred_at: Timestamp::from_millis(self.occurred_at),
                 payload: self.payload.clone(),
             },
@@ -179,13 +184,13 @@ impl EmbeddedTaskStore {
     }
 
     async fn transact(&self, owner: &UserId, write: Write, request_id: &str) -> Result<Option<Applied>, StoreError> {
-        let (owner, request_id) = (owner.clone(), request_id.to_owned());
+        let (owner, origin) = (owner.clone(), EventOrigin::of_request(request_id));
         self.db
             .blocking(move |db| {
                 let txn = db.begin_write().map_err(embedded)?;
                 let applied = apply(&txn, &owner, write)?;
                 if let Some(Applied { task, event: Some(kind) }) = &applied {
-                    let envelope = EventEnvelope::for_task(*kind, task, Some(&request_id))?;
+                    let envelope = EventEnvelope::for_task(*kind, task, &origin)?;
                     let mut meta = txn.open_table(META).map_err(embedded)?;
                     let sequence = meta.get(OUTBOX_SEQUENCE).map_err(embedded)?.map_or(0, |s| s.value()) + 1;
                     meta.insert(OUTBOX_SEQUENCE, sequence).map_err(embedded)?;
