@@ -15,7 +15,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use opentelemetry::trace::{SpanId, TraceContextExt, TraceId};
-use tracing::{Event, Level, Subscriber};
+use tracing::dispatcher::WeakDispatch;
+use tracing::{Dispatch, Event, Level, Subscriber};
 use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
@@ -145,11 +146,17 @@ where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
     let filter = EnvFilter::new(filter_directives(std::env::var("RUST_LOG").ok().as_deref()));
+    let dispatch = OwnDispatch::default();
     let lines = tracing_subscriber::fmt::layer()
         .fmt_fields(JsonFields::new())
-        .event_format(WithTraceIds(
-            tracing_subscriber::fmt::format().json().flatten_event(true).with_current_span(true).with_span_list(false),
-        ))
+        .event_format(WithTraceIds {
+            format: tracing_subscriber::fmt::format()
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false),
+            dispatch: dispatch.clone(),
+        })
         .with_writer(writer)
         .with_filter(filter);
     let spans = tracing.map(|tracing| {
@@ -157,11 +164,14 @@ where
             .with_tracer(tracing.tracer())
             .with_filter(filter_fn(|meta| meta.is_span() && *meta.level() <= Level::INFO))
     });
-    tracing_subscriber::registry().with(lines).with(spans)
+    tracing_subscriber::registry().with(lines).with(spans).with(dispatch)
 }
 
 /// Adds the `trace_id` and `span_id` of the span an event happened in to its JSON line.
-struct WithTraceIds<F>(F);
+struct WithTraceIds<F> {
+    format: F,
+    dispatch: OwnDispatch,
+}
 
 impl<S, N, F> FormatEvent<S, N> for WithTraceIds<F>
 where
@@ -170,11 +180,11 @@ where
     F: FormatEvent<S, N>,
 {
     fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
-        let Some(ids) = ctx.lookup_current().and_then(|span| trace_ids(&span.id())) else {
-            return self.0.format_event(ctx, writer, event);
+        let Some(ids) = ctx.lookup_current().and_then(|span| self.dispatch.trace_ids(&span.id())) else {
+            return self.format.format_event(ctx, writer, event);
         };
         let mut line = String::with_capacity(256);
-        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        self.format.format_event(ctx, Writer::new(&mut line), event)?;
         match line.trim_end().strip_suffix('}') {
             Some(open) => writeln!(writer, "{open},\"trace_id\":\"{}\",\"span_id\":\"{}\"}}", ids.0, ids.1),
             None => writer.write_str(&line),
@@ -182,11 +192,26 @@ where
     }
 }
 
-fn trace_ids(span: &tracing::span::Id) -> Option<(TraceId, SpanId)> {
-    let cx = tracing::dispatcher::get_default(|dispatch| tracing_opentelemetry::get_otel_context(span, dispatch))?;
-    let span = cx.span();
-    let context = span.span_context();
-    context.is_valid().then(|| (context.trace_id(), context.span_id()))
+/// The subscriber's own dispatcher, for the formatter: inside an event, `tracing` answers
+/// a lookup of the current dispatcher with none (no re-entry), so it is kept when the
+/// subscriber is registered.
+#[derive(Clone, Default)]
+struct OwnDispatch(Arc<OnceLock<WeakDispatch>>);
+
+impl OwnDispatch {
+    fn trace_ids(&self, span: &tracing::span::Id) -> Option<(TraceId, SpanId)> {
+        let dispatch = self.0.get()?.upgrade()?;
+        let cx = tracing_opentelemetry::get_otel_context(span, &dispatch)?;
+        let span = cx.span();
+        let context = span.span_context();
+        context.is_valid().then(|| (context.trace_id(), context.span_id()))
+    }
+}
+
+impl<S: Subscriber> Layer<S> for OwnDispatch {
+    fn on_register_dispatch(&self, subscriber: &Dispatch) {
+        let _ = self.0.set(subscriber.downgrade());
+    }
 }
 
 /// `RUST_LOG`'s directives (default `info`), with Pingora pinned to `info` unless they
@@ -378,6 +403,38 @@ mod tests {
         assert_eq!(value["target"], "edge::access");
         let timestamp = value["timestamp"].as_str().unwrap();
         assert!(chrono::DateTime::parse_from_rfc3339(timestamp).is_ok(), "{timestamp}");
+    }
+
+    #[test]
+    fn a_line_written_inside_a_traced_span_carries_its_ids() {
+        let sink = Sink::default();
+        let settings = TraceSettings { exporting: false, service_name: "test".into() };
+        let tracing: &'static Tracing = Box::leak(Box::new(Tracing::build(&settings).unwrap()));
+        let writer = {
+            let sink = sink.clone();
+            move || sink.clone()
+        };
+        let traceparent = tracing::subscriber::with_default(subscriber(writer, Some(tracing)), || {
+            tracing::info!("before");
+            let span = tracing::info_span!("request", request_id = "r-1");
+            let traceparent = span.in_scope(|| {
+                tracing::info!(answer = 42, "inside");
+                crate::traces::current_traceparent()
+            });
+            tracing::info!("after");
+            traceparent.expect("the span has a trace context")
+        });
+        let written = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = written.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 3, "{written}");
+        let inside = &lines[1];
+        let (trace_id, span_id) = (&traceparent[3..35], &traceparent[36..52]);
+        assert_eq!(inside["trace_id"], trace_id, "{inside}");
+        assert_eq!(inside["span_id"], span_id, "{inside}");
+        assert_eq!((inside["answer"].as_i64(), inside["span"]["request_id"].as_str()), (Some(42), Some("r-1")));
+        for outside in [&lines[0], &lines[2]] {
+            assert!(outside.get("trace_id").is_none(), "{outside}");
+        }
     }
 
     #[test]

@@ -47,7 +47,8 @@ pub const OTEL_TRACES_SAMPLER_ARG: Var =
     Var::optional("OTEL_TRACES_SAMPLER_ARG", "the ratio (0.0 to 1.0) of the traceidratio samplers");
 /// What `--help` lists; the SDK reads the rest of the standard `OTEL_*` variables
 /// (`OTEL_EXPORTER_OTLP_TIMEOUT`, `OTEL_BSP_*`, `OTEL_RESOURCE_ATTRIBUTES`) itself.
-pub const VARS: &[Var] = &[OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG];
+pub const VARS: &[Var] =
+    &[OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG];
 
 /// The trace-specific endpoint variable the OTLP exporter also honours.
 const TRACES_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
@@ -63,7 +64,10 @@ pub const TRACESTATE: &str = "tracestate";
 /// in each registry that renders `/metrics`.
 static DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     IntCounterVec::new(
-        Opts::new("otel_spans_dropped_total", "Finished spans not exported: the queue was full or the collector failed."),
+        Opts::new(
+            "otel_spans_dropped_total",
+            "Finished spans not exported: the queue was full or the collector failed.",
+        ),
         &["reason"],
     )
     .expect("a valid metric definition")
@@ -122,7 +126,7 @@ impl Tracing {
         INSTALLED.get()
     }
 
-    fn build(settings: &TraceSettings) -> anyhow::Result<Self> {
+    pub(crate) fn build(settings: &TraceSettings) -> anyhow::Result<Self> {
         let resource = Resource::builder().with_service_name(settings.service_name.clone()).build();
         let mut builder = SdkTracerProvider::builder().with_resource(resource.clone());
         let queue = if settings.exporting {
@@ -229,7 +233,6 @@ impl SpanProcessor for SpanQueue {
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
         self.batch.shutdown_with_timeout(timeout)
     }
-
 }
 
 #[derive(Debug)]
@@ -283,9 +286,9 @@ pub fn current_traceparent() -> Option<String> {
 pub fn traceparent_of(cx: &Context) -> Option<String> {
     let span = cx.span();
     let context: &SpanContext = span.span_context();
-    context.is_valid().then(|| {
-        format!("00-{}-{}-{:02x}", context.trace_id(), context.span_id(), context.trace_flags().to_u8())
-    })
+    context
+        .is_valid()
+        .then(|| format!("00-{}-{}-{:02x}", context.trace_id(), context.span_id(), context.trace_flags().to_u8()))
 }
 
 struct Carried<'a> {

@@ -191,7 +191,8 @@ impl System {
         ];
         if let Some(endpoint) = &options.otlp_endpoint {
             // Batches leave every 100 ms instead of 5 s, so tests see spans soon.
-            common.extend([("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.clone()), ("OTEL_BSP_SCHEDULE_DELAY", "100".into())]);
+            common
+                .extend([("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.clone()), ("OTEL_BSP_SCHEDULE_DELAY", "100".into())]);
         }
         let amqp_url = options.amqp_url.clone().unwrap_or_else(|| backends.amqp_url.clone());
         let tasks_db = unique_name("e2e_tasks");

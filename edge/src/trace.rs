@@ -11,9 +11,7 @@ use std::borrow::Cow;
 use std::time::SystemTime;
 
 use http::{HeaderMap, HeaderValue};
-use opentelemetry::trace::{
-    SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState,
-};
+use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState};
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SamplingDecision, SpanData, SpanEvents, SpanLinks};
 use todo_common::traces::{self, Tracing};

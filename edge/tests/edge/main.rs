@@ -13,4 +13,5 @@ mod reload;
 mod routing;
 mod shared_limits;
 mod tls;
+mod trace_context;
 mod upstreams;

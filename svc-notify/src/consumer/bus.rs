@@ -58,7 +58,8 @@ impl BusConsumer {
             let message = &delivery.message;
             let span =
                 processor::message_span(&message.routing_key, Some(&message.event_id), message.traceparent.as_deref());
-            let outcome = self.processor.process_one(message.payload.as_bytes(), &shutdown).instrument(span.clone()).await;
+            let outcome =
+                self.processor.process_one(message.payload.as_bytes(), &shutdown).instrument(span.clone()).await;
             let _in_span = span.enter();
             let event_id = delivery.message.event_id.clone();
             let routing_key = delivery.message.routing_key.clone();
