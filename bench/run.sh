@@ -11,6 +11,7 @@
 #   bash bench/run.sh --debug     (debug binaries: CI's smoke run uses --smoke --debug)
 #   bash bench/run.sh --no-build (use the binaries already built), --only proxy|tls|services, --rounds N, --seconds S, --bcrypt-cost C,
 #                     --edges edge,edge-shared,edge-bare,edge-bare-nolog,edge-eddsa,edge-nocache,edge-eddsa-nocache,
+#                     edge-traced, edge-traced-1pct (spans exported to a local OTLP stand-in, sampler ratio 1.0 / 0.01),
 #                     edge-baseline (the edge binary BENCH_BASELINE_EDGE names: before/after in one run),
 #                     --profile (perf, full edge)
 #

@@ -20,7 +20,10 @@ has PyYAML):
                            URL list of exactly those nodes; the edge: an admin listener
                            (EDGE_ADMIN_ADDR) on a port of its own, never published; TLS
                            (EDGE_TLS_CERT/KEY) only in a profile, both files from one read-only
-                           directory mount of a git-ignored host directory
+                           directory mount of a git-ignored host directory; traces: a `jaeger`
+                           service in every profile with its OTLP receiver on, publishing only
+                           its UI on 127.0.0.1, hardened; every long-running Rust service
+                           exports to http://jaeger:4318 and does not wait for its health
   dockerfile               base images and the frontend pinned by digest, binaries built with
                            `cargo auditable` (pinned), a `--probe` HEALTHCHECK per runtime image;
                            the edge image sets EDGE_ADMIN_ADDR on all interfaces and EXPOSEs it
@@ -44,6 +47,17 @@ has PyYAML):
                            no overlapping panels, and every query parses (promtool)
   ci                       .ci/run and the workflow run cargo deny and the newcomer check;
                            no script calls apt-get except through ci/lib.sh
+  tracing TRACED PLAIN...  traces (deploy/k8s/components/tracing), in TRACED (the rendered
+                           example that includes it): an otel-collector Deployment on the core
+                           image by digest, hardened, probed on its health_check extension, its
+                           config receiving OTLP/HTTP on the Service's port, memory_limiter
+                           first and batch, exporting to debug and to an otlphttp backend read
+                           from one ConfigMap variable; the four apps' OTEL_EXPORTER_OTLP_ENDPOINT
+                           is that Service and their sampler parent-based with a ratio; the
+                           NetworkPolicies let each app reach it on 4318, admit nobody else
+                           there, and let it reach DNS and the backend's port; in the PLAIN
+                           overlays no collector and no export (off by default), and no overlay
+                           lists the component; deploy/README.md documents it
   broker RENDERED...       a broker that survives losing a node: the example RabbitmqCluster
                            has an odd number (>= 3) of replicas, the compose image, one node per
                            machine, and the name and namespace the rendered NetworkPolicies let
@@ -182,6 +196,56 @@ def check_compose():
     check_compose_tokens(services, stages)
     check_compose_rabbitmq(services)
     check_compose_edge(services)
+    check_compose_tracing(services)
+
+
+JAEGER = "jaeger"
+OTLP_HTTP_PORT = 4318
+JAEGER_UI_PORT = 16686
+ENDPOINT_VAR = "OTEL_EXPORTER_OTLP_ENDPOINT"
+
+
+def environment(service):
+    """A Compose service's environment as a dict (map or list syntax)."""
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    return env
+
+
+def check_compose_tracing(services):
+    """Jaeger receives every Rust service's spans; only its UI is published, on loopback;
+    no service waits for it to be healthy (export never blocks one)."""
+    jaeger = services.get(JAEGER)
+    if not jaeger:
+        problem(f"compose: no `{JAEGER}` service: the Rust services export their spans to it")
+        return
+    where = f"compose: {JAEGER}"
+    if jaeger.get("profiles"):
+        problem(f"{where} must run in every profile: every Rust service exports to it")
+    if str(environment(jaeger).get("COLLECTOR_OTLP_ENABLED", "")).lower() != "true":
+        problem(f"{where}: COLLECTOR_OTLP_ENABLED must be \"true\" (its OTLP receiver)")
+    published = [interpolate(str(port)) if not isinstance(port, dict) else port for port in jaeger.get("ports") or []]
+    if published != [f"127.0.0.1:{JAEGER_UI_PORT}:{JAEGER_UI_PORT}"]:
+        problem(f"{where} must publish its UI only, on loopback: 127.0.0.1:{JAEGER_UI_PORT}:{JAEGER_UI_PORT} "
+                f"(publishes {published}; OTLP {OTLP_HTTP_PORT} stays on the Compose network)")
+    if "ALL" not in (jaeger.get("cap_drop") or []) or "no-new-privileges:true" not in (jaeger.get("security_opt") or []):
+        problem(f"{where}: drop all capabilities and set no-new-privileges:true, like the other containers")
+    endpoint = f"http://{JAEGER}:{OTLP_HTTP_PORT}"
+    exporters = []
+    for name, service in sorted(services.items()):
+        # The long-running Rust services (edge-tls included); not the one-shots.
+        if (service.get("build") or {}).get("target") not in APPS or service.get("restart") == "no":
+            continue
+        exporters.append(name)
+        value = environment(service).get(ENDPOINT_VAR)
+        if value != endpoint:
+            problem(f"compose: {name} must export its spans with {ENDPOINT_VAR}={endpoint} (has {value!r})")
+        if condition(service, JAEGER) not in (None, "service_started"):
+            problem(f"compose: {name} waits for {JAEGER} with condition {condition(service, JAEGER)!r}: "
+                    "at most service_started (export failures never block a service)")
+    if not set(APPS) <= set(exporters):
+        problem(f"compose: the services exporting spans are {exporters}, expected all of {list(APPS)}")
 
 
 def addr_port(value):
@@ -444,6 +508,202 @@ def check_compose_rabbitmq(services):
         problem(f".env.example: no COMPOSE_PROFILES={CLUSTER_PROFILE} line for the cluster")
     if "RABBITMQ_ERLANG_COOKIE" not in lines:
         problem(".env.example: no RABBITMQ_ERLANG_COOKIE line for the cluster")
+
+
+TRACING_COMPONENT = "deploy/k8s/components/tracing"
+COLLECTOR = "otel-collector"
+COLLECTOR_IMAGE = "otel/opentelemetry-collector:"
+TRACES_SECTION = "Traces (OpenTelemetry)"
+
+
+def url_port(url):
+    """(scheme, host, port) of an http(s) URL, the port defaulting by scheme; or None."""
+    match = re.fullmatch(r"(https?)://([A-Za-z0-9.-]+)(?::(\d+))?(/\S*)?", str(url or ""))
+    if not match:
+        return None
+    return match.group(1), match.group(2), int(match.group(3) or (443 if match.group(1) == "https" else 80))
+
+
+def selects_name(selector, name):
+    """Whether a NetworkPolicy podSelector (matchLabels only, as this repository writes
+    them) selects the pods app.kubernetes.io/name=`name`; an empty one selects all."""
+    labels = (selector or {}).get("matchLabels") or {}
+    return not (selector or {}).get("matchExpressions") and labels.get("app.kubernetes.io/name", name) == name \
+        and set(labels) <= {"app.kubernetes.io/name"}
+
+
+def check_tracing(paths):
+    if not paths:
+        problem("tracing: no rendered example given")
+        return
+    traced, plain = paths[0], paths[1:]
+    docs = [doc for _, doc in documents([traced])]
+    kinds = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    where = f"k8s {Path(traced).stem}"
+    component = yaml.safe_load((ROOT / TRACING_COMPONENT / "kustomization.yaml").read_text()) or {}
+    if component.get("kind") != "Component" or component.get("apiVersion") != "kustomize.config.k8s.io/v1alpha1":
+        problem(f"{TRACING_COMPONENT}: must be a kustomize Component (kustomize.config.k8s.io/v1alpha1)")
+    deployment, service = kinds.get(("Deployment", COLLECTOR)), kinds.get(("Service", COLLECTOR))
+    if not deployment or not service:
+        problem(f"{where}: no Deployment and Service {COLLECTOR}")
+        return
+    namespace = deployment["metadata"].get("namespace")
+    pod = deployment["spec"]["template"]["spec"]
+    container = next((c for c in pod["containers"] if c["name"] == COLLECTOR), None)
+    if container is None:
+        problem(f"{where}: the Deployment {COLLECTOR} has no container {COLLECTOR}")
+        return
+    named = {p.get("name"): p["containerPort"] for p in container.get("ports", [])}
+
+    def resolve(port):
+        return named.get(port) if isinstance(port, str) else port
+
+    # The image and the hardening of deploy/k8s/base.
+    image = container.get("image", "")
+    if not image.startswith(COLLECTOR_IMAGE) or not DIGEST.search(image):
+        problem(f"{where}: {COLLECTOR} must run the core image {COLLECTOR_IMAGE}<version>@sha256:… (has {image!r})")
+    security = container.get("securityContext") or {}
+    pod_security = pod.get("securityContext") or {}
+    if not (security.get("runAsNonRoot") or pod_security.get("runAsNonRoot")) \
+            or security.get("readOnlyRootFilesystem") is not True or security.get("allowPrivilegeEscalation") is not False \
+            or "ALL" not in ((security.get("capabilities") or {}).get("drop") or []) \
+            or ((security.get("seccompProfile") or pod_security.get("seccompProfile") or {}).get("type") != "RuntimeDefault"):
+        problem(f"{where}: {COLLECTOR} must run as non-root, read-only root filesystem, no privilege escalation, "
+                f"all capabilities dropped, seccomp RuntimeDefault (has {security})")
+    resources = container.get("resources") or {}
+    if not all((resources.get(kind) or {}).get(r) for kind in ("requests", "limits") for r in ("cpu", "memory")):
+        problem(f"{where}: {COLLECTOR} needs CPU and memory requests and limits")
+    account = kinds.get(("ServiceAccount", pod.get("serviceAccountName")))
+    if pod.get("automountServiceAccountToken") is not False or not account \
+            or account.get("automountServiceAccountToken") is not False:
+        problem(f"{where}: {COLLECTOR} needs a ServiceAccount of its own and no service account token")
+
+    # Its configuration: the file --config names, from the ConfigMap mounted there.
+    config_path = next((a.split("=", 1)[1] for a in (container.get("args") or []) + (container.get("command") or [])
+                        if a.startswith("--config=")), None)
+    mount = next((m for m in container.get("volumeMounts", [])
+                  if config_path and config_path.startswith(m["mountPath"].rstrip("/") + "/")), None)
+    volume = next((v for v in pod.get("volumes", []) if mount and v["name"] == mount["name"]), {})
+    config_map = kinds.get(("ConfigMap", (volume.get("configMap") or {}).get("name")))
+    key = config_path[len(mount["mountPath"].rstrip("/")) + 1:] if mount else None
+    if not config_map or key not in (config_map.get("data") or {}) or not mount.get("readOnly"):
+        problem(f"{where}: {COLLECTOR}'s --config ({config_path!r}) must be a file of a ConfigMap mounted read-only")
+        return
+    config = yaml.safe_load(config_map["data"][key]) or {}
+    pipeline = ((config.get("service") or {}).get("pipelines") or {}).get("traces") or {}
+    http = ((((config.get("receivers") or {}).get("otlp") or {}).get("protocols") or {}).get("http") or {})
+    received = addr_port(http.get("endpoint"))
+    ports = {p["port"]: resolve(p.get("targetPort", p["port"])) for p in service["spec"].get("ports", [])}
+    if "otlp" not in (pipeline.get("receivers") or []) or not received or received[0] not in ("0.0.0.0", "::") \
+            or ports.get(OTLP_HTTP_PORT) != received[1]:
+        problem(f"{where}: {COLLECTOR} must receive OTLP/HTTP (receivers.otlp.protocols.http) on all interfaces, on the "
+                f"port the Service's {OTLP_HTTP_PORT} targets (listens {http.get('endpoint')!r}, Service {ports})")
+    processors = pipeline.get("processors") or []
+    if processors[:1] != ["memory_limiter"] or "batch" not in processors:
+        problem(f"{where}: the traces pipeline's processors must start with memory_limiter and include batch (has {processors})")
+    exporters = pipeline.get("exporters") or []
+    backends = [e for e in exporters if e.split("/")[0] == "otlphttp"]
+    if "debug" not in exporters or len(backends) != 1:
+        problem(f"{where}: the traces pipeline must export to debug and to one otlphttp backend (has {exporters})")
+    else:
+        endpoint = str(((config.get("exporters") or {}).get(backends[0]) or {}).get("endpoint", ""))
+        variable = re.fullmatch(r"\$\{env:(\w+)\}", endpoint)
+        backend = container_env(container, kinds).get(variable.group(1)) if variable else None
+        if not url_port(backend):
+            problem(f"{where}: {backends[0]}'s endpoint must be ${{env:VAR}}, VAR an http(s) URL from the collector's "
+                    f"ConfigMap (has {endpoint!r} = {backend!r})")
+        else:
+            check_tracing_policies(where, docs, url_port(backend)[2])
+    health = addr_port(((config.get("extensions") or {}).get("health_check") or {}).get("endpoint"))
+    for probe in ("livenessProbe", "readinessProbe"):
+        get = (container.get(probe) or {}).get("httpGet") or {}
+        if not health or "health_check" not in ((config.get("service") or {}).get("extensions") or []) \
+                or health[0] not in ("0.0.0.0", "::") or resolve(get.get("port")) != health[1]:
+            problem(f"{where}: {COLLECTOR}'s {probe} must GET the health_check extension's port, on all interfaces "
+                    f"(probes {get}, extension {health})")
+
+    # The four apps export to the Service, with a parent-based ratio sampler.
+    expected = f"http://{COLLECTOR}.{namespace}.svc.cluster.local:{OTLP_HTTP_PORT}"
+    samplers = set()
+    for app in APPS:
+        app_deployment = kinds.get(("Deployment", app))
+        if not app_deployment:
+            problem(f"{where}: no Deployment {app}")
+            continue
+        app_container = next(c for c in app_deployment["spec"]["template"]["spec"]["containers"] if c["name"] == app)
+        env = container_env(app_container, kinds)
+        if env.get(ENDPOINT_VAR) != expected:
+            problem(f"{where}: {app} must export with {ENDPOINT_VAR}={expected} (has {env.get(ENDPOINT_VAR)!r})")
+        sampler, ratio = env.get("OTEL_TRACES_SAMPLER"), env.get("OTEL_TRACES_SAMPLER_ARG")
+        try:
+            ratio_ok = 0 < float(ratio) <= 1
+        except (TypeError, ValueError):
+            ratio_ok = False
+        if sampler != "parentbased_traceidratio" or not ratio_ok:
+            problem(f"{where}: {app} must sample with parentbased_traceidratio and a ratio in (0, 1] "
+                    f"(has {sampler!r}, {ratio!r})")
+        samplers.add((sampler, ratio))
+
+    # Off by default: no overlay runs a collector or exports, none lists the component.
+    for path in plain:
+        overlay = Path(path).stem
+        plain_docs = [d for _, d in documents([path])]
+        plain_kinds = {(d["kind"], d["metadata"]["name"]): d for d in plain_docs}
+        for doc in plain_docs:
+            if doc["metadata"]["name"] == COLLECTOR:
+                problem(f"k8s {overlay}: has {doc['kind']} {COLLECTOR}: tracing is off unless an overlay adds the component")
+            if doc["kind"] == "Deployment":
+                for c in doc["spec"]["template"]["spec"]["containers"]:
+                    if ENDPOINT_VAR in container_env(c, plain_kinds):
+                        problem(f"k8s {overlay}: {doc['metadata']['name']} gets {ENDPOINT_VAR}: tracing is off by default")
+    for kustomization in sorted((ROOT / "deploy/k8s/overlays").rglob("kustomization.yaml")):
+        listed = yaml.safe_load(kustomization.read_text()) or {}
+        if any("components/tracing" in str(entry) for entry in (listed.get("components") or []) + (listed.get("resources") or [])):
+            problem(f"{kustomization.relative_to(ROOT)} includes the tracing component: it stays off by default")
+
+    # The documentation.
+    section = markdown_section((ROOT / "deploy/README.md").read_text(), TRACES_SECTION) or ""
+    if not section:
+        problem(f"deploy/README.md has no section {TRACES_SECTION!r}")
+    needed = ["components/tracing", "TRACES_BACKEND_ENDPOINT", "otel_spans_dropped_total", "http://127.0.0.1:16686",
+              "POST tasks", "todo-standalone", ENDPOINT_VAR]
+    needed += [f"OTEL_TRACES_SAMPLER={s}" for s, _ in samplers] + [f"OTEL_TRACES_SAMPLER_ARG={r}" for _, r in samplers]
+    for text in needed:
+        if section and text not in section:
+            problem(f"deploy/README.md, {TRACES_SECTION!r}: does not mention {text!r}")
+
+
+def check_tracing_policies(where, docs, backend_port):
+    """The four apps reach the collector on 4318, nobody else may; it reaches DNS and the
+    backend's port."""
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    for app in APPS:
+        if not allows(policies, app, "egress", COLLECTOR, OTLP_HTTP_PORT):
+            problem(f"{where}: no NetworkPolicy lets {app} reach {COLLECTOR}:{OTLP_HTTP_PORT}")
+        if not allows(policies, COLLECTOR, "ingress", app, OTLP_HTTP_PORT):
+            problem(f"{where}: no NetworkPolicy lets {COLLECTOR} accept {app} on {OTLP_HTTP_PORT}")
+    own = [p for p in policies if selects_name(p["spec"]["podSelector"], COLLECTOR)]
+    for policy in own:
+        for rule in policy["spec"].get("ingress", []) or []:
+            ports = rule.get("ports")
+            if ports is not None and not any(p.get("port") == OTLP_HTTP_PORT for p in ports):
+                continue
+            peers = rule.get("from")
+            names = [((peer.get("podSelector") or {}).get("matchLabels") or {}).get("app.kubernetes.io/name")
+                     if set(peer) == {"podSelector"} else None for peer in peers or []]
+            if not peers or any(name not in APPS for name in names):
+                problem(f"{where}: NetworkPolicy {policy['metadata']['name']} opens {COLLECTOR}:{OTLP_HTTP_PORT} to "
+                        f"{peers or 'anyone'}: the four apps only")
+
+    def egress(port, protocol="TCP"):
+        return any(rule.get("ports") is None or any(p.get("port") == port and p.get("protocol", "TCP") == protocol
+                                                     for p in rule["ports"])
+                   for policy in own for rule in policy["spec"].get("egress", []) or [])
+
+    if not egress(53, "UDP"):
+        problem(f"{where}: no NetworkPolicy lets {COLLECTOR} reach DNS (UDP 53)")
+    if not egress(backend_port):
+        problem(f"{where}: no NetworkPolicy lets {COLLECTOR} reach its backend's port {backend_port}")
 
 
 EXAMPLE_CLUSTER = "deploy/k8s/examples/rabbitmq-cluster.yaml"
@@ -1145,6 +1405,8 @@ def main():
         check_ci()
     elif command == "broker":
         check_broker(args)
+    elif command == "tracing":
+        check_tracing(args)
     else:
         sys.exit(f"unknown check {command!r}\n{__doc__}")
     for message in problems:

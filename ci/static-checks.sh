@@ -105,6 +105,11 @@ render_and_validate() {
 for overlay in deploy/k8s/overlays/*/; do
   check "kustomize + kubernetes-validate --strict ${overlay%/}" render_and_validate "${overlay%/}"
 done
+# The optional tracing component, which no overlay includes: rendered through its
+# example (prod + deploy/k8s/components/tracing) so that it cannot rot. Its render
+# (tracing.yaml) goes through the rendered-overlay checks below as well.
+check "kustomize + kubernetes-validate --strict deploy/k8s/examples/tracing (prod + components/tracing)" \
+  render_and_validate deploy/k8s/examples/tracing
 # On the rendered overlays: no Deployment an HPA owns sets replicas, the edge's
 # upstreams are headless Services, prod images are pinned by digest, only svc-users
 # holds a token key (a read-only Secret file; the verifiers get the JWK Set URL and may
@@ -117,6 +122,12 @@ check "rendered overlays: HPA-owned replicas, headless upstreams, prod digests, 
   "$venv/bin/python" ci/deploy-assertions.py k8s "$work"/*.yaml
 check "ci/pin-prod-digests.sh pins the rendered prod overlay" \
   "$venv/bin/python" ci/deploy-assertions.py pin-script
+# Traces: in the rendered example, the collector pinned and hardened, its config
+# (OTLP/HTTP in, memory_limiter + batch, debug + the backend out), the four apps
+# exporting to its Service with the documented sampler, the NetworkPolicies of both
+# ends; in the overlays, no trace of it (off by default).
+check "tracing component: otel-collector, the four apps export to it, NetworkPolicies, off by default" \
+  "$venv/bin/python" ci/deploy-assertions.py tracing "$work/tracing.yaml" "$work/dev.yaml" "$work/prod.yaml"
 # A broker that survives losing a node: the example RabbitmqCluster (3 replicas, the
 # compose image, one per machine, reachable through the rendered NetworkPolicies), the
 # AMQP_URL of its pods in deploy/README.md, deploy/k8s/migrate-to-quorum.sh's Job built
@@ -135,7 +146,7 @@ check "checkov deploy/ (kustomize, dockerfile)" \
 # ---- Compose ------------------------------------------------------------------
 check "compose.yaml against the compose-spec schema" \
   check-jsonschema --builtin-schema vendor.compose-spec compose.yaml
-check "compose.yaml: loopback, demo profile, --probe health checks, digests, keygen + JWKS, RabbitMQ cluster + TLS profiles, edge admin" \
+check "compose.yaml: loopback, demo profile, --probe health checks, digests, keygen + JWKS, RabbitMQ cluster + TLS profiles, edge admin, jaeger" \
   "$venv/bin/python" ci/deploy-assertions.py compose
 
 # ---- Renovate -------------------------------------------------------------------

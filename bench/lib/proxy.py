@@ -91,7 +91,14 @@ EDGE_CONFIGS = [
     ("edge-baseline", "full", "info", "hs256",
      "as edge, run from the binary BENCH_BASELINE_EDGE names (another build, e.g. the previous commit's): a "
      "before/after comparison in one run"),
+    ("edge-traced", "full", "info", "hs256",
+     "as edge, every request traced (OTEL_TRACES_SAMPLER=traceidratio, ratio 1.0) and its span exported over "
+     "OTLP/HTTP to a local collector stand-in"),
+    ("edge-traced-1pct", "full", "info", "hs256",
+     "as edge-traced at sampler ratio 0.01: one request in a hundred is exported"),
 ]
+# The sampler of the traced edges; `edge` itself runs with tracing off (no endpoint).
+TRACED = {"edge-traced": "1.0", "edge-traced-1pct": "0.01"}
 # Distinct tokens for the *-nocache edges, used in turn (wrk/bearer-pool.lua). The edge's
 # cache holds at most 8 shards x 512 tokens and empties a full shard: between two uses of
 # one token, ~1024 other new tokens land in its shard, so it was always dropped meanwhile.
@@ -371,11 +378,19 @@ def run(processes, run_dir, binaries, secret, rounds, seconds, warmup_seconds, c
                       tokens.scripts["hs256"])]
     log(f"nginx proxy on 127.0.0.1:{nginx_port}, core {PROXY_CPU}")
 
+    collector = None
+    admin_ports = {}
     for name, variant, rust_log, kind, description in EDGE_CONFIGS:
         if name not in edge_names:
             continue
+        extra_env = None
+        if name in TRACED:
+            collector = collector or start_collector(processes, run_dir)
+            extra_env = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector, "OTEL_TRACES_SAMPLER": "traceidratio",
+                         "OTEL_TRACES_SAMPLER_ARG": TRACED[name]}
         port, admin_port, proc = start_edge(processes, run_dir, binaries, name, variant, rust_log, upstream_port,
-                                            tokens.edge_env(kind))
+                                            tokens.edge_env(kind), extra_env)
+        admin_ports[name] = admin_port
         # An EdDSA edge is ready only once it loaded the JWK Set.
         wait_edge_ready(processes, name, port, admin_port)
         check_edge_behaviour(port, tokens.first[kind], full=variant in ("full", "shared"))
@@ -403,8 +418,43 @@ def run(processes, run_dir, binaries, secret, rounds, seconds, warmup_seconds, c
 
     medians = ("rps", "p50_ms", "p99_ms", "cpu_us_per_request", "proxy_core_share", "core1_busy")
     summary = [summary_row(target, target.rounds, medians) for target in targets]
+    for row in summary:
+        if row["name"] in TRACED:
+            # A span the collector stand-in could not take in time is dropped, not waited for.
+            row["spans_dropped"] = metric_sum(admin_ports[row["name"]], "otel_spans_dropped_total")
+            log(f"{row['name']}: {row['spans_dropped']:.0f} spans dropped over {row['requests']} requests")
+    if collector:
+        stats = json.loads((run_dir / "otlp-sink.json").read_text() or "{}")
+        log(f"collector stand-in received {stats.get('exports', 0)} exports, {stats.get('bytes', 0) / 1e6:.1f} MB")
     return {"connections": connections, "seconds": seconds, "rounds": rounds, "body_bytes": len(UPSTREAM_BODY),
             "path": WRK_PATH, "token_pool": TOKEN_POOL, "targets": summary}
+
+
+def start_collector(processes, run_dir):
+    """The traced edges' OTLP endpoint: bench/lib/otlp_sink.py on the load core."""
+    port = free_port()
+    (run_dir / "otlp-sink.json").write_text("{}")
+    processes.start("otlp-sink", [sys.executable, str(BENCH_DIR / "lib" / "otlp_sink.py"), str(port),
+                                  str(run_dir / "otlp-sink.json")], cpus=LOAD_CPU)
+    for _ in range(100):
+        if port_open(port):
+            break
+        time.sleep(0.05)
+    else:
+        raise BenchError("the OTLP collector stand-in did not start")
+    log(f"OTLP collector stand-in (bench/lib/otlp_sink.py) on 127.0.0.1:{port}, core {LOAD_CPU}")
+    return f"http://127.0.0.1:{port}"
+
+
+def metric_sum(port, name):
+    """Sum of a metric's samples on an edge's admin listener."""
+    _, text = request(port, "GET", "/metrics")
+    total = 0.0
+    for line in (text or "").splitlines():
+        series, _, value = line.rpartition(" ")
+        if series == name or series.startswith(name + "{"):
+            total += float(value)
+    return total
 
 
 def truncate_logs(run_dir, name):

@@ -6,7 +6,6 @@
 //! edge, reach MongoDB and Redis through [`FaultProxy`]s that a test cuts and restores,
 //! and stop (SIGTERM or SIGKILL) and restart any one of its processes by name.
 
-pub mod collector;
 pub mod proxy;
 
 use std::net::TcpListener;
@@ -19,7 +18,6 @@ use nix::unistd::Pid;
 use todo_common::auth::{JwtSettings, PrivateKey, TokenIssuer, TokenKeys};
 use todo_test_support::{eventually, unique_name, Backends};
 
-pub use collector::{Collector, ReceivedSpan};
 pub use proxy::FaultProxy;
 
 /// svc-users' signing key in [`System::keys`].

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use todo_test_support::otlp::Collector;
 use todo_test_support::{eventually, http_client, unique_name};
 
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -20,6 +21,10 @@ struct Standalone {
 
 impl Standalone {
     async fn start(data_dir: &Path, port: u16) -> Self {
+        Self::start_with(data_dir, port, &[]).await
+    }
+
+    async fn start_with(data_dir: &Path, port: u16, env: &[(&str, &str)]) -> Self {
         let admin = format!("http://127.0.0.1:{}", std::iter::repeat_with(free_port).find(|p| *p != port).unwrap());
         let child = Command::new(env!("CARGO_BIN_EXE_todo-standalone"))
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
@@ -30,6 +35,7 @@ impl Standalone {
             .env("TODO_TASKS_ADDR", "127.0.0.1:0")
             .env("TODO_NOTIFY_ADDR", "127.0.0.1:0")
             .env("BCRYPT_COST", "4")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -170,4 +176,50 @@ async fn the_readme_walk_through_works_and_survives_a_restart() {
     json_of(client.post(format!("{api}/users/login")).json(&login).send().await.unwrap(), 200).await;
 
     app.stop("TERM");
+}
+
+/// The same `OTEL_*` variables as the separate processes: one completion is one trace,
+/// from the edge's span to svc-notify's handling of the event, under one service name.
+#[tokio::test]
+async fn a_completion_is_one_exported_trace() {
+    let collector = Collector::start().await;
+    let data = DataDir(std::env::temp_dir().join(unique_name("todo-standalone-traces")));
+    let endpoint = collector.endpoint();
+    let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "100")];
+    let app = Standalone::start_with(&data.0, free_port(), &env).await;
+    let (api, client) = (app.api.clone(), http_client());
+
+    let alice = json!({ "email": "alice@example.com", "password": "alice-demo-password" });
+    let login = json_of(client.post(format!("{api}/users/login")).json(&alice).send().await.unwrap(), 200).await;
+    let token = login["accessToken"].as_str().expect("a token").to_owned();
+    let created = client.post(format!("{api}/tasks")).bearer_auth(&token).json(&json!({ "title": "Traced" }));
+    let task_id = json_of(created.send().await.unwrap(), 201).await["id"].as_str().unwrap().to_owned();
+    let trace_id = uuid_hex();
+    let completed = client
+        .post(format!("{api}/tasks/{task_id}/complete"))
+        .bearer_auth(&token)
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .send()
+        .await
+        .unwrap();
+    json_of(completed, 200).await;
+
+    let spans = eventually("the completion's trace through the in-process bus", PATIENCE, || async {
+        let spans = collector.trace(&trace_id);
+        spans.iter().any(|s| s.kind == "consumer").then_some(spans)
+    })
+    .await;
+    assert!(spans.iter().all(|s| s.service == "todo-standalone"), "{spans:#?}");
+    let edge = spans.iter().find(|s| s.parent_span_id == "00f067aa0ba902b7").expect("the edge's span");
+    assert!(spans.iter().any(|s| s.kind == "server" && s.parent_span_id == edge.span_id), "svc-tasks under the edge");
+    let consumer = spans.iter().find(|s| s.kind == "consumer").unwrap();
+    assert!(
+        spans.iter().any(|s| s.kind == "producer" && s.span_id == consumer.parent_span_id),
+        "the event's handling continues the publish: {spans:#?}"
+    );
+    app.stop("TERM");
+}
+
+fn uuid_hex() -> String {
+    unique_name("t").rsplit('_').next().expect("a uuid").to_owned()
 }

@@ -2,6 +2,7 @@
 //! tests run in parallel, polling with a deadline, and token minting.
 
 pub mod net;
+pub mod otlp;
 
 use std::collections::HashMap;
 use std::future::Future;

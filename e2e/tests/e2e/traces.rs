@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{json, Value};
-use todo_e2e::{Collector, FaultProxy, Options, ReceivedSpan, System};
+use todo_e2e::{FaultProxy, Options, System};
+use todo_test_support::otlp::{Collector, ReceivedSpan};
 use todo_test_support::{eventually, http_client, unique_name, Backends};
 
 use super::Client;

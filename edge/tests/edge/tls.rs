@@ -91,6 +91,10 @@ async fn observe(response: reqwest::Response, version: Version) -> Observed {
         if let Some(id) = seen.get_mut("x-request-id").filter(|id| id.as_str().is_some_and(|s| s.len() == 32)) {
             *id = Value::from("(generated)");
         }
+        // A new trace (and the edge's span) per request: `00-<32 hex>-<16 hex>-<flags>`.
+        if let Some(trace) = seen.get_mut("traceparent").filter(|t| t.as_str().is_some_and(|s| s.len() == 55)) {
+            *trace = Value::from("(generated)");
+        }
     }
     Observed { status, headers, body }
 }
