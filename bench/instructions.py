@@ -9,8 +9,10 @@ per-request session (`process_new_http`: reading the request, every proxy phase,
 upstream exchange, the access log), so background work (health checks, policy polling)
 is left out. It runs twice, with N1 and N2 kept-alive `GET /tasks` requests carrying a
 valid token and an allowlisted Origin; (I2 - I1) / (N2 - N1) cancels the first
-request's one-off costs. Needs valgrind and nginx; every process it starts listens on
-127.0.0.1 and is stopped by PID."""
+request's one-off costs. The caller's OTEL_* variables reach the edges (a traced edge
+builds its spans inside the session; their export runs on another thread, not counted).
+Needs valgrind and nginx; every process it starts listens on 127.0.0.1 and is stopped
+by PID."""
 
 import http.client
 import os
@@ -43,7 +45,9 @@ def count(binary, requests, policy_dir, secret, token, out):
     port, admin = free_ports(2)
     env = {"LISTEN_ADDR": f"127.0.0.1:{port}", "EDGE_ADMIN_ADDR": f"127.0.0.1:{admin}", "POLICY_DIR": str(policy_dir),
            "JWT_SECRET": secret, "EDGE_THREADS": "1", "SHUTDOWN_GRACE_SECONDS": "0", "RUST_LOG": "info",
-           "PATH": os.environ["PATH"]}
+           "PATH": os.environ["PATH"],
+           # Traces on or off, as the caller's environment says (OTEL_EXPORTER_OTLP_ENDPOINT, ...).
+           **{key: value for key, value in os.environ.items() if key.startswith("OTEL_")}}
     edge = subprocess.Popen(["valgrind", "--tool=callgrind", "--toggle-collect=*process_new_http*",
                              f"--callgrind-out-file={out}", str(binary)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

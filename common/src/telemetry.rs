@@ -17,7 +17,7 @@ use std::time::Duration;
 use opentelemetry::trace::{SpanId, TraceContextExt, TraceId};
 use tracing::dispatcher::WeakDispatch;
 use tracing::{Dispatch, Event, Level, Subscriber};
-use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::filter::{filter_fn, LevelFilter};
 use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
 use tracing_subscriber::layer::SubscriberExt;
@@ -162,9 +162,15 @@ where
     let spans = tracing.map(|tracing| {
         tracing_opentelemetry::layer()
             .with_tracer(tracing.tracer())
-            .with_filter(filter_fn(|meta| meta.is_span() && *meta.level() <= Level::INFO))
+            // The hint keeps the process's max level at what RUST_LOG asks for: without it,
+            // every `log` call of Pingora's hot path (debug, trace) would reach the filters.
+            .with_filter(
+                filter_fn(|meta| meta.is_span() && *meta.level() <= Level::INFO).with_max_level_hint(Level::INFO),
+            )
     });
-    tracing_subscriber::registry().with(lines).with(spans).with(dispatch)
+    // It only listens for its registration: filtered off, it takes no part in any callsite's
+    // interest or in the process's max level.
+    tracing_subscriber::registry().with(lines).with(spans).with(dispatch.with_filter(LevelFilter::OFF))
 }
 
 /// Adds the `trace_id` and `span_id` of the span an event happened in to its JSON line.
@@ -408,7 +414,7 @@ mod tests {
     #[test]
     fn a_line_written_inside_a_traced_span_carries_its_ids() {
         let sink = Sink::default();
-        let settings = TraceSettings { exporting: false, service_name: "test".into() };
+        let settings = TraceSettings { exporting: false, service_name: "test".into(), queue_capacity: 16 };
         let tracing: &'static Tracing = Box::leak(Box::new(Tracing::build(&settings).unwrap()));
         let writer = {
             let sink = sink.clone();

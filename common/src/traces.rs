@@ -52,7 +52,8 @@ pub const VARS: &[Var] =
 
 /// The trace-specific endpoint variable the OTLP exporter also honours.
 const TRACES_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
-/// `OTEL_BSP_MAX_QUEUE_SIZE`'s default in the SDK.
+/// The SDK's variable for the span queue's bound, and its default there.
+const QUEUE_SIZE: &str = "OTEL_BSP_MAX_QUEUE_SIZE";
 const DEFAULT_QUEUE: usize = 2048;
 /// The longest a shutdown waits for the last spans to leave.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
@@ -84,6 +85,8 @@ pub fn register_metrics(registry: &Registry) {
 pub struct TraceSettings {
     pub exporting: bool,
     pub service_name: String,
+    /// Finished spans waiting for export at most (`OTEL_BSP_MAX_QUEUE_SIZE`).
+    pub queue_capacity: usize,
 }
 
 impl TraceSettings {
@@ -93,6 +96,11 @@ impl TraceSettings {
         Self {
             exporting: endpoint.is_some_and(|e| !e.trim().is_empty()),
             service_name: reader.raw(&OTEL_SERVICE_NAME).unwrap_or_else(|| process_name.to_owned()),
+            queue_capacity: source
+                .get(QUEUE_SIZE)
+                .and_then(|v| v.trim().parse().ok())
+                .filter(|&n: &usize| n > 0)
+                .unwrap_or(DEFAULT_QUEUE),
         }
     }
 }
@@ -134,7 +142,7 @@ impl Tracing {
                 .with_http()
                 .build()
                 .map_err(|e| anyhow::anyhow!("cannot set up the OTLP exporter: {e}"))?;
-            let queue = SpanQueue::new(exporter, &resource);
+            let queue = SpanQueue::new(exporter, &resource, settings.queue_capacity);
             builder = builder.with_span_processor(queue.clone());
             Some(queue)
         } else {
@@ -192,12 +200,7 @@ struct SpanQueue {
 }
 
 impl SpanQueue {
-    fn new(exporter: impl SpanExporter + 'static, resource: &Resource) -> Self {
-        let capacity = std::env::var("OTEL_BSP_MAX_QUEUE_SIZE")
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .filter(|&n: &usize| n > 0)
-            .unwrap_or(DEFAULT_QUEUE);
+    fn new(exporter: impl SpanExporter + 'static, resource: &Resource, capacity: usize) -> Self {
         let queued = Arc::new(AtomicUsize::new(0));
         let exporter = CountingExporter { inner: exporter, queued: Arc::clone(&queued) };
         // The SDK's queue has the same bound as the gate, so it never drops on its own.
@@ -320,15 +323,65 @@ mod tests {
             pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
         };
         let unset = TraceSettings::from_env(&env(&[]), "svc-tasks");
-        assert_eq!(unset, TraceSettings { exporting: false, service_name: "svc-tasks".into() });
+        assert_eq!(unset, TraceSettings { exporting: false, service_name: "svc-tasks".into(), queue_capacity: 2048 });
         let set = TraceSettings::from_env(
-            &env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"), ("OTEL_SERVICE_NAME", "tasks-a")]),
+            &env(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+                ("OTEL_SERVICE_NAME", "tasks-a"),
+                ("OTEL_BSP_MAX_QUEUE_SIZE", "64"),
+            ]),
             "svc-tasks",
         );
-        assert_eq!(set, TraceSettings { exporting: true, service_name: "tasks-a".into() });
+        assert_eq!(set, TraceSettings { exporting: true, service_name: "tasks-a".into(), queue_capacity: 64 });
         let traces_only = TraceSettings::from_env(&env(&[(TRACES_ENDPOINT, "http://c:4318/v1/traces")]), "edge");
         assert!(traces_only.exporting);
         assert!(!TraceSettings::from_env(&env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", " ")]), "edge").exporting);
+    }
+
+    /// A collector that refuses every export.
+    #[derive(Debug)]
+    struct Refusing;
+
+    impl SpanExporter for Refusing {
+        async fn export(&self, _batch: Vec<SpanData>) -> OTelSdkResult {
+            Err(opentelemetry_sdk::error::OTelSdkError::InternalFailure("collector down".into()))
+        }
+    }
+
+    fn finished_span() -> SpanData {
+        SpanData {
+            span_context: SpanContext::empty_context(),
+            parent_span_id: opentelemetry::trace::SpanId::INVALID,
+            parent_span_is_remote: false,
+            span_kind: opentelemetry::trace::SpanKind::Server,
+            name: "request".into(),
+            start_time: std::time::SystemTime::now(),
+            end_time: std::time::SystemTime::now(),
+            attributes: Vec::new(),
+            dropped_attributes_count: 0,
+            events: Default::default(),
+            links: Default::default(),
+            status: opentelemetry::trace::Status::Unset,
+            instrumentation_scope: InstrumentationScope::default(),
+        }
+    }
+
+    #[test]
+    fn spans_past_the_queue_bound_and_refused_batches_are_counted_never_waited_for() {
+        let dropped = |reason: &str| DROPPED.with_label_values(&[reason]).get();
+        let (full_before, failed_before) = (dropped("queue_full"), dropped("export_failed"));
+        let queue = SpanQueue::new(Refusing, &Resource::builder_empty().build(), 4);
+        // The batch leaves after 5 s or on a flush: until then the queue holds 4.
+        for _ in 0..10 {
+            queue.on_end(finished_span());
+        }
+        assert_eq!(dropped("queue_full") - full_before, 6);
+        let _ = queue.force_flush();
+        assert_eq!(dropped("export_failed") - failed_before, 4);
+        // Room again once the batch has left.
+        queue.on_end(finished_span());
+        assert_eq!(dropped("queue_full") - full_before, 6);
+        let _ = queue.shutdown();
     }
 
     #[test]

@@ -46,7 +46,7 @@ fn write(ctx: &RequestCtx, request: Option<Request<'_>>, status: u16, elapsed: D
     let mut line = JsonLine::new("INFO", TARGET, "request");
     line.field("request_id", ctx.request_id.as_str());
     if ctx.trace.is_valid() {
-        line.display("trace_id", ctx.trace.trace_id).display("span_id", ctx.trace.span_id);
+        line.field("trace_id", ctx.trace.trace_id_hex()).field("span_id", ctx.trace.span_id_hex());
     }
     if let Some(request) = request {
         line.field("method", request.method).field("path", request.path).field("protocol", request.protocol);

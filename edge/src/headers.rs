@@ -94,7 +94,7 @@ fn add_rate_limit_headers(resp: &mut ResponseHeader, decision: &Decision) -> pin
 pub fn for_upstream(req: &mut RequestHeader, ctx: &RequestCtx, over_tls: bool) -> pingora::Result<()> {
     req.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
     req.insert_header(TRACEPARENT, ctx.trace.traceparent())?;
-    if !ctx.trace.continues_client_trace() {
+    if !ctx.trace.continues_client_trace() && req.headers.contains_key(TRACESTATE) {
         // A `tracestate` belongs to the `traceparent` it came with, which was not valid.
         req.remove_header(TRACESTATE);
     }

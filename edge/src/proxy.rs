@@ -267,7 +267,7 @@ impl ProxyHttp for EdgeProxy {
             route: ctx.route_label(),
             status,
             upstream: ctx.upstream_name(),
-            client_ip: ctx.client.as_ref().map(|c| c.ip.to_string()),
+            client_ip: ctx.client.as_ref().map(|c| c.ip),
             protocol: access_log::protocol(req.version),
         };
         self.tracer.finish(&ctx.trace, finished);

@@ -8,11 +8,12 @@
 //! the request ends and queued for export, only when export is on.
 
 use std::borrow::Cow;
+use std::net::IpAddr;
 use std::time::SystemTime;
 
 use http::{HeaderMap, HeaderValue};
 use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState};
-use opentelemetry::KeyValue;
+use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SamplingDecision, SpanData, SpanEvents, SpanLinks};
 use todo_common::traces::{self, Tracing};
 
@@ -33,7 +34,12 @@ impl EdgeTracer {
 
     /// The trace this request belongs to, from its headers.
     pub fn start(&self, headers: &HeaderMap) -> RequestTrace {
-        let parent = traces::context_from_headers(headers);
+        // Most requests carry no trace: skip the propagator's work for them.
+        let parent = if headers.contains_key(traces::TRACEPARENT) {
+            traces::context_from_headers(headers)
+        } else {
+            Context::new()
+        };
         let remote = parent.span().span_context().clone();
         let ids = RandomIdGenerator::default();
         let trace_id = if remote.is_valid() { remote.trace_id() } else { ids.new_trace_id() };
@@ -46,9 +52,11 @@ impl EdgeTracer {
             // No SDK at all (unit tests): follow the client, sample new traces.
             None => !remote.is_valid() || remote.is_sampled(),
         };
+        let span_id = ids.new_span_id();
         RequestTrace {
+            header: traceparent(trace_id, span_id, sampled),
             trace_id,
-            span_id: ids.new_span_id(),
+            span_id,
             parent: remote.is_valid().then(|| remote.span_id()),
             state: remote.trace_state().clone(),
             sampled,
@@ -65,9 +73,27 @@ impl EdgeTracer {
     }
 }
 
+/// `00-{trace id}-{span id}-{flags}`, all hex.
+const TRACEPARENT_LEN: usize = 55;
+
+/// The upstream's `traceparent`, hex-encoded once per request: the access log writes its
+/// ids from the same bytes (formatting them through `Display` cost about 2 % of the
+/// edge's instructions per request).
+fn traceparent(trace_id: TraceId, span_id: SpanId, sampled: bool) -> [u8; TRACEPARENT_LEN] {
+    let mut header = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    // Infallible: 16 and 8 bytes fill exactly 32 and 16 hex digits.
+    let _ = hex::encode_to_slice(trace_id.to_bytes(), &mut header[3..35]);
+    let _ = hex::encode_to_slice(span_id.to_bytes(), &mut header[36..52]);
+    if sampled {
+        header[54] = b'1';
+    }
+    header
+}
+
 /// One request's place in its trace.
 #[derive(Debug, Clone)]
 pub struct RequestTrace {
+    header: [u8; TRACEPARENT_LEN],
     pub trace_id: TraceId,
     /// The edge's own span, the parent of the upstream's.
     pub span_id: SpanId,
@@ -85,16 +111,24 @@ pub struct FinishedRequest<'a> {
     pub route: &'a str,
     pub status: u16,
     pub upstream: Option<&'a str>,
-    pub client_ip: Option<String>,
+    pub client_ip: Option<IpAddr>,
     pub protocol: &'static str,
 }
 
 impl RequestTrace {
     /// `traceparent` for the upstream request: this trace, the edge's span.
     pub fn traceparent(&self) -> HeaderValue {
-        let flags = if self.sampled { TraceFlags::SAMPLED } else { TraceFlags::default() };
-        let value = format!("00-{}-{}-{:02x}", self.trace_id, self.span_id, flags.to_u8());
-        HeaderValue::from_str(&value).expect("hex digits and dashes are a valid header value")
+        HeaderValue::from_bytes(&self.header).expect("hex digits and dashes are a valid header value")
+    }
+
+    /// The trace id in hex, as the access log writes it.
+    pub fn trace_id_hex(&self) -> &str {
+        std::str::from_utf8(&self.header[3..35]).unwrap_or_default()
+    }
+
+    /// The edge's span id in hex.
+    pub fn span_id_hex(&self) -> &str {
+        std::str::from_utf8(&self.header[36..52]).unwrap_or_default()
     }
 
     /// Whether the request got as far as having a trace.
@@ -121,7 +155,7 @@ impl RequestTrace {
             attributes.push(KeyValue::new("edge.upstream", upstream.to_owned()));
         }
         if let Some(client_ip) = request.client_ip {
-            attributes.push(KeyValue::new("client.address", client_ip));
+            attributes.push(KeyValue::new("client.address", client_ip.to_string()));
         }
         let status = if request.status >= 500 || request.status == 0 {
             Status::error(format!("answered {}", request.status))
@@ -150,6 +184,7 @@ impl Default for RequestTrace {
     /// No trace: a request refused before its headers were read.
     fn default() -> Self {
         Self {
+            header: [b'0'; TRACEPARENT_LEN],
             trace_id: TraceId::INVALID,
             span_id: SpanId::INVALID,
             parent: None,
@@ -180,6 +215,9 @@ mod tests {
         assert!(sent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{sent}");
         assert!(!sent.contains("00f067aa0ba902b7"), "the edge's own span goes upstream: {sent}");
         assert!(sent.ends_with("-01"));
+        assert_eq!(&sent[3..35], trace.trace_id_hex());
+        assert_eq!(&sent[36..52], trace.span_id_hex());
+        assert_eq!(trace.span_id_hex(), trace.span_id.to_string());
         let upstream_parent = traces::context_from_traceparent(sent, None);
         assert_eq!(upstream_parent.span().span_context().span_id(), trace.span_id);
     }
