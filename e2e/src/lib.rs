@@ -43,6 +43,8 @@ pub struct Options {
     pub amqp_url: Option<String>,
     /// Where every process exports its spans (`OTEL_EXPORTER_OTLP_ENDPOINT`).
     pub otlp_endpoint: Option<String>,
+    /// Each process's log lines (its stdout, at `RUST_LOG=info`) go to `<dir>/<name>.log`.
+    pub log_dir: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -54,6 +56,7 @@ impl Default for Options {
             jwks_refresh_seconds: 60,
             amqp_url: None,
             otlp_endpoint: None,
+            log_dir: None,
         }
     }
 }
@@ -69,6 +72,8 @@ struct Process {
     ops_url: String,
     program: PathBuf,
     env: Vec<(String, String)>,
+    /// Where its stdout goes, when kept.
+    log: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -76,7 +81,7 @@ impl Process {
     fn spawn(&mut self) {
         let mut command = Command::new(&self.program);
         command.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        self.child = Some(spawn(command));
+        self.child = Some(spawn(command, self.log.as_deref()));
     }
 
     fn kill(&mut self) {
@@ -183,9 +188,10 @@ impl System {
             ("JWT_JWKS_URL".to_owned(), format!("http://127.0.0.1:{users_port}/.well-known/jwks.json")),
             ("JWT_JWKS_REFRESH_SECONDS".to_owned(), options.jwks_refresh_seconds.to_string()),
         ];
+        let quiet = if options.log_dir.is_some() { "info" } else { "warn" };
         let mut common = vec![
             ("SHUTDOWN_GRACE_SECONDS", "2".to_owned()),
-            ("RUST_LOG", std::env::var("E2E_LOG").unwrap_or_else(|_| "warn".to_owned())),
+            ("RUST_LOG", std::env::var("E2E_LOG").unwrap_or_else(|_| quiet.to_owned())),
         ];
         if let Some(endpoint) = &options.otlp_endpoint {
             // Batches leave every 100 ms instead of 5 s, so tests see spans soon.
@@ -242,6 +248,7 @@ impl System {
         edit_policies(policy_dir.path());
 
         let common_env = || common.iter().map(|(k, v)| (k.to_string(), v.clone()));
+        let log_of = |name: &str| options.log_dir.as_ref().map(|dir| dir.join(format!("{name}.log")));
         let mut processes = Vec::new();
         for (name, port, env) in &services {
             let program = bin.join(if name.starts_with("svc-tasks") { "svc-tasks" } else { name.as_str() });
@@ -253,7 +260,8 @@ impl System {
                     .chain(env.iter().map(|(k, v)| (k.to_string(), v.clone())))
                     .collect();
             let url = format!("http://127.0.0.1:{port}");
-            processes.push(Process { name: name.clone(), ops_url: url.clone(), url, program, env, child: None });
+            let log = log_of(name);
+            processes.push(Process { name: name.clone(), ops_url: url.clone(), url, program, env, log, child: None });
         }
         let edge_env = [
             ("LISTEN_ADDR".to_owned(), format!("127.0.0.1:{edge_port}")),
@@ -265,6 +273,7 @@ impl System {
         .chain(verifier_env.iter().cloned())
         .collect();
         processes.push(Process {
+            log: log_of("edge"),
             name: "edge".into(),
             url: format!("http://127.0.0.1:{edge_port}"),
             ops_url: format!("http://127.0.0.1:{edge_admin_port}"),
@@ -470,9 +479,17 @@ fn binaries_dir() -> PathBuf {
     dir
 }
 
-fn spawn(mut command: Command) -> Child {
+fn spawn(mut command: Command, log: Option<&Path>) -> Child {
     let verbose = std::env::var_os("E2E_LOG").is_some();
-    command.stdin(Stdio::null()).stdout(if verbose { Stdio::inherit() } else { Stdio::null() });
+    let stdout = match log {
+        // Appended: a restarted process adds to what it wrote before.
+        Some(path) => {
+            Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(path).expect("the log file opens"))
+        }
+        None if verbose => Stdio::inherit(),
+        None => Stdio::null(),
+    };
+    command.stdin(Stdio::null()).stdout(stdout);
     command.spawn().expect("process starts")
 }
 

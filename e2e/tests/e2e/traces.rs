@@ -27,6 +27,15 @@ async fn traced_system(collector: &Collector, amqp_url: Option<String>) -> Syste
         .await
 }
 
+/// The JSON log lines `process` wrote that carry `trace_id`.
+fn lines_of_trace(logs: &std::path::Path, process: &str, trace_id: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(logs.join(format!("{process}.log"))).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["trace_id"] == trace_id)
+        .collect()
+}
+
 /// Creates a task, then completes it with `traceparent` (and `x-request-id`).
 async fn complete_a_task(user: &Client, traceparent: &str, request_id: &str) {
     let created = user.send(Method::POST, "/tasks", Some(json!({ "title": "Trace me" }))).await;
@@ -103,7 +112,13 @@ fn assert_one_trace_to_the_notification(spans: &[ReceivedSpan], trace_id: &str) 
 #[tokio::test]
 async fn one_completion_is_one_trace_from_the_edge_to_the_notification() {
     let collector = Collector::start().await;
-    let system = traced_system(&collector, None).await;
+    let logs = tempfile::tempdir().unwrap();
+    let options = Options {
+        otlp_endpoint: Some(collector.endpoint()),
+        log_dir: Some(logs.path().to_owned()),
+        ..Options::default()
+    };
+    let system = System::start_with_options(options).await;
     let user = Client::signed_up(&system.edge_url).await;
 
     let trace_id = new_trace_id();
@@ -111,6 +126,19 @@ async fn one_completion_is_one_trace_from_the_edge_to_the_notification() {
 
     let spans = trace_through_the_notification(&collector, &trace_id).await;
     assert_one_trace_to_the_notification(&spans, &trace_id);
+
+    // The log lines of the request and of the message carry the trace, in every process.
+    let logged = eventually("the trace's log lines", PATIENCE, || async {
+        let of = |process| lines_of_trace(logs.path(), process, &trace_id);
+        let (edge, tasks, notify) = (of("edge"), of("svc-tasks"), of("svc-notify"));
+        (!edge.is_empty() && !tasks.is_empty() && !notify.is_empty()).then_some((edge, tasks, notify))
+    })
+    .await;
+    let (edge, tasks, notify) = logged;
+    let edge_span = find(&spans, "edge", "server");
+    assert!(edge.iter().any(|l| l["span_id"] == edge_span.span_id.as_str()), "the access log line: {edge:?}");
+    assert!(tasks.iter().any(|l| l["message"] == "request" && l["route"] == "/tasks/{id}/complete"), "{tasks:?}");
+    assert!(notify.iter().any(|l| l["message"] == "notification stored"), "{notify:?}");
 }
 
 #[tokio::test]
