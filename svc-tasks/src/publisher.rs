@@ -4,7 +4,7 @@
 //! the notification).
 //!
 //! The connection is opened lazily and reopened after the broker goes away, with a
-//! backoff (0.5 s doubling to 10 s) so an outage costs no I/O per attempt. Every step has
+//! jittered backoff (0.5 s doubling to 10 s) so an outage costs no I/O per attempt. Every step has
 //! a timeout. Only the outbox relay publishes, so one channel suffices.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +16,7 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareO
 use lapin::publisher_confirm::Confirmation;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use todo_common::backoff::Backoff;
 use todo_common::broker::{BrokerNodes, BrokerUrls};
 use todo_common::bus::{BusMessage, EventBus};
 use todo_common::health::BackendState;
@@ -71,7 +72,7 @@ struct Link {
 struct LinkState {
     link: Option<Link>,
     retry_at: Instant,
-    backoff: Duration,
+    backoff: Backoff,
 }
 
 pub struct AmqpPublisher {
@@ -89,7 +90,11 @@ impl AmqpPublisher {
         Self {
             nodes: BrokerNodes::new(urls),
             exchange: exchange.to_owned(),
-            state: Mutex::new(LinkState { link: None, retry_at: Instant::now(), backoff: FIRST_BACKOFF }),
+            state: Mutex::new(LinkState {
+                link: None,
+                retry_at: Instant::now(),
+                backoff: Backoff::new(FIRST_BACKOFF, MAX_BACKOFF),
+            }),
             connected: AtomicBool::new(false),
             last_error: StdMutex::new("not connected yet".into()),
         }
@@ -164,7 +169,7 @@ impl AmqpPublisher {
             Ok(Ok(link)) => {
                 let channel = link.channel.clone();
                 state.link = Some(link);
-                state.backoff = FIRST_BACKOFF;
+                state.backoff.reset();
                 self.connected.store(true, Ordering::Relaxed);
                 tracing::info!(exchange = %self.exchange, "connected to the broker");
                 Ok(channel)
@@ -174,9 +179,9 @@ impl AmqpPublisher {
                     Ok(Err(error)) => error,
                     _ => format!("no connection within {CONNECT_TIMEOUT:?}"),
                 };
-                state.retry_at = Instant::now() + state.backoff;
-                tracing::warn!(error = %reason, retry_in = ?state.backoff, "broker unreachable");
-                state.backoff = (state.backoff * 2).min(MAX_BACKOFF);
+                let retry_in = state.backoff.next_delay();
+                state.retry_at = Instant::now() + retry_in;
+                tracing::warn!(error = %reason, ?retry_in, "broker unreachable");
                 self.note_error(&reason);
                 Err(PublishError::Connect(reason))
             }

@@ -8,7 +8,6 @@
 //! consumer, lets the message in hand finish, and closes the channel so every
 //! prefetched, unacknowledged message goes back to the queue.
 
-mod backoff;
 mod bus;
 mod migration;
 mod processor;
@@ -23,6 +22,7 @@ use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, B
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Connection, ConnectionProperties};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Registry};
+use todo_common::backoff::Backoff;
 use todo_common::broker::BrokerNodes;
 use todo_common::health::BackendState;
 use todo_common::metrics;
@@ -30,7 +30,6 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-pub use backoff::Backoff;
 pub use bus::BusConsumer;
 pub use migration::{migrate_to_quorum, Migrated};
 pub use processor::{Outcome, Processor, RetryPolicy};

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use todo_common::backoff::Backoff;
 use tokio_util::sync::CancellationToken;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::backoff::Backoff;
 use crate::domain::{NewNotification, PoisonReason, TaskEvent};
 use crate::store::{Inserted, NotificationStore, StoreError};
 
