@@ -53,11 +53,17 @@ async fn complete_a_task(user: &Client, traceparent: &str, request_id: &str) {
     assert_eq!(completed.status(), 200);
 }
 
-/// The trace's spans once svc-notify's consumer span is among them.
+/// The trace's spans once svc-notify's consumer span, the publish it continues and the
+/// edge's span are among them (each process exports on its own schedule).
 async fn trace_through_the_notification(collector: &Collector, trace_id: &str) -> Vec<ReceivedSpan> {
     eventually("the completion's trace reaches svc-notify", PATIENCE, || async {
         let spans = collector.trace(trace_id);
-        spans.iter().any(|s| s.service == "svc-notify" && s.kind == "consumer").then_some(spans)
+        let consumer = spans.iter().find(|s| s.service == "svc-notify" && s.kind == "consumer")?;
+        let published = spans.iter().any(|s| s.span_id == consumer.parent_span_id);
+        let edge = spans.iter().any(|s| s.service == "edge");
+        let tasks =
+            ["server", "client"].iter().all(|kind| spans.iter().any(|s| s.service == "svc-tasks" && s.kind == *kind));
+        (published && edge && tasks).then_some(spans)
     })
     .await
 }
