@@ -13,6 +13,7 @@ pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod embedded;
+pub mod events;
 pub mod health;
 pub mod metrics;
 pub mod mongo;

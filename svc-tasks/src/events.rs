@@ -2,30 +2,9 @@
 //! envelope the outbox keeps until the broker has confirmed it.
 
 use serde::Serialize;
+use todo_common::events::EventType;
 
 use crate::domain::{Priority, Status, Task, Timestamp};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKind {
-    Created,
-    Updated,
-    Completed,
-    Reopened,
-    Deleted,
-}
-
-impl EventKind {
-    /// The event type, which is also its routing key.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Created => "task.created",
-            Self::Updated => "task.updated",
-            Self::Completed => "task.completed",
-            Self::Reopened => "task.reopened",
-            Self::Deleted => "task.deleted",
-        }
-    }
-}
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -80,7 +59,7 @@ pub struct EventEnvelope {
 
 impl EventEnvelope {
     /// The event for `task` (its state after the change, or before a delete).
-    pub fn for_task(kind: EventKind, task: &Task, origin: &EventOrigin) -> Result<Self, serde_json::Error> {
+    pub fn for_task(kind: EventType, task: &Task, origin: &EventOrigin) -> Result<Self, serde_json::Error> {
         let request_id = origin.request_id.as_deref();
         let event_id = uuid::Uuid::new_v4().to_string();
         let occurred_at = Timestamp::now();
@@ -129,7 +108,7 @@ mod tests {
         );
         let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let origin = EventOrigin { request_id: Some("req-1".into()), traceparent: Some(traceparent.into()) };
-        let envelope = EventEnvelope::for_task(EventKind::Completed, &task, &origin).unwrap();
+        let envelope = EventEnvelope::for_task(EventType::Completed, &task, &origin).unwrap();
         let body: serde_json::Value = serde_json::from_str(&envelope.payload).unwrap();
         assert_eq!(body["id"], envelope.event_id.as_str());
         assert_eq!(body["type"], "task.completed");

@@ -15,7 +15,7 @@ pub mod cache;
 pub mod config;
 pub mod domain;
 mod dto;
-mod events;
+pub mod events;
 mod handlers;
 pub mod outbox;
 pub mod publisher;

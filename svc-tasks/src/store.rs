@@ -15,6 +15,7 @@ use mongodb::error::{ErrorKind, TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION
 use mongodb::options::{IndexOptions, ReturnDocument};
 use mongodb::{ClientSession, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
+use todo_common::events::EventType;
 use todo_common::health::BackendState;
 use todo_common::Problem;
 use tokio::sync::OnceCell;
@@ -23,7 +24,7 @@ use tracing::Instrument;
 use crate::domain::{
     ListQuery, Priority, Status, Task, TaskChanges, TaskDescription, TaskId, TaskPage, TaskTitle, Timestamp, UserId,
 };
-use crate::events::{EventEnvelope, EventKind, EventOrigin};
+use crate::events::{EventEnvelope, EventOrigin};
 use crate::outbox::{OutboxDocument, OutboxEntry, OutboxId};
 
 pub use embedded::EmbeddedTaskStore;
@@ -61,7 +62,7 @@ impl From<StoreError> for Problem {
 #[derive(Debug)]
 pub struct Applied {
     pub task: Task,
-    pub event: Option<EventKind>,
+    pub event: Option<EventType>,
 }
 
 #[async_trait]
@@ -273,7 +274,7 @@ impl MongoTaskStore {
         let applied = match *write {
             Write::Create(task) => {
                 self.tasks.insert_one(TaskDocument::from(task)).session(&mut *session).await?;
-                Some(Applied { task: task.clone(), event: Some(EventKind::Created) })
+                Some(Applied { task: task.clone(), event: Some(EventType::Created) })
             }
             Write::Update(id, changes) => {
                 let updated = self
@@ -283,15 +284,15 @@ impl MongoTaskStore {
                     .session(&mut *session)
                     .await?;
                 match updated {
-                    Some(doc) => Some(Applied { task: doc.try_into()?, event: Some(EventKind::Updated) }),
+                    Some(doc) => Some(Applied { task: doc.try_into()?, event: Some(EventType::Updated) }),
                     None => None,
                 }
             }
             Write::SetStatus(id, status) => {
                 let now = BsonDateTime::from_millis(Timestamp::now().millis());
                 let (from, completed_at, event) = match status {
-                    Status::Completed => (Status::Open, Bson::DateTime(now), EventKind::Completed),
-                    Status::Open => (Status::Completed, Bson::Null, EventKind::Reopened),
+                    Status::Completed => (Status::Open, Bson::DateTime(now), EventType::Completed),
+                    Status::Open => (Status::Completed, Bson::Null, EventType::Reopened),
                 };
                 // Conditional on the current status, so only a real transition writes (and publishes).
                 let mut filter = owned(owner, id);
@@ -317,7 +318,7 @@ impl MongoTaskStore {
             Write::Delete(id) => {
                 let deleted = self.tasks.find_one_and_delete(owned(owner, id)).session(&mut *session).await?;
                 match deleted {
-                    Some(doc) => Some(Applied { task: doc.try_into()?, event: Some(EventKind::Deleted) }),
+                    Some(doc) => Some(Applied { task: doc.try_into()?, event: Some(EventType::Deleted) }),
                     None => None,
                 }
             }

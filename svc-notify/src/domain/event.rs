@@ -3,6 +3,8 @@
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
+use todo_common::events::EventType;
+
 use super::{is_sane_foreign_id, TaskId, UserId};
 
 /// The event's own id: the key that makes a redelivered or republished event a no-op.
@@ -16,49 +18,6 @@ impl EventId {
 
     pub fn as_str(&self) -> &str {
         &self.0
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventType {
-    Created,
-    Updated,
-    Completed,
-    Reopened,
-    Deleted,
-}
-
-impl EventType {
-    pub const ALL: [EventType; 5] = [Self::Created, Self::Updated, Self::Completed, Self::Reopened, Self::Deleted];
-
-    pub fn parse(raw: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|kind| kind.as_str() == raw)
-    }
-
-    /// The wire name, also the routing key and the notification's `type`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Created => "task.created",
-            Self::Updated => "task.updated",
-            Self::Completed => "task.completed",
-            Self::Reopened => "task.reopened",
-            Self::Deleted => "task.deleted",
-        }
-    }
-
-    fn past_tense(self) -> &'static str {
-        match self {
-            Self::Created => "created",
-            Self::Updated => "updated",
-            Self::Completed => "completed",
-            Self::Reopened => "reopened",
-            Self::Deleted => "deleted",
-        }
-    }
-
-    /// What a person reads: `Task "Buy milk" was completed`.
-    pub fn message(self, title: &str) -> String {
-        format!("Task \"{title}\" was {}", self.past_tense())
     }
 }
 
@@ -156,16 +115,6 @@ mod tests {
         assert_eq!(parsed.user_id.as_str(), "u1");
         assert_eq!(parsed.task_id.as_str(), "t1");
         assert_eq!(parsed.occurred_at.timestamp_millis() % 1000, 123);
-        assert_eq!(parsed.kind.message(&parsed.title), "Task \"Buy milk\" was completed");
-    }
-
-    #[test]
-    fn every_type_round_trips_and_reads_well() {
-        for kind in EventType::ALL {
-            assert_eq!(EventType::parse(kind.as_str()), Some(kind));
-            let past = kind.as_str().trim_start_matches("task.");
-            assert_eq!(kind.message("x"), format!("Task \"x\" was {past}"));
-        }
     }
 
     #[test]

@@ -5,9 +5,10 @@ mod event;
 mod listing;
 mod notification;
 
-pub use event::{EventId, EventType, PoisonReason, TaskEvent};
+pub use event::{EventId, PoisonReason, TaskEvent};
 pub use listing::{Cursor, ListQuery, Page, ReadFilter, DEFAULT_LIMIT, MAX_LIMIT};
 pub use notification::{NewNotification, Notification, NotificationId};
+pub use todo_common::events::EventType;
 
 /// Opaque ids from other services (user ids, task ids, event ids) are at most this long.
 const MAX_FOREIGN_ID_CHARS: usize = 128;

@@ -71,16 +71,30 @@ impl From<&TaskEvent> for NewNotification {
             event_id: event.id.clone(),
             user_id: event.user_id.clone(),
             kind: event.kind,
-            message: event.kind.message(&event.title),
+            message: message(event.kind, &event.title),
             task_id: event.task_id.clone(),
             created_at: event.occurred_at,
         }
     }
 }
 
+/// What a person reads: `Task "Buy milk" was completed`.
+fn message(kind: EventType, title: &str) -> String {
+    format!("Task \"{title}\" was {}", kind.past_tense())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_type_reads_well() {
+        assert_eq!(message(EventType::Completed, "Buy milk"), "Task \"Buy milk\" was completed");
+        for kind in EventType::ALL {
+            let past = kind.as_str().trim_start_matches("task.");
+            assert_eq!(message(kind, "x"), format!("Task \"x\" was {past}"));
+        }
+    }
 
     #[test]
     fn malformed_ids_name_nothing() {

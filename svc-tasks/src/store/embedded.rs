@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use todo_common::embedded::{EmbeddedDb, EmbeddedError};
+use todo_common::events::EventType;
 use todo_common::health::BackendState;
 
 use super::{Applied, StoreError, TaskStore};
@@ -21,7 +22,7 @@ use crate::domain::{
     Cursor, ListQuery, Priority, Status, Task, TaskChanges, TaskDescription, TaskId, TaskPage, TaskTitle, Timestamp,
     UserId,
 };
-use crate::events::{EventEnvelope, EventKind, EventOrigin};
+use crate::events::{EventEnvelope, EventOrigin};
 use crate::outbox::{OutboxEntry, OutboxId};
 
 const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
@@ -258,7 +259,7 @@ fn apply(txn: &WriteTransaction, owner: &UserId, write: Write) -> Result<Option<
     let applied = match write {
         Write::Create(task) => {
             put_task(txn, &task)?;
-            Some(Applied { task, event: Some(EventKind::Created) })
+            Some(Applied { task, event: Some(EventType::Created) })
         }
         Write::Update(id, changes) => match owned_task(txn, owner, id)? {
             Some(mut task) => {
@@ -276,7 +277,7 @@ fn apply(txn: &WriteTransaction, owner: &UserId, write: Write) -> Result<Option<
                     task.due_date = due_date;
                 }
                 put_task(txn, &task)?;
-                Some(Applied { task, event: Some(EventKind::Updated) })
+                Some(Applied { task, event: Some(EventType::Updated) })
             }
             None => None,
         },
@@ -286,8 +287,8 @@ fn apply(txn: &WriteTransaction, owner: &UserId, write: Write) -> Result<Option<
             Some(mut task) => {
                 let now = Timestamp::now();
                 let event = match status {
-                    Status::Completed => EventKind::Completed,
-                    Status::Open => EventKind::Reopened,
+                    Status::Completed => EventType::Completed,
+                    Status::Open => EventType::Reopened,
                 };
                 task.status = status;
                 task.completed_at = (status == Status::Completed).then_some(now);
@@ -305,7 +306,7 @@ fn apply(txn: &WriteTransaction, owner: &UserId, write: Write) -> Result<Option<
                     .map_err(embedded)?
                     .remove((task.owner.as_str(), task.created_at.millis(), id.as_str()))
                     .map_err(embedded)?;
-                Some(Applied { task, event: Some(EventKind::Deleted) })
+                Some(Applied { task, event: Some(EventType::Deleted) })
             }
             None => None,
         },
