@@ -28,6 +28,7 @@ from harness import (
     free_ports,
     log,
     median,
+    metric,
     mint_eddsa_token,
     mint_token,
     object_id,
@@ -421,7 +422,7 @@ def run(processes, run_dir, binaries, secret, rounds, seconds, warmup_seconds, c
     for row in summary:
         if row["name"] in TRACED:
             # A span the collector stand-in could not take in time is dropped, not waited for.
-            row["spans_dropped"] = metric_sum(admin_ports[row["name"]], "otel_spans_dropped_total")
+            row["spans_dropped"] = metric(admin_ports[row["name"]], "otel_spans_dropped_total")
             log(f"{row['name']}: {row['spans_dropped']:.0f} spans dropped over {row['requests']} requests")
     if collector:
         stats = json.loads((run_dir / "otlp-sink.json").read_text() or "{}")
@@ -445,16 +446,6 @@ def start_collector(processes, run_dir):
     log(f"OTLP collector stand-in (bench/lib/otlp_sink.py) on 127.0.0.1:{port}, core {LOAD_CPU}")
     return f"http://127.0.0.1:{port}"
 
-
-def metric_sum(port, name):
-    """Sum of a metric's samples on an edge's admin listener."""
-    _, text = request(port, "GET", "/metrics")
-    total = 0.0
-    for line in (text or "").splitlines():
-        series, _, value = line.rpartition(" ")
-        if series == name or series.startswith(name + "{"):
-            total += float(value)
-    return total
 
 
 def truncate_logs(run_dir, name):

@@ -279,6 +279,16 @@ pub fn context_from_traceparent(traceparent: &str, tracestate: Option<&str>) -> 
     TraceContextPropagator::new().extract(&Carried { traceparent, tracestate })
 }
 
+/// `span`, made the child of the span a carried `traceparent` names (one kept with an
+/// outbox entry, or an AMQP message's header); without one, or with an invalid one, it
+/// starts a trace of its own.
+pub fn continue_trace(span: tracing::Span, traceparent: Option<&str>) -> tracing::Span {
+    if let Some(traceparent) = traceparent {
+        let _ = span.set_parent(context_from_traceparent(traceparent, None));
+    }
+    span
+}
+
 /// The `traceparent` of the current `tracing` span, for a message that continues its
 /// trace later or elsewhere (an outbox entry, an AMQP message).
 pub fn current_traceparent() -> Option<String> {

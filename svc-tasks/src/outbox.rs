@@ -23,7 +23,6 @@ use todo_common::traces;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::cache::ListCache;
 use crate::domain::{Timestamp, UserId};
@@ -141,10 +140,7 @@ fn publish_span(envelope: &EventEnvelope) -> tracing::Span {
         messaging.rabbitmq.destination.routing_key = %envelope.routing_key,
         messaging.message.id = %envelope.event_id,
     );
-    if let Some(traceparent) = &envelope.traceparent {
-        let _ = span.set_parent(traces::context_from_traceparent(traceparent, None));
-    }
-    span
+    traces::continue_trace(span, envelope.traceparent.as_deref())
 }
 
 /// What one `process_one` did.

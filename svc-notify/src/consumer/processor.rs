@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use todo_common::backoff::Backoff;
 use tokio_util::sync::CancellationToken;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::domain::{NewNotification, PoisonReason, TaskEvent};
 use crate::store::{Inserted, NotificationStore, StoreError};
@@ -23,10 +22,7 @@ pub fn message_span(routing_key: &str, message_id: Option<&str>, traceparent: Op
         messaging.rabbitmq.destination.routing_key = routing_key,
         messaging.message.id = message_id,
     );
-    if let Some(traceparent) = traceparent {
-        let _ = span.set_parent(todo_common::traces::context_from_traceparent(traceparent, None));
-    }
-    span
+    todo_common::traces::continue_trace(span, traceparent)
 }
 
 /// What became of a message, and so how it is settled with the broker.
