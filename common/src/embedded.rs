@@ -13,6 +13,12 @@ use redb::{Database, WriteTransaction};
 #[error("embedded database work did not finish: {0}")]
 pub struct EmbeddedError(String);
 
+impl From<EmbeddedError> for crate::store::StoreError {
+    fn from(error: EmbeddedError) -> Self {
+        Self::unexpected(error)
+    }
+}
+
 #[derive(Clone)]
 pub struct EmbeddedDb(Arc<Database>);
 

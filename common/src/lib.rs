@@ -23,6 +23,7 @@ pub mod problem;
 pub mod redis;
 pub mod request_id;
 pub mod server;
+pub mod store;
 pub mod telemetry;
 pub mod time;
 pub mod traces;

@@ -9,7 +9,7 @@ use mongodb::{Client, Database};
 
 use crate::config::Var;
 use crate::health::BackendState;
-use crate::Problem;
+use crate::store::StoreError;
 
 pub const MONGODB_URI: Var = Var::new("MONGODB_URI", "mongodb://127.0.0.1:27017", "MongoDB connection string");
 
@@ -63,13 +63,13 @@ pub fn is_unavailable(error: &Error) -> bool {
         || error.contains_label("TransientTransactionError")
 }
 
-impl From<Error> for Problem {
+/// Unreachable or unanswered is worth a retry (503); anything else is unexpected.
+impl From<Error> for StoreError {
     fn from(error: Error) -> Self {
         if is_unavailable(&error) {
-            tracing::warn!(%error, "database unavailable");
-            Problem::service_unavailable("the database is unavailable, try again shortly")
+            StoreError::Unavailable(error.to_string())
         } else {
-            Problem::internal(&error)
+            StoreError::Unexpected(error.into())
         }
     }
 }

@@ -3,7 +3,7 @@
 //! event type.
 
 use svc_notify::domain::TaskEvent;
-use svc_tasks::domain::{NewTask, Priority, Task, TaskTitle, UserId};
+use svc_tasks::domain::{ChangeEvent, NewTask, Priority, Task, TaskTitle, Timestamp, UserId};
 use svc_tasks::events::{EventEnvelope, EventOrigin};
 use todo_common::events::EventType;
 
@@ -16,10 +16,12 @@ fn what_svc_tasks_writes_is_what_svc_notify_reads() {
         priority: Priority::High,
         due_date: None,
     };
-    let task = Task::create(owner, new);
+    let now = Timestamp::now();
+    let task = Task::create(owner, new, now).task;
     let origin = EventOrigin { request_id: Some("req-1".into()), traceparent: None };
     for kind in EventType::ALL {
-        let written = EventEnvelope::for_task(kind, &task, &origin).expect("the event serializes");
+        let event = ChangeEvent { kind, occurred_at: now };
+        let written = EventEnvelope::for_task(&task, event, &origin).expect("the event serializes");
         let read = TaskEvent::parse(written.payload.as_bytes())
             .unwrap_or_else(|why| panic!("svc-notify cannot read {}: {why}\n{}", kind.as_str(), written.payload));
         assert_eq!(read.kind, kind);

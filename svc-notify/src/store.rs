@@ -7,7 +7,7 @@ mod mongo;
 
 use async_trait::async_trait;
 use todo_common::health::BackendState;
-use todo_common::Problem;
+pub use todo_common::store::StoreError;
 
 use crate::domain::{ListQuery, NewNotification, Notification, NotificationId, Page, UserId};
 
@@ -20,27 +20,6 @@ pub enum Inserted {
     Created,
     /// A notification for this event id already exists: a redelivery or a republish.
     Duplicate,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// Worth retrying: the database could not be reached or did not answer in time.
-    #[error("the database is unavailable: {0}")]
-    Unavailable(String),
-    #[error(transparent)]
-    Unexpected(#[from] anyhow::Error),
-}
-
-impl From<StoreError> for Problem {
-    fn from(error: StoreError) -> Self {
-        match error {
-            StoreError::Unavailable(detail) => {
-                tracing::warn!(%detail, "database unavailable");
-                Problem::service_unavailable("the database is unavailable, try again shortly")
-            }
-            StoreError::Unexpected(error) => Problem::internal(&error),
-        }
-    }
 }
 
 #[async_trait]

@@ -8,6 +8,7 @@ use base64::Engine;
 use chrono::{DateTime, SecondsFormat, Utc};
 use mongodb::bson::oid::ObjectId;
 use serde::{Deserialize, Serialize};
+use todo_common::events::EventType;
 use todo_common::problem::FieldError;
 
 pub const TITLE_MAX_CHARS: usize = 200;
@@ -175,6 +176,19 @@ impl Timestamp {
     }
 }
 
+/// Kept as epoch milliseconds where a store serializes one (the embedded outbox).
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_i64(self.millis())
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        i64::deserialize(deserializer).map(Self::from_millis)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Task {
     pub id: TaskId,
@@ -190,10 +204,9 @@ pub struct Task {
 }
 
 impl Task {
-    /// A fresh, open task.
-    pub fn create(owner: UserId, new: NewTask) -> Self {
-        let now = Timestamp::now();
-        Self {
+    /// A fresh, open task, created at `now`.
+    pub fn create(owner: UserId, new: NewTask, now: Timestamp) -> Applied {
+        let task = Self {
             id: TaskId::new(),
             owner,
             title: new.title,
@@ -204,8 +217,66 @@ impl Task {
             created_at: now,
             updated_at: now,
             completed_at: None,
-        }
+        };
+        Applied { task, event: Some(ChangeEvent { kind: EventType::Created, occurred_at: now }) }
     }
+
+    /// The task after `write`, made at `now`, and the event that records it: the one
+    /// place that decides what a change does and which event it makes. Completing a
+    /// completed task (or reopening an open one) changes nothing and makes no event; a
+    /// delete leaves the task as it was, for its event to carry.
+    pub fn apply(mut self, write: &Write, now: Timestamp) -> Applied {
+        let kind = match write {
+            Write::Update(changes) => {
+                let TaskChanges { title, description, priority, due_date } = changes.clone();
+                self.title = title.unwrap_or(self.title);
+                self.description = description.unwrap_or(self.description);
+                self.priority = priority.unwrap_or(self.priority);
+                self.due_date = due_date.unwrap_or(self.due_date);
+                self.updated_at = now;
+                Some(EventType::Updated)
+            }
+            Write::Complete => self.move_to(Status::Completed, now).then_some(EventType::Completed),
+            Write::Reopen => self.move_to(Status::Open, now).then_some(EventType::Reopened),
+            Write::Delete => Some(EventType::Deleted),
+        };
+        Applied { task: self, event: kind.map(|kind| ChangeEvent { kind, occurred_at: now }) }
+    }
+
+    /// Moves to `status` unless already there; says whether it moved.
+    fn move_to(&mut self, status: Status, now: Timestamp) -> bool {
+        if self.status == status {
+            return false;
+        }
+        self.status = status;
+        self.completed_at = (status == Status::Completed).then_some(now);
+        self.updated_at = now;
+        true
+    }
+}
+
+/// A change to an existing task, as a request asks for it.
+#[derive(Debug, Clone)]
+pub enum Write {
+    Update(TaskChanges),
+    Complete,
+    Reopen,
+    Delete,
+}
+
+/// The event a change makes, stamped with the change's own time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangeEvent {
+    pub kind: EventType,
+    pub occurred_at: Timestamp,
+}
+
+/// What a write did: the task as it now is (as it was, for a delete), and its event;
+/// `None` when the write changed nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub task: Task,
+    pub event: Option<ChangeEvent>,
 }
 
 #[derive(Debug, Clone)]
@@ -364,6 +435,46 @@ mod tests {
         assert_eq!(fields, ["status", "limit", "cursor"]);
         assert!(ListQuery::parse(&pairs(&[("limit", "101")])).is_err());
         assert!(ListQuery::parse(&pairs(&[("limit", "ten")])).is_err());
+    }
+
+    fn new_task() -> NewTask {
+        NewTask {
+            title: TaskTitle::parse("Buy milk").unwrap(),
+            description: None,
+            priority: Priority::Normal,
+            due_date: None,
+        }
+    }
+
+    #[test]
+    fn transitions_make_their_events_at_the_change_time() {
+        let (t0, t1, t2) =
+            (Timestamp::from_millis(1_000), Timestamp::from_millis(2_000), Timestamp::from_millis(3_000));
+        let created = Task::create(UserId::from_verified_subject("u1"), new_task(), t0);
+        assert_eq!(created.event, Some(ChangeEvent { kind: EventType::Created, occurred_at: t0 }));
+
+        let completed = created.task.apply(&Write::Complete, t1);
+        assert_eq!(completed.event, Some(ChangeEvent { kind: EventType::Completed, occurred_at: t1 }));
+        assert_eq!(
+            (completed.task.status, completed.task.completed_at, completed.task.updated_at),
+            (Status::Completed, Some(t1), t1)
+        );
+
+        let again = completed.task.clone().apply(&Write::Complete, t2);
+        assert_eq!((again.event, &again.task), (None, &completed.task), "a no-op changes nothing");
+
+        let reopened = completed.task.apply(&Write::Reopen, t2);
+        assert_eq!(reopened.event.map(|e| e.kind), Some(EventType::Reopened));
+        assert_eq!((reopened.task.status, reopened.task.completed_at), (Status::Open, None));
+        assert_eq!(reopened.task.clone().apply(&Write::Reopen, t2).event, None);
+
+        let changes = TaskChanges { priority: Some(Priority::High), description: Some(None), ..TaskChanges::default() };
+        let updated = reopened.task.apply(&Write::Update(changes), t2);
+        assert_eq!(updated.event.map(|e| e.kind), Some(EventType::Updated));
+        assert_eq!((updated.task.priority, updated.task.title.as_str()), (Priority::High, "Buy milk"));
+
+        let deleted = updated.task.clone().apply(&Write::Delete, t2);
+        assert_eq!((deleted.event.map(|e| e.kind), &deleted.task), (Some(EventType::Deleted), &updated.task));
     }
 
     #[test]

@@ -1,10 +1,9 @@
 //! Task events as published to RabbitMQ (see the events brief): the JSON body and the
 //! envelope the outbox keeps until the broker has confirmed it.
 
-use serde::Serialize;
-use todo_common::events::EventType;
+use serde::{Deserialize, Serialize};
 
-use crate::domain::{Priority, Status, Task, Timestamp};
+use crate::domain::{ChangeEvent, Priority, Status, Task, Timestamp};
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -44,25 +43,29 @@ impl EventOrigin {
     }
 }
 
-/// One event ready to publish: its routing key, AMQP properties and serialized body.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One event ready to publish: its routing key, AMQP properties and serialized body. The
+/// embedded outbox keeps it as it is; MongoDB's keeps the same fields, its time as a date.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct EventEnvelope {
     pub event_id: String,
     pub routing_key: String,
     pub user_id: String,
     pub correlation_id: Option<String>,
     /// Carried to the message's `traceparent` header, so the trace goes on in svc-notify.
+    /// Absent in entries written before traces.
+    #[serde(default)]
     pub traceparent: Option<String>,
     pub occurred_at: Timestamp,
     pub payload: String,
 }
 
 impl EventEnvelope {
-    /// The event for `task` (its state after the change, or before a delete).
-    pub fn for_task(kind: EventType, task: &Task, origin: &EventOrigin) -> Result<Self, serde_json::Error> {
+    /// The `event` of `task` (its state after the change, or before a delete).
+    pub fn for_task(task: &Task, event: ChangeEvent, origin: &EventOrigin) -> Result<Self, serde_json::Error> {
+        let ChangeEvent { kind, occurred_at } = event;
         let request_id = origin.request_id.as_deref();
         let event_id = uuid::Uuid::new_v4().to_string();
-        let occurred_at = Timestamp::now();
         let body = EventBody {
             id: &event_id,
             kind: kind.as_str(),
@@ -94,10 +97,12 @@ impl EventEnvelope {
 mod tests {
     use super::*;
     use crate::domain::{NewTask, TaskTitle, UserId};
+    use todo_common::events::EventType;
 
     #[test]
     fn body_follows_the_events_brief() {
-        let task = Task::create(
+        let now = Timestamp::from_millis(1_700_000_000_123);
+        let created = Task::create(
             UserId::from_verified_subject("user-1"),
             NewTask {
                 title: TaskTitle::parse("Buy milk").unwrap(),
@@ -105,16 +110,19 @@ mod tests {
                 priority: Priority::High,
                 due_date: None,
             },
+            now,
         );
+        let (task, completed) = (created.task, ChangeEvent { kind: EventType::Completed, occurred_at: now });
         let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let origin = EventOrigin { request_id: Some("req-1".into()), traceparent: Some(traceparent.into()) };
-        let envelope = EventEnvelope::for_task(EventType::Completed, &task, &origin).unwrap();
+        let envelope = EventEnvelope::for_task(&task, completed, &origin).unwrap();
         let body: serde_json::Value = serde_json::from_str(&envelope.payload).unwrap();
         assert_eq!(body["id"], envelope.event_id.as_str());
         assert_eq!(body["type"], "task.completed");
         assert_eq!(body["userId"], "user-1");
         assert_eq!(body["taskId"], task.id.to_string());
         assert_eq!(body["requestId"], "req-1");
+        assert_eq!(body["occurredAt"], "2023-11-14T22:13:20.123Z", "the change's own time");
         assert_eq!(body["data"]["title"], "Buy milk");
         assert_eq!(body["data"]["priority"], "high");
         assert!(body["data"]["dueDate"].is_null());

@@ -12,11 +12,12 @@ use todo_common::Problem;
 use tokio::sync::Notify;
 
 use crate::cache::{CacheRead, ListCache};
-use crate::domain::{ListQuery, Status, Task, TaskId, UserId};
+use crate::domain::{Applied, ListQuery, Task, TaskId, Timestamp, UserId, Write};
 use crate::dto::{CreateTaskBody, PageView, TaskView, UpdateTaskBody};
+use crate::events::EventOrigin;
 use crate::publisher::EventPublisher;
 use crate::routes::{self, Endpoint, PathId};
-use crate::store::{Applied, TaskStore};
+use crate::store::TaskStore;
 use prometheus::IntCounterVec;
 
 pub struct Schemas {
@@ -60,9 +61,18 @@ impl Api for TasksApi {
             Endpoint::Create => self.create(&owner, request).await,
             Endpoint::Get(id) => self.get(&owner, existing(id)?).await,
             Endpoint::Update(id) => self.update(&owner, existing(id)?, request).await,
-            Endpoint::Delete(id) => self.delete(&owner, existing(id)?, &request).await,
-            Endpoint::Complete(id) => self.set_status(&owner, existing(id)?, Status::Completed, &request).await,
-            Endpoint::Reopen(id) => self.set_status(&owner, existing(id)?, Status::Open, &request).await,
+            Endpoint::Delete(id) => {
+                self.change(&owner, existing(id)?, Write::Delete, &request.request_id).await?;
+                Ok(empty_response(StatusCode::NO_CONTENT))
+            }
+            Endpoint::Complete(id) => {
+                let task = self.change(&owner, existing(id)?, Write::Complete, &request.request_id).await?;
+                Ok(task_response(StatusCode::OK, &task))
+            }
+            Endpoint::Reopen(id) => {
+                let task = self.change(&owner, existing(id)?, Write::Reopen, &request.request_id).await?;
+                Ok(task_response(StatusCode::OK, &task))
+            }
         }
     }
 
@@ -111,8 +121,8 @@ impl TasksApi {
     async fn create(&self, owner: &UserId, request: Request) -> Result<HttpResponse, Problem> {
         let body: CreateTaskBody =
             read_json(&request.headers, request.body, self.max_body_bytes, &self.schemas.create).await?;
-        let task = Task::create(owner.clone(), body.into_domain()?);
-        let applied = self.store.create(&task, &request.request_id).await?;
+        let applied = Task::create(owner.clone(), body.into_domain()?, Timestamp::now());
+        self.store.create(&applied, &EventOrigin::of_request(&request.request_id)).await?;
         self.after_commit(owner, &applied).await;
         let mut response = task_response(StatusCode::CREATED, &applied.task);
         let location =
@@ -129,28 +139,16 @@ impl TasksApi {
     async fn update(&self, owner: &UserId, id: TaskId, request: Request) -> Result<HttpResponse, Problem> {
         let body: UpdateTaskBody =
             read_json(&request.headers, request.body, self.max_body_bytes, &self.schemas.update).await?;
-        let changes = body.into_domain()?;
-        let applied = self.store.update(owner, id, &changes, &request.request_id).await?.ok_or_else(not_found)?;
-        self.after_commit(owner, &applied).await;
-        Ok(task_response(StatusCode::OK, &applied.task))
+        let task = self.change(owner, id, Write::Update(body.into_domain()?), &request.request_id).await?;
+        Ok(task_response(StatusCode::OK, &task))
     }
 
-    async fn set_status(
-        &self,
-        owner: &UserId,
-        id: TaskId,
-        status: Status,
-        request: &Request,
-    ) -> Result<HttpResponse, Problem> {
-        let applied = self.store.set_status(owner, id, status, &request.request_id).await?.ok_or_else(not_found)?;
+    /// Applies `write` to the owner's task `id`: the task as it now is (was, for a delete).
+    async fn change(&self, owner: &UserId, id: TaskId, write: Write, request_id: &str) -> Result<Task, Problem> {
+        let origin = EventOrigin::of_request(request_id);
+        let applied = self.store.change(owner, id, &write, &origin).await?.ok_or_else(not_found)?;
         self.after_commit(owner, &applied).await;
-        Ok(task_response(StatusCode::OK, &applied.task))
-    }
-
-    async fn delete(&self, owner: &UserId, id: TaskId, request: &Request) -> Result<HttpResponse, Problem> {
-        let applied = self.store.delete(owner, id, &request.request_id).await?.ok_or_else(not_found)?;
-        self.after_commit(owner, &applied).await;
-        Ok(empty_response(StatusCode::NO_CONTENT))
+        Ok(applied.task)
     }
 
     /// After a commit that changed something: hide the owner's cached lists now, and wake

@@ -15,17 +15,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mongodb::bson::oid::ObjectId;
-use mongodb::bson::DateTime as BsonDateTime;
 use prometheus::{IntCounter, IntGauge, Registry};
-use serde::{Deserialize, Serialize};
 use todo_common::traces;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::cache::ListCache;
-use crate::domain::{Timestamp, UserId};
+use crate::domain::UserId;
 use crate::events::EventEnvelope;
 use crate::publisher::EventPublisher;
 use crate::store::{StoreError, TaskStore};
@@ -39,93 +36,6 @@ pub const RETRY_DELAY: Duration = Duration::from_millis(500);
 const MAX_BATCH: usize = 256;
 /// On shutdown, how long the relay may spend publishing what the last requests wrote.
 const FINAL_DRAIN: Duration = Duration::from_secs(2);
-
-/// One pending event.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct OutboxDocument {
-    #[serde(rename = "_id")]
-    pub id: ObjectId,
-    pub event_id: String,
-    pub routing_key: String,
-    pub user_id: String,
-    pub correlation_id: Option<String>,
-    /// Absent in entries written before traces.
-    #[serde(default)]
-    pub traceparent: Option<String>,
-    pub occurred_at: BsonDateTime,
-    pub payload: String,
-    /// Not yet confirmed by the broker.
-    pub needs_publish: bool,
-    /// The owner's list-cache version not yet bumped by the relay.
-    pub needs_invalidate: bool,
-    /// Claimable once this has passed.
-    pub lease_until: BsonDateTime,
-    pub lease_owner: Option<String>,
-    pub attempts: i32,
-    pub created_at: BsonDateTime,
-}
-
-impl OutboxDocument {
-    pub(crate) fn pending(envelope: EventEnvelope) -> Self {
-        let now = BsonDateTime::now();
-        Self {
-            id: ObjectId::new(),
-            event_id: envelope.event_id,
-            routing_key: envelope.routing_key,
-            user_id: envelope.user_id,
-            correlation_id: envelope.correlation_id,
-            traceparent: envelope.traceparent,
-            occurred_at: BsonDateTime::from_millis(envelope.occurred_at.millis()),
-            payload: envelope.payload,
-            needs_publish: true,
-            needs_invalidate: true,
-            lease_until: now,
-            lease_owner: None,
-            attempts: 0,
-            created_at: now,
-        }
-    }
-
-    pub(crate) fn entry(&self) -> OutboxEntry {
-        OutboxEntry {
-            id: OutboxId::Mongo(self.id),
-            envelope: self.envelope(),
-            needs_publish: self.needs_publish,
-            needs_invalidate: self.needs_invalidate,
-        }
-    }
-
-    fn envelope(&self) -> EventEnvelope {
-        EventEnvelope {
-            event_id: self.event_id.clone(),
-            routing_key: self.routing_key.clone(),
-            user_id: self.user_id.clone(),
-            correlation_id: self.correlation_id.clone(),
-            traceparent: self.traceparent.clone(),
-            occurred_at: Timestamp::from_millis(self.occurred_at.timestamp_millis()),
-            payload: self.payload.clone(),
-        }
-    }
-}
-
-/// Names one outbox entry in its store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutboxId {
-    Mongo(ObjectId),
-    Embedded(u64),
-}
-
-/// A claimed outbox entry: its event and what is still to be done for it.
-#[derive(Debug, Clone)]
-pub struct OutboxEntry {
-    pub id: OutboxId,
-    pub envelope: EventEnvelope,
-    /// Not yet confirmed by the broker.
-    pub needs_publish: bool,
-    /// The owner's list-cache version not yet bumped by the relay.
-    pub needs_invalidate: bool,
-}
 
 /// The producer span of one publish attempt, in the trace of the request that wrote the
 /// event, however long ago that was (an outage in between, say).
@@ -234,10 +144,10 @@ impl Relay {
             };
 
         if published && invalidated {
-            self.store.remove_outbox(entry.id).await?;
+            self.store.remove_outbox(&entry.id).await?;
             return Ok(RelayOutcome::Relayed);
         }
-        self.store.defer_outbox(entry.id, !published, !invalidated, RETRY_DELAY).await?;
+        self.store.defer_outbox(&entry.id, !published, !invalidated, RETRY_DELAY).await?;
         Ok(RelayOutcome::Deferred { published })
     }
 

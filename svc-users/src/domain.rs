@@ -1,6 +1,57 @@
 //! User input parsed once at the boundary into types that can only hold valid values.
 
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use mongodb::bson::oid::ObjectId;
 use todo_common::problem::FieldError;
+
+/// A user's id, the subject of the tokens issued to them: 24 hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UserId(ObjectId);
+
+impl UserId {
+    pub fn new() -> Self {
+        Self(ObjectId::new())
+    }
+    /// `None` for anything that cannot name a user.
+    pub fn parse(raw: &str) -> Option<Self> {
+        ObjectId::parse_str(raw).ok().map(Self)
+    }
+    pub fn object_id(&self) -> ObjectId {
+        self.0
+    }
+}
+
+impl Default for UserId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.to_hex())
+    }
+}
+
+/// A registered user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: UserId,
+    pub email: Email,
+    pub name: Option<DisplayName>,
+    /// bcrypt's, never the password.
+    pub password_hash: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl User {
+    /// A new user, registered at `now`.
+    pub fn register(email: Email, name: Option<DisplayName>, password_hash: String, now: DateTime<Utc>) -> Self {
+        Self { id: UserId::new(), email, name, password_hash, created_at: now }
+    }
+}
 
 /// A syntactically valid e-mail address, stored lower-cased.
 #[derive(Debug, Clone, PartialEq, Eq)]

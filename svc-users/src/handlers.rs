@@ -1,14 +1,12 @@
 //! Each endpoint: decode, parse into domain types, call the store, shape the answer.
 
 use http::StatusCode;
-use mongodb::bson::oid::ObjectId;
 use serde::{Deserialize, Serialize};
 use todo_common::body::{json_response, read_json};
 use todo_common::server::{HttpResponse, Request};
 use todo_common::Problem;
 
-use crate::domain::{DisplayName, Email, Password};
-use crate::store::{NewUser, StoreError, UserRecord};
+use crate::domain::{DisplayName, Email, Password, User, UserId};
 use crate::UsersApi;
 
 #[derive(Deserialize)]
@@ -33,12 +31,12 @@ struct UserView<'a> {
     created_at: String,
 }
 
-impl<'a> From<&'a UserRecord> for UserView<'a> {
-    fn from(user: &'a UserRecord) -> Self {
+impl<'a> From<&'a User> for UserView<'a> {
+    fn from(user: &'a User) -> Self {
         Self {
-            id: user.id.to_hex(),
-            email: &user.email,
-            name: user.name.as_deref(),
+            id: user.id.to_string(),
+            email: user.email.as_ref(),
+            name: user.name.as_ref().map(AsRef::as_ref),
             created_at: todo_common::time::rfc3339(&user.created_at),
         }
     }
@@ -50,16 +48,6 @@ struct TokenView {
     access_token: String,
     token_type: &'static str,
     expires_in: u64,
-}
-
-impl From<StoreError> for Problem {
-    fn from(error: StoreError) -> Self {
-        match error {
-            StoreError::EmailTaken => Problem::conflict("this e-mail address is already registered"),
-            StoreError::Database(e) => e.into(),
-            StoreError::Embedded(detail) => Problem::internal(&detail),
-        }
-    }
 }
 
 pub async fn register(api: &UsersApi, request: Request) -> Result<HttpResponse, Problem> {
@@ -76,7 +64,8 @@ pub async fn register(api: &UsersApi, request: Request) -> Result<HttpResponse, 
         }
     };
     let password_hash = api.hasher.hash(&password).await.map_err(|e| Problem::internal(&e))?;
-    let user = api.store.insert(NewUser { email, name, password_hash }).await?;
+    let user = User::register(email, name, password_hash, todo_common::time::now());
+    api.store.insert(&user).await?;
     tracing::info!(user_id = %user.id, "user registered");
     Ok(json_response(StatusCode::CREATED, &UserView::from(&user)))
 }
@@ -110,7 +99,7 @@ pub async fn login(api: &UsersApi, request: Request) -> Result<HttpResponse, Pro
         }
     };
     api.throttle.succeeded(&email).await;
-    let token = api.issuer.issue(&user.id.to_hex()).map_err(|e| Problem::internal(&e))?;
+    let token = api.issuer.issue(&user.id.to_string()).map_err(|e| Problem::internal(&e))?;
     api.metrics.logins.with_label_values(&["success"]).inc();
     Ok(json_response(
         StatusCode::OK,
@@ -120,7 +109,7 @@ pub async fn login(api: &UsersApi, request: Request) -> Result<HttpResponse, Pro
 
 pub async fn me(api: &UsersApi, request: Request) -> Result<HttpResponse, Problem> {
     let gone = || Problem::unauthorized("the token's user does not exist");
-    let id = ObjectId::parse_str(request.subject()?).map_err(|_| gone())?;
+    let id = UserId::parse(request.subject()?).ok_or_else(gone)?;
     let user = api.store.find_by_id(id).await?.ok_or_else(gone)?;
     Ok(json_response(StatusCode::OK, &UserView::from(&user)))
 }

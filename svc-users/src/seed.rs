@@ -1,9 +1,9 @@
 //! `svc-users --seed`: the demo users, created idempotently.
 
 use crate::config::Config;
-use crate::domain::{DisplayName, Email, Password};
+use crate::domain::{DisplayName, Email, Password, User};
 use crate::password::PasswordHasher;
-use crate::store::{MongoUserStore, NewUser, StoreError, UserStore};
+use crate::store::{MongoUserStore, StoreError, UserStore};
 
 /// Demo accounts: (e-mail, password, name). Public by design: only for demos.
 pub const DEMO_USERS: &[(&str, &str, &str)] =
@@ -24,11 +24,10 @@ pub async fn seed_store(store: &dyn UserStore, bcrypt_cost: u32) -> anyhow::Resu
         let password = Password::parse((*password).to_owned()).map_err(|e| anyhow::anyhow!(e.message))?;
         let name = Some(DisplayName::parse(name).map_err(|e| anyhow::anyhow!(e.message))?);
         let password_hash = hasher.hash(&password).await?;
-        match store.insert(NewUser { email, name, password_hash }).await {
-            Ok(_) => created += 1,
-            Err(StoreError::EmailTaken) => {}
-            Err(StoreError::Database(e)) => return Err(e.into()),
-            Err(StoreError::Embedded(e)) => anyhow::bail!("embedded store: {e}"),
+        match store.insert(&User::register(email, name, password_hash, todo_common::time::now())).await {
+            Ok(()) => created += 1,
+            Err(StoreError::Conflict(_)) => {}
+            Err(error) => return Err(error.into()),
         }
     }
     Ok(created)

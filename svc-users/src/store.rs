@@ -12,43 +12,75 @@ use mongodb::options::IndexOptions;
 use mongodb::{Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 use todo_common::health::BackendState;
+pub use todo_common::store::StoreError;
 use tokio::sync::OnceCell;
 
-use crate::domain::{DisplayName, Email};
+use crate::domain::{DisplayName, Email, User, UserId};
 
+/// A user as MongoDB keeps it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct UserRecord {
+struct UserDocument {
     #[serde(rename = "_id")]
-    pub id: ObjectId,
-    pub email: String,
-    pub name: Option<String>,
+    id: ObjectId,
+    email: String,
+    name: Option<String>,
     #[serde(rename = "passwordHash")]
-    pub password_hash: String,
+    password_hash: String,
     #[serde(rename = "createdAt", with = "mongodb::bson::serde_helpers::chrono_datetime_as_bson_datetime")]
-    pub created_at: DateTime<Utc>,
+    created_at: DateTime<Utc>,
 }
 
-pub struct NewUser {
-    pub email: Email,
-    pub name: Option<DisplayName>,
-    pub password_hash: String,
+impl From<&User> for UserDocument {
+    fn from(user: &User) -> Self {
+        Self {
+            id: user.id.object_id(),
+            email: user.email.as_ref().to_owned(),
+            name: user.name.as_ref().map(|n| n.as_ref().to_owned()),
+            password_hash: user.password_hash.clone(),
+            created_at: user.created_at,
+        }
+    }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("the e-mail address is already registered")]
-    EmailTaken,
-    #[error(transparent)]
-    Database(#[from] mongodb::error::Error),
-    #[error("embedded store: {0}")]
-    Embedded(String),
+impl TryFrom<UserDocument> for User {
+    type Error = StoreError;
+
+    fn try_from(doc: UserDocument) -> Result<Self, StoreError> {
+        let id = UserId::parse(&doc.id.to_hex()).ok_or_else(|| corrupt(&doc.id.to_hex(), "id"))?;
+        stored_user(id, &doc.email, doc.name.as_deref(), doc.password_hash, doc.created_at)
+    }
 }
+
+/// A user read back from a store, its fields checked again as at registration.
+fn stored_user(
+    id: UserId,
+    email: &str,
+    name: Option<&str>,
+    password_hash: String,
+    created_at: DateTime<Utc>,
+) -> Result<User, StoreError> {
+    Ok(User {
+        id,
+        email: Email::parse(email).map_err(|_| corrupt(&id.to_string(), "email"))?,
+        name: name.map(DisplayName::parse).transpose().map_err(|_| corrupt(&id.to_string(), "name"))?,
+        password_hash,
+        created_at,
+    })
+}
+
+fn corrupt(id: &str, field: &str) -> StoreError {
+    StoreError::unexpected(anyhow::anyhow!("stored user {id} has a bad {field}"))
+}
+
+/// What an insert of an address already registered answers.
+pub const EMAIL_TAKEN: StoreError = StoreError::Conflict("this e-mail address is already registered");
 
 #[async_trait]
 pub trait UserStore: Send + Sync {
-    async fn insert(&self, user: NewUser) -> Result<UserRecord, StoreError>;
-    async fn find_by_email(&self, email: &Email) -> Result<Option<UserRecord>, StoreError>;
-    async fn find_by_id(&self, id: ObjectId) -> Result<Option<UserRecord>, StoreError>;
+    /// Stores a new user; [`EMAIL_TAKEN`] if the address is registered already.
+    async fn insert(&self, user: &User) -> Result<(), StoreError>;
+    async fn find_by_email(&self, email: &Email) -> Result<Option<User>, StoreError>;
+    async fn find_by_id(&self, id: UserId) -> Result<Option<User>, StoreError>;
     /// The backend's name in `/readyz`.
     fn backend_name(&self) -> &'static str;
     async fn ping(&self) -> BackendState;
@@ -56,7 +88,7 @@ pub trait UserStore: Send + Sync {
 
 pub struct MongoUserStore {
     db: Database,
-    users: Collection<UserRecord>,
+    users: Collection<UserDocument>,
     indexes: OnceCell<()>,
 }
 
@@ -81,28 +113,21 @@ impl MongoUserStore {
 
 #[async_trait]
 impl UserStore for MongoUserStore {
-    async fn insert(&self, user: NewUser) -> Result<UserRecord, StoreError> {
+    async fn insert(&self, user: &User) -> Result<(), StoreError> {
         self.ensure_indexes().await?;
-        let record = UserRecord {
-            id: ObjectId::new(),
-            email: user.email.as_ref().to_owned(),
-            name: user.name.map(|n| n.as_ref().to_owned()),
-            password_hash: user.password_hash,
-            created_at: todo_common::time::now(),
-        };
-        match self.users.insert_one(&record).await {
-            Ok(_) => Ok(record),
-            Err(e) if todo_common::mongo::is_duplicate_key(&e) => Err(StoreError::EmailTaken),
+        match self.users.insert_one(UserDocument::from(user)).await {
+            Ok(_) => Ok(()),
+            Err(e) if todo_common::mongo::is_duplicate_key(&e) => Err(EMAIL_TAKEN),
             Err(e) => Err(e.into()),
         }
     }
 
-    async fn find_by_email(&self, email: &Email) -> Result<Option<UserRecord>, StoreError> {
-        Ok(self.users.find_one(doc! { "email": email.as_ref() }).await?)
+    async fn find_by_email(&self, email: &Email) -> Result<Option<User>, StoreError> {
+        self.users.find_one(doc! { "email": email.as_ref() }).await?.map(User::try_from).transpose()
     }
 
-    async fn find_by_id(&self, id: ObjectId) -> Result<Option<UserRecord>, StoreError> {
-        Ok(self.users.find_one(doc! { "_id": id }).await?)
+    async fn find_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        self.users.find_one(doc! { "_id": id.object_id() }).await?.map(User::try_from).transpose()
     }
 
     fn backend_name(&self) -> &'static str {

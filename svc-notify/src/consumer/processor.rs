@@ -84,7 +84,7 @@ impl Processor {
                         StoreError::Unavailable(_) => {
                             tracing::warn!(%error, attempt, event_id = event.id.as_str(), "cannot store notification")
                         }
-                        StoreError::Unexpected(_) => {
+                        _ => {
                             tracing::error!(%error, attempt, event_id = event.id.as_str(), "cannot store notification")
                         }
                     }

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use chrono::DateTime;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
-use todo_common::embedded::{EmbeddedDb, EmbeddedError};
+use todo_common::embedded::EmbeddedDb;
 use todo_common::health::BackendState;
 
 use super::{Inserted, NotificationStore, StoreError};
@@ -51,12 +51,6 @@ impl StoredNotification {
             message: self.message,
             read: self.read,
         })
-    }
-}
-
-impl From<EmbeddedError> for StoreError {
-    fn from(error: EmbeddedError) -> Self {
-        unexpected(error)
     }
 }
 

@@ -83,17 +83,9 @@ impl MongoNotificationStore {
     }
 }
 
-fn classify(error: mongodb::error::Error) -> StoreError {
-    if todo_common::mongo::is_unavailable(&error) {
-        StoreError::Unavailable(error.to_string())
-    } else {
-        StoreError::Unexpected(error.into())
-    }
-}
-
 async fn bounded<T>(operation: impl IntoFuture<Output = mongodb::error::Result<T>>) -> Result<T, StoreError> {
     match tokio::time::timeout(OPERATION_TIMEOUT, operation).await {
-        Ok(result) => result.map_err(classify),
+        Ok(result) => result.map_err(StoreError::from),
         Err(_) => Err(StoreError::Unavailable(format!("no answer within {OPERATION_TIMEOUT:?}"))),
     }
 }
@@ -148,7 +140,7 @@ impl NotificationStore for MongoNotificationStore {
         match tokio::time::timeout(OPERATION_TIMEOUT, self.notifications.insert_one(&document)).await {
             Ok(Ok(_)) => Ok(Inserted::Created),
             Ok(Err(error)) if todo_common::mongo::is_duplicate_key(&error) => Ok(Inserted::Duplicate),
-            Ok(Err(error)) => Err(classify(error)),
+            Ok(Err(error)) => Err(error.into()),
             Err(_) => Err(StoreError::Unavailable(format!("no answer within {OPERATION_TIMEOUT:?}"))),
         }
     }

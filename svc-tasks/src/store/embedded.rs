@@ -13,17 +13,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
-use todo_common::embedded::{EmbeddedDb, EmbeddedError};
-use todo_common::events::EventType;
+use todo_common::embedded::EmbeddedDb;
 use todo_common::health::BackendState;
 
-use super::{Applied, StoreError, TaskStore};
+use super::{outbox_event, OutboxEntry, OutboxId, StoreError, TaskStore};
 use crate::domain::{
-    Cursor, ListQuery, Priority, Status, Task, TaskChanges, TaskDescription, TaskId, TaskPage, TaskTitle, Timestamp,
-    UserId,
+    Applied, Cursor, ListQuery, Priority, Status, Task, TaskDescription, TaskId, TaskPage, TaskTitle, Timestamp,
+    UserId, Write,
 };
 use crate::events::{EventEnvelope, EventOrigin};
-use crate::outbox::{OutboxEntry, OutboxId};
 
 const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
 const BY_OWNER: TableDefinition<(&str, i64, &str), ()> = TableDefinition::new("tasks_by_owner");
@@ -69,9 +67,12 @@ impl TryFrom<StoredTask> for Task {
     type Error = StoreError;
 
     fn try_from(stored: StoredTask) -> Result<Self, StoreError> {
-        let corrupt = |e: todo_common::problem::FieldError| StoreError::Corrupt(format!("{}: {}", e.field, e.message));
+        let corrupt = |e: todo_common::problem::FieldError| {
+            StoreError::unexpected(anyhow::anyhow!("stored task {}: {}: {}", stored.id, e.field, e.message))
+        };
         Ok(Self {
-            id: TaskId::parse(&stored.id).ok_or_else(|| StoreError::Corrupt(format!("task id {:?}", stored.id)))?,
+            id: TaskId::parse(&stored.id)
+                .ok_or_else(|| StoreError::unexpected(anyhow::anyhow!("stored task id {:?}", stored.id)))?,
             owner: UserId::from_verified_subject(&stored.owner_id),
             title: TaskTitle::parse(&stored.title).map_err(corrupt)?,
             description: stored.description.as_deref().map(TaskDescription::parse).transpose().map_err(corrupt)?,
@@ -85,19 +86,13 @@ impl TryFrom<StoredTask> for Task {
     }
 }
 
-/// One pending event, as the MongoDB outbox keeps it.
+/// One pending event, the envelope whole, with what is still to be done (the fields of
+/// the MongoDB outbox's documents).
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct StoredOutboxEntry {
-    event_id: String,
-    routing_key: String,
-    user_id: String,
-    correlation_id: Option<String>,
-    /// Absent in entries written before traces.
-    #[serde(default)]
-    traceparent: Option<String>,
-    occurred_at: i64,
-    payload: String,
+    #[serde(flatten)]
+    envelope: EventEnvelope,
     needs_publish: bool,
     needs_invalidate: bool,
     lease_until: i64,
@@ -107,48 +102,21 @@ struct StoredOutboxEntry {
 
 impl StoredOutboxEntry {
     fn pending(envelope: EventEnvelope) -> Self {
-        Self {
-            event_id: envelope.event_id,
-            routing_key: envelope.routing_key,
-            user_id: envelope.user_id,
-            correlation_id: envelope.correlation_id,
-            traceparent: envelope.traceparent,
-            occurred_at: envelope.occurred_at.millis(),
-            payload: envelope.payload,
-            needs_publish: true,
-            needs_invalidate: true,
-            lease_until: 0,
-            lease_owner: None,
-            attempts: 0,
-        }
+        Self { envelope, needs_publish: true, needs_invalidate: true, lease_until: 0, lease_owner: None, attempts: 0 }
     }
 
     fn entry(&self, sequence: u64) -> OutboxEntry {
         OutboxEntry {
-            id: OutboxId::Embedded(sequence),
-            envelope: EventEnvelope {
-                event_id: self.event_id.clone(),
-                routing_key: self.routing_key.clone(),
-                user_id: self.user_id.clone(),
-                correlation_id: self.correlation_id.clone(),
-                traceparent: self.traceparent.clone(),
-                occurred_at: Timestamp::from_millis(self.occurred_at),
-                payload: self.payload.clone(),
-            },
+            id: OutboxId::new(sequence.to_string()),
+            envelope: self.envelope.clone(),
             needs_publish: self.needs_publish,
             needs_invalidate: self.needs_invalidate,
         }
     }
 }
 
-impl From<EmbeddedError> for StoreError {
-    fn from(error: EmbeddedError) -> Self {
-        embedded(error)
-    }
-}
-
-fn embedded(error: impl std::fmt::Display) -> StoreError {
-    StoreError::Embedded(error.to_string())
+fn embedded(error: impl Into<anyhow::Error>) -> StoreError {
+    StoreError::unexpected(error)
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
@@ -157,14 +125,6 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
 
 fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(embedded)
-}
-
-/// One write, applied inside a write transaction.
-enum Write {
-    Create(Task),
-    Update(TaskId, TaskChanges),
-    SetStatus(TaskId, Status),
-    Delete(TaskId),
 }
 
 pub struct EmbeddedTaskStore {
@@ -184,14 +144,14 @@ impl EmbeddedTaskStore {
         Ok(Self { db })
     }
 
-    async fn transact(&self, owner: &UserId, write: Write, request_id: &str) -> Result<Option<Applied>, StoreError> {
-        let (owner, origin) = (owner.clone(), EventOrigin::of_request(request_id));
+    /// Runs `write` and records its event in one write transaction.
+    async fn transact(&self, write: Transaction, origin: &EventOrigin) -> Result<Option<Applied>, StoreError> {
+        let origin = origin.clone();
         self.db
             .blocking(move |db| {
                 let txn = db.begin_write().map_err(embedded)?;
-                let applied = apply(&txn, &owner, write)?;
-                if let Some(Applied { task, event: Some(kind) }) = &applied {
-                    let envelope = EventEnvelope::for_task(*kind, task, &origin)?;
+                let applied = apply(&txn, write)?;
+                if let Some(envelope) = applied.as_ref().map(|a| outbox_event(a, &origin)).transpose()?.flatten() {
                     let mut meta = txn.open_table(META).map_err(embedded)?;
                     let sequence = meta.get(OUTBOX_SEQUENCE).map_err(embedded)?.map_or(0, |s| s.value()) + 1;
                     meta.insert(OUTBOX_SEQUENCE, sequence).map_err(embedded)?;
@@ -208,13 +168,11 @@ impl EmbeddedTaskStore {
     /// Rewrites one outbox entry (or removes it) in a write transaction.
     async fn update_outbox(
         &self,
-        id: OutboxId,
+        id: &OutboxId,
         change: impl FnOnce(&mut StoredOutboxEntry) + Send + 'static,
         remove: bool,
     ) -> Result<(), StoreError> {
-        let OutboxId::Embedded(sequence) = id else {
-            return Err(StoreError::Corrupt("a MongoDB outbox id given to the embedded store".into()));
-        };
+        let sequence: u64 = id.as_str().parse().map_err(embedded)?;
         self.db
             .blocking(move |db| {
                 let txn = db.begin_write().map_err(embedded)?;
@@ -255,63 +213,39 @@ fn put_task(txn: &WriteTransaction, task: &Task) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn apply(txn: &WriteTransaction, owner: &UserId, write: Write) -> Result<Option<Applied>, StoreError> {
-    let applied = match write {
-        Write::Create(task) => {
-            put_task(txn, &task)?;
-            Some(Applied { task, event: Some(EventType::Created) })
+/// One transaction's write, moved onto the blocking pool.
+enum Transaction {
+    Create(Applied),
+    Change { owner: UserId, id: TaskId, write: Write },
+}
+
+fn apply(txn: &WriteTransaction, write: Transaction) -> Result<Option<Applied>, StoreError> {
+    match write {
+        Transaction::Create(created) => {
+            put_task(txn, &created.task)?;
+            Ok(Some(created))
         }
-        Write::Update(id, changes) => match owned_task(txn, owner, id)? {
-            Some(mut task) => {
-                task.updated_at = Timestamp::now();
-                if let Some(title) = changes.title {
-                    task.title = title;
-                }
-                if let Some(description) = changes.description {
-                    task.description = description;
-                }
-                if let Some(priority) = changes.priority {
-                    task.priority = priority;
-                }
-                if let Some(due_date) = changes.due_date {
-                    task.due_date = due_date;
-                }
-                put_task(txn, &task)?;
-                Some(Applied { task, event: Some(EventType::Updated) })
+        Transaction::Change { owner, id, write } => {
+            let Some(before) = owned_task(txn, &owner, id)? else {
+                return Ok(None);
+            };
+            let applied = before.apply(&write, Timestamp::now());
+            match (&write, applied.event) {
+                (_, None) => {}
+                (Write::Delete, Some(_)) => remove_task(txn, &applied.task)?,
+                (_, Some(_)) => put_task(txn, &applied.task)?,
             }
-            None => None,
-        },
-        Write::SetStatus(id, status) => match owned_task(txn, owner, id)? {
-            // Only a real transition writes (and publishes).
-            Some(task) if task.status == status => Some(Applied { task, event: None }),
-            Some(mut task) => {
-                let now = Timestamp::now();
-                let event = match status {
-                    Status::Completed => EventType::Completed,
-                    Status::Open => EventType::Reopened,
-                };
-                task.status = status;
-                task.completed_at = (status == Status::Completed).then_some(now);
-                task.updated_at = now;
-                put_task(txn, &task)?;
-                Some(Applied { task, event: Some(event) })
-            }
-            None => None,
-        },
-        Write::Delete(id) => match owned_task(txn, owner, id)? {
-            Some(task) => {
-                let id = task.id.to_string();
-                txn.open_table(TASKS).map_err(embedded)?.remove(id.as_str()).map_err(embedded)?;
-                txn.open_table(BY_OWNER)
-                    .map_err(embedded)?
-                    .remove((task.owner.as_str(), task.created_at.millis(), id.as_str()))
-                    .map_err(embedded)?;
-                Some(Applied { task, event: Some(EventType::Deleted) })
-            }
-            None => None,
-        },
-    };
-    Ok(applied)
+            Ok(Some(applied))
+        }
+    }
+}
+
+fn remove_task(txn: &WriteTransaction, task: &Task) -> Result<(), StoreError> {
+    let id = task.id.to_string();
+    txn.open_table(TASKS).map_err(embedded)?.remove(id.as_str()).map_err(embedded)?;
+    let mut by_owner = txn.open_table(BY_OWNER).map_err(embedded)?;
+    by_owner.remove((task.owner.as_str(), task.created_at.millis(), id.as_str())).map_err(embedded)?;
+    Ok(())
 }
 
 fn now_millis() -> i64 {
@@ -320,10 +254,8 @@ fn now_millis() -> i64 {
 
 #[async_trait]
 impl TaskStore for EmbeddedTaskStore {
-    async fn create(&self, task: &Task, request_id: &str) -> Result<Applied, StoreError> {
-        self.transact(&task.owner, Write::Create(task.clone()), request_id)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt("an insert applied nothing".into()))
+    async fn create(&self, created: &Applied, origin: &EventOrigin) -> Result<(), StoreError> {
+        self.transact(Transaction::Create(created.clone()), origin).await.map(drop)
     }
 
     async fn find(&self, owner: &UserId, id: TaskId) -> Result<Option<Task>, StoreError> {
@@ -377,28 +309,15 @@ impl TaskStore for EmbeddedTaskStore {
             .await
     }
 
-    async fn update(
+    async fn change(
         &self,
         owner: &UserId,
         id: TaskId,
-        changes: &TaskChanges,
-        request_id: &str,
+        write: &Write,
+        origin: &EventOrigin,
     ) -> Result<Option<Applied>, StoreError> {
-        self.transact(owner, Write::Update(id, changes.clone()), request_id).await
-    }
-
-    async fn set_status(
-        &self,
-        owner: &UserId,
-        id: TaskId,
-        status: Status,
-        request_id: &str,
-    ) -> Result<Option<Applied>, StoreError> {
-        self.transact(owner, Write::SetStatus(id, status), request_id).await
-    }
-
-    async fn delete(&self, owner: &UserId, id: TaskId, request_id: &str) -> Result<Option<Applied>, StoreError> {
-        self.transact(owner, Write::Delete(id), request_id).await
+        let change = Transaction::Change { owner: owner.clone(), id, write: write.clone() };
+        self.transact(change, origin).await
     }
 
     async fn claim_outbox(&self, lease_owner: &str, lease: Duration) -> Result<Option<OutboxEntry>, StoreError> {
@@ -435,13 +354,13 @@ impl TaskStore for EmbeddedTaskStore {
             .await
     }
 
-    async fn remove_outbox(&self, id: OutboxId) -> Result<(), StoreError> {
+    async fn remove_outbox(&self, id: &OutboxId) -> Result<(), StoreError> {
         self.update_outbox(id, |_| {}, true).await
     }
 
     async fn defer_outbox(
         &self,
-        id: OutboxId,
+        id: &OutboxId,
         needs_publish: bool,
         needs_invalidate: bool,
         retry_in: Duration,

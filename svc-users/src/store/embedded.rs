@@ -9,19 +9,18 @@ use std::path::Path;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use mongodb::bson::oid::ObjectId;
 use redb::{ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
-use todo_common::embedded::{EmbeddedDb, EmbeddedError};
+use todo_common::embedded::EmbeddedDb;
 use todo_common::health::BackendState;
 
-use super::{NewUser, StoreError, UserRecord, UserStore};
-use crate::domain::Email;
+use super::{stored_user, StoreError, UserStore, EMAIL_TAKEN};
+use crate::domain::{Email, User, UserId};
 
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 const USERS_BY_EMAIL: TableDefinition<&str, &str> = TableDefinition::new("users_by_email");
 
-/// A user as stored: the record with its time in milliseconds.
+/// A user as stored: its fields, the time in milliseconds.
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct StoredUser {
@@ -32,36 +31,30 @@ struct StoredUser {
     created_at_millis: i64,
 }
 
-impl StoredUser {
-    fn from_record(user: &UserRecord) -> Self {
+impl From<&User> for StoredUser {
+    fn from(user: &User) -> Self {
         Self {
-            id: user.id.to_hex(),
-            email: user.email.clone(),
-            name: user.name.clone(),
+            id: user.id.to_string(),
+            email: user.email.as_ref().to_owned(),
+            name: user.name.as_ref().map(|n| n.as_ref().to_owned()),
             password_hash: user.password_hash.clone(),
             created_at_millis: user.created_at.timestamp_millis(),
         }
     }
-
-    fn into_record(self) -> Result<UserRecord, StoreError> {
-        Ok(UserRecord {
-            id: ObjectId::parse_str(&self.id).map_err(|e| embedded(format!("stored user id: {e}")))?,
-            email: self.email,
-            name: self.name,
-            password_hash: self.password_hash,
-            created_at: DateTime::<Utc>::from_timestamp_millis(self.created_at_millis).unwrap_or_default(),
-        })
-    }
 }
 
-impl From<EmbeddedError> for StoreError {
-    fn from(error: EmbeddedError) -> Self {
-        embedded(error)
+impl TryFrom<StoredUser> for User {
+    type Error = StoreError;
+
+    fn try_from(stored: StoredUser) -> Result<Self, StoreError> {
+        let id = UserId::parse(&stored.id).ok_or_else(|| embedded(format!("stored user id {:?}", stored.id)))?;
+        let created_at = DateTime::<Utc>::from_timestamp_millis(stored.created_at_millis).unwrap_or_default();
+        stored_user(id, &stored.email, stored.name.as_deref(), stored.password_hash, created_at)
     }
 }
 
 fn embedded(error: impl std::fmt::Display) -> StoreError {
-    StoreError::Embedded(error.to_string())
+    StoreError::unexpected(anyhow::anyhow!("embedded store: {error}"))
 }
 
 pub struct EmbeddedUserStore {
@@ -80,46 +73,38 @@ impl EmbeddedUserStore {
     }
 }
 
-fn read_user(txn: &ReadTransaction, id: &str) -> Result<Option<UserRecord>, StoreError> {
+fn read_user(txn: &ReadTransaction, id: &str) -> Result<Option<User>, StoreError> {
     let users = txn.open_table(USERS).map_err(embedded)?;
     let Some(bytes) = users.get(id).map_err(embedded)? else {
         return Ok(None);
     };
     let stored: StoredUser = serde_json::from_slice(bytes.value()).map_err(embedded)?;
-    stored.into_record().map(Some)
+    User::try_from(stored).map(Some)
 }
 
 #[async_trait]
 impl UserStore for EmbeddedUserStore {
-    async fn insert(&self, user: NewUser) -> Result<UserRecord, StoreError> {
-        let record = UserRecord {
-            id: ObjectId::new(),
-            email: user.email.as_ref().to_owned(),
-            name: user.name.map(|n| n.as_ref().to_owned()),
-            password_hash: user.password_hash,
-            created_at: todo_common::time::now(),
-        };
+    async fn insert(&self, user: &User) -> Result<(), StoreError> {
+        let stored = StoredUser::from(user);
         self.db
             .blocking(move |db| {
-                let stored = serde_json::to_vec(&StoredUser::from_record(&record)).map_err(embedded)?;
-                let id = record.id.to_hex();
+                let bytes = serde_json::to_vec(&stored).map_err(embedded)?;
                 let txn = db.begin_write().map_err(embedded)?;
                 {
                     let mut by_email = txn.open_table(USERS_BY_EMAIL).map_err(embedded)?;
-                    if by_email.get(record.email.as_str()).map_err(embedded)?.is_some() {
-                        return Err(StoreError::EmailTaken);
+                    if by_email.get(stored.email.as_str()).map_err(embedded)?.is_some() {
+                        return Err(EMAIL_TAKEN);
                     }
-                    by_email.insert(record.email.as_str(), id.as_str()).map_err(embedded)?;
+                    by_email.insert(stored.email.as_str(), stored.id.as_str()).map_err(embedded)?;
                     let mut users = txn.open_table(USERS).map_err(embedded)?;
-                    users.insert(id.as_str(), stored.as_slice()).map_err(embedded)?;
+                    users.insert(stored.id.as_str(), bytes.as_slice()).map_err(embedded)?;
                 }
-                txn.commit().map_err(embedded)?;
-                Ok(record)
+                txn.commit().map_err(embedded)
             })
             .await
     }
 
-    async fn find_by_email(&self, email: &Email) -> Result<Option<UserRecord>, StoreError> {
+    async fn find_by_email(&self, email: &Email) -> Result<Option<User>, StoreError> {
         let email = email.as_ref().to_owned();
         self.db
             .blocking(move |db| {
@@ -135,8 +120,8 @@ impl UserStore for EmbeddedUserStore {
             .await
     }
 
-    async fn find_by_id(&self, id: ObjectId) -> Result<Option<UserRecord>, StoreError> {
-        self.db.blocking(move |db| read_user(&db.begin_read().map_err(embedded)?, &id.to_hex())).await
+    async fn find_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        self.db.blocking(move |db| read_user(&db.begin_read().map_err(embedded)?, &id.to_string())).await
     }
 
     fn backend_name(&self) -> &'static str {
