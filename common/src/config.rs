@@ -46,6 +46,10 @@ impl Var {
     }
 }
 
+/// Every server's, the edge's too.
+pub const SHUTDOWN_GRACE_SECONDS: Var =
+    Var::new("SHUTDOWN_GRACE_SECONDS", "10", "on SIGTERM, how long in-flight requests get to finish");
+
 /// Every configuration problem found; one problem is one line, several are a list.
 #[derive(Debug)]
 pub struct ConfigError(pub Vec<String>);

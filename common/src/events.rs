@@ -1,8 +1,44 @@
-//! Task events: the names svc-tasks publishes them under and svc-notify consumes them by.
-//! The type is also the event's routing key on the `task.events` exchange and the
-//! notification's `type`. The JSON body each carries is written in svc-tasks
-//! (`events.rs`) and read in svc-notify (`domain/event.rs`); a test in `todo-standalone`,
-//! which links both, checks that what one writes the other reads.
+//! The task-event contract between svc-tasks, which publishes, and svc-notify, which
+//! consumes: the type names (also the routing keys on the `task.events` exchange and the
+//! notifications' `type`) and the JSON body. A test in `todo-standalone`, which links
+//! both services, checks that what one writes the other reads.
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::Timestamp;
+
+/// The JSON body of every task event (see the events brief). A reader ignores fields it
+/// does not know, so a writer may add some without breaking it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventBody {
+    /// The event's own id: a redelivered or republished event has the same.
+    pub id: String,
+    /// An [`EventType`]'s wire name; text here, so that an unknown one is the reader's
+    /// decision rather than a decoding error.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// When the change happened.
+    pub occurred_at: Timestamp,
+    pub user_id: String,
+    pub task_id: String,
+    /// The request that made the change.
+    pub request_id: Option<String>,
+    pub data: TaskData,
+}
+
+/// The task as the change left it (as it was, for a delete).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskData {
+    pub title: String,
+    /// Always written; a reader that does not need them takes an event without them.
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub priority: String,
+    pub due_date: Option<Timestamp>,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventType {

@@ -1,10 +1,10 @@
 //! Readiness: each backend reports its state; only a critical one that is down makes
 //! the process unready, so a cache or broker outage never takes every replica out.
 
-use bytes::Bytes;
-use http::{Response, StatusCode};
-use http_body_util::Full;
 use serde::Serialize;
+
+#[cfg(feature = "server")]
+pub use responses::{liveness_response, readiness_response};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(tag = "status", rename_all = "lowercase")]
@@ -27,49 +27,60 @@ pub struct BackendReport {
     pub state: BackendState,
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ReadinessBody<'a> {
-    status: &'static str,
-    backends: std::collections::BTreeMap<&'static str, &'a BackendState>,
-    /// Development mode (public keys accepted), shown where an operator looks.
-    dev_mode: bool,
-}
+/// The services' `/readyz` and `/livez` answers.
+#[cfg(feature = "server")]
+mod responses {
+    use bytes::Bytes;
+    use http::{Response, StatusCode};
+    use http_body_util::Full;
+    use serde::Serialize;
 
-pub fn readiness_response(reports: &[BackendReport], dev_mode: bool) -> Response<Full<Bytes>> {
-    let unready = reports.iter().any(|r| r.critical && matches!(r.state, BackendState::Down { .. }));
-    let degraded = reports.iter().any(|r| r.state != BackendState::Up);
-    let body = ReadinessBody {
-        status: if unready {
-            "unavailable"
-        } else if degraded {
-            "degraded"
-        } else {
-            "ready"
-        },
-        backends: reports.iter().map(|r| (r.name, &r.state)).collect(),
-        dev_mode,
-    };
-    let status = if unready { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
-    crate::body::json_response(status, &body)
-}
+    use super::{BackendReport, BackendState};
 
-pub fn liveness_response() -> Response<Full<Bytes>> {
-    crate::body::json_response(StatusCode::OK, &serde_json::json!({ "status": "alive" }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn report(name: &'static str, critical: bool, state: BackendState) -> BackendReport {
-        BackendReport { name, critical, state }
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct ReadinessBody<'a> {
+        status: &'static str,
+        backends: std::collections::BTreeMap<&'static str, &'a BackendState>,
+        /// Development mode (public keys accepted), shown where an operator looks.
+        dev_mode: bool,
     }
 
-    #[test]
-    fn only_a_critical_backend_down_makes_unready() {
-        let down = BackendState::Down { detail: "gone".into() };
-        assert_eq!(readiness_response(&[report("redis", false, down.clone())], false).status(), 200);
-        assert_eq!(readiness_response(&[report("mongodb", true, down)], false).status(), 503);
+    pub fn readiness_response(reports: &[BackendReport], dev_mode: bool) -> Response<Full<Bytes>> {
+        let unready = reports.iter().any(|r| r.critical && matches!(r.state, BackendState::Down { .. }));
+        let degraded = reports.iter().any(|r| r.state != BackendState::Up);
+        let body = ReadinessBody {
+            status: if unready {
+                "unavailable"
+            } else if degraded {
+                "degraded"
+            } else {
+                "ready"
+            },
+            backends: reports.iter().map(|r| (r.name, &r.state)).collect(),
+            dev_mode,
+        };
+        let status = if unready { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+        crate::body::json_response(status, &body)
+    }
+
+    pub fn liveness_response() -> Response<Full<Bytes>> {
+        crate::body::json_response(StatusCode::OK, &serde_json::json!({ "status": "alive" }))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn report(name: &'static str, critical: bool, state: BackendState) -> BackendReport {
+            BackendReport { name, critical, state }
+        }
+
+        #[test]
+        fn only_a_critical_backend_down_makes_unready() {
+            let down = BackendState::Down { detail: "gone".into() };
+            assert_eq!(readiness_response(&[report("redis", false, down.clone())], false).status(), 200);
+            assert_eq!(readiness_response(&[report("mongodb", true, down)], false).status(), 503);
+        }
     }
 }

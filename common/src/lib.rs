@@ -7,21 +7,26 @@
 
 pub mod auth;
 pub mod backoff;
+#[cfg(feature = "server")]
 pub mod body;
 pub mod broker;
+#[cfg(feature = "embedded")]
 pub mod bus;
 pub mod cli;
 pub mod config;
+#[cfg(feature = "embedded")]
 pub mod embedded;
 pub mod events;
 pub mod health;
 pub mod metrics;
+#[cfg(feature = "mongodb")]
 pub mod mongo;
 pub mod paging;
 pub mod probe;
 pub mod problem;
 pub mod redis;
 pub mod request_id;
+#[cfg(feature = "server")]
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -23,7 +23,7 @@ use tracing::field::Empty;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::auth::{bearer_token, Claims, TokenVerifier};
+use crate::auth::{bearer_token, Claims, Subject, TokenVerifier};
 use crate::config::Var;
 use crate::health::{liveness_response, readiness_response, BackendReport};
 use crate::metrics::HttpMetrics;
@@ -31,8 +31,6 @@ use crate::{request_id, traces, Problem};
 
 pub type HttpResponse = http::Response<Full<Bytes>>;
 
-pub const SHUTDOWN_GRACE_SECONDS: Var =
-    Var::new("SHUTDOWN_GRACE_SECONDS", "10", "on SIGTERM, how long in-flight requests get to finish");
 pub const MAX_BODY_BYTES: Var = Var::new("MAX_BODY_BYTES", "65536", "largest accepted request body");
 
 /// Bounds that protect a process from slow or greedy clients.
@@ -58,8 +56,8 @@ pub struct Request {
 
 impl Request {
     /// The verified caller; endpoints that need a token always have one.
-    pub fn subject(&self) -> Result<&str, Problem> {
-        self.claims.as_ref().map(|c| c.sub.as_str()).ok_or_else(|| Problem::unauthorized("a bearer token is required"))
+    pub fn subject(&self) -> Result<&Subject, Problem> {
+        self.claims.as_ref().map(|c| &c.sub).ok_or_else(|| Problem::unauthorized("a bearer token is required"))
     }
 }
 

@@ -16,10 +16,10 @@ use todo_common::auth::TokenVerifier;
 use todo_common::health::BackendState;
 use todo_common::Problem;
 
+use crate::active_policy::ActivePolicy;
 use crate::headers::LocalResponse;
 use crate::limits::shared::SharedStore;
 use crate::metrics::EdgeMetrics;
-use crate::state::Live;
 
 /// `/healthz`: the process answers (liveness); on both listeners.
 pub fn alive() -> LocalResponse {
@@ -28,7 +28,7 @@ pub fn alive() -> LocalResponse {
 
 /// What the admin listener reads: the same state the proxy serves from.
 pub struct AdminApp {
-    pub live: Arc<ArcSwapOption<Live>>,
+    pub live: Arc<ArcSwapOption<ActivePolicy>>,
     pub verifier: Arc<TokenVerifier>,
     pub limit_store: Option<Arc<SharedStore>>,
     pub metrics: Arc<EdgeMetrics>,
@@ -84,7 +84,11 @@ impl ServeHttp for AdminApp {
 /// Ready when a policy is loaded, every upstream has at least one healthy address, and
 /// the token keys are loaded (a JWK Set that cannot be refreshed only degrades, as does
 /// an unreachable rate-limit store: limits then count per replica).
-pub fn readiness(live: Option<&Live>, verifier: &TokenVerifier, limit_store: Option<&SharedStore>) -> LocalResponse {
+pub fn readiness(
+    live: Option<&ActivePolicy>,
+    verifier: &TokenVerifier,
+    limit_store: Option<&SharedStore>,
+) -> LocalResponse {
     let mut backends = Map::new();
     let mut ready = true;
     let mut degraded = false;

@@ -12,7 +12,7 @@ use http::header::{AUTHORIZATION, COOKIE};
 use pingora::http::RequestHeader;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use todo_common::auth::{bearer_token, TokenError, TokenVerifier};
+use todo_common::auth::{bearer_token, Subject, TokenError, TokenVerifier};
 
 /// Client-sent headers that could pass for an identity established by the edge. The
 /// services verify the token themselves, but nothing downstream should ever see these.
@@ -49,7 +49,7 @@ pub struct VerifiedTokens {
 type Shard = HashMap<Box<str>, Verified>;
 
 struct Verified {
-    subject: String,
+    subject: Subject,
     exp: u64,
     generation: u64,
 }
@@ -66,7 +66,7 @@ impl VerifiedTokens {
 
     /// The token's subject: from the cache when this exact token was verified and has
     /// not expired, else from the full check.
-    pub async fn subject(&self, verifier: &TokenVerifier, token: &str) -> Result<String, TokenError> {
+    pub async fn subject(&self, verifier: &TokenVerifier, token: &str) -> Result<Subject, TokenError> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let generation = verifier.generation();
         let shard = &self.shards[self.hasher.hash_one(token) as usize % SHARDS];
@@ -112,7 +112,7 @@ pub async fn authenticated_subject(
     verifier: &TokenVerifier,
     cache: &VerifiedTokens,
     req: &RequestHeader,
-) -> Result<String, TokenError> {
+) -> Result<Subject, TokenError> {
     let token = bearer_token(req.headers.get(AUTHORIZATION).map(|v| v.as_bytes()))?;
     cache.subject(verifier, token).await
 }
@@ -178,7 +178,7 @@ mod tests {
     fn token_expiring_at(subject: &str, exp: u64) -> String {
         let settings = jwt_settings();
         let claims = Claims {
-            sub: subject.into(),
+            sub: Subject::parse(subject).unwrap(),
             iat: now() - 60,
             exp,
             nbf: None,
@@ -193,9 +193,9 @@ mod tests {
         let verifier = TokenVerifier::new(&jwt_settings());
         let cache = VerifiedTokens::new();
         let token = token_for("alice");
-        assert_eq!(cache.subject(&verifier, &token).await.unwrap(), "alice");
+        assert_eq!(cache.subject(&verifier, &token).await.unwrap().as_str(), "alice");
         assert_eq!(cache.len(), 1);
-        assert_eq!(cache.subject(&verifier, &token).await.unwrap(), "alice");
+        assert_eq!(cache.subject(&verifier, &token).await.unwrap().as_str(), "alice");
         // A changed signature character (not the last one, whose low bits may be padding).
         let at = token.len() - 10;
         let swapped = if &token[at..at + 1] == "A" { "B" } else { "A" };
@@ -222,7 +222,7 @@ mod tests {
         let cache = VerifiedTokens::new();
         for i in 0..(SHARDS * ENTRIES_PER_SHARD + 500) {
             let token = token_expiring_at(&format!("user-{i}"), now() + 3600);
-            assert_eq!(cache.subject(&verifier, &token).await.unwrap(), format!("user-{i}"));
+            assert_eq!(cache.subject(&verifier, &token).await.unwrap().as_str(), format!("user-{i}"));
         }
         assert!(cache.len() <= SHARDS * ENTRIES_PER_SHARD);
     }

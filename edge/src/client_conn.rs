@@ -50,33 +50,33 @@ use crate::headers::{self, LocalResponse};
 use crate::metrics::EdgeMetrics;
 
 /// What every connection's layer shares.
-pub struct Layer {
+pub struct ClientConnSettings {
     head_timeout: Duration,
     /// After SIGTERM, how long idle keep-alive connections stay open for a last request.
     idle_drain: Duration,
     metrics: Arc<EdgeMetrics>,
 }
 
-impl Layer {
+impl ClientConnSettings {
     pub fn new(head_timeout: Duration, idle_drain: Duration, metrics: Arc<EdgeMetrics>) -> Arc<Self> {
         Arc::new(Self { head_timeout, idle_drain, metrics })
     }
 }
 
 /// A Pingora app (the HTTP proxy) whose client connections all pass through the layer.
-pub struct Layered<A> {
+pub struct ClientConnApp<A> {
     app: Arc<A>,
-    layer: Arc<Layer>,
+    layer: Arc<ClientConnSettings>,
 }
 
-impl<A> Layered<A> {
-    pub fn new(app: A, layer: Arc<Layer>) -> Self {
+impl<A> ClientConnApp<A> {
+    pub fn new(app: A, layer: Arc<ClientConnSettings>) -> Self {
         Self { app: Arc::new(app), layer }
     }
 }
 
 #[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for Layered<A> {
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for ClientConnApp<A> {
     async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         // HTTP/2 (chosen by ALPN over TLS) frames its own requests and answers, and the h2
         // crate bounds them: the layer only reads and writes HTTP/1.
@@ -118,7 +118,7 @@ enum Phase {
 
 pub struct ClientConn {
     inner: Stream,
-    layer: Arc<Layer>,
+    layer: Arc<ClientConnSettings>,
     phase: Phase,
     /// Set by the proxy (through a shared reference), taken by the next poll.
     head_parsed: AtomicBool,
@@ -129,7 +129,7 @@ pub struct ClientConn {
 }
 
 impl ClientConn {
-    fn new(inner: Stream, layer: Arc<Layer>) -> Self {
+    fn new(inner: Stream, layer: Arc<ClientConnSettings>) -> Self {
         Self {
             inner,
             layer,
@@ -207,7 +207,7 @@ fn head_timeout_problem(timeout: Duration) -> Problem {
 /// request it cannot parse.
 fn problem_for_pingora_answer(status: Option<u16>) -> Problem {
     match status {
-        Some(405) => crate::problems::connect_not_supported(),
+        Some(405) => crate::errors::connect_not_supported(),
         _ => Problem::bad_request("the request is not valid HTTP/1.1"),
     }
 }

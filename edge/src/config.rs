@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use todo_common::auth::{self, JwtSettings, Role};
+use todo_common::config::SHUTDOWN_GRACE_SECONDS;
 use todo_common::config::{ConfigError, EnvReader, EnvSource, Secret, Var};
-use todo_common::server::SHUTDOWN_GRACE_SECONDS;
 
 use crate::tls::TlsFiles;
 

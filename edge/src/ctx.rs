@@ -5,10 +5,11 @@ use std::time::{Duration, Instant};
 
 use http::HeaderValue;
 use pingora::protocols::l4::socket::SocketAddr;
+use todo_common::auth::Subject;
 
+use crate::active_policy::{ActivePolicy, Route};
 use crate::client_ip::ClientAddress;
 use crate::limits::Decision;
-use crate::state::{Live, Route};
 use crate::trace::RequestTrace;
 
 pub struct RequestCtx {
@@ -20,13 +21,13 @@ pub struct RequestCtx {
     /// The client, behind trusted proxies or not (`client_ip`).
     pub client: Option<ClientAddress>,
     /// The policy this request sees from start to end, even if a reload happens meanwhile.
-    pub live: Option<Arc<Live>>,
+    pub live: Option<Arc<ActivePolicy>>,
     pub route: Option<Arc<Route>>,
     /// Metric label for requests without a route: `_healthz`, `_unmatched`, ...
     pub label: &'static str,
     /// The request's `Origin` when allowlisted: echoed in `Access-Control-Allow-Origin`.
     pub cors_origin: Option<HeaderValue>,
-    pub subject: Option<String>,
+    pub subject: Option<Subject>,
     pub limit: Option<Decision>,
     /// Addresses this request failed to connect to, so a retry picks another one.
     pub tried: Vec<SocketAddr>,

@@ -10,16 +10,16 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::task::JoinSet;
 
-use crate::state::Live;
+use crate::active_policy::ActivePolicy;
 
 /// Runs the due health checks of every pool of the current policy; a pool's checks never
 /// overlap, and a slow pool does not delay the others.
 pub struct HealthChecks {
-    live: Arc<ArcSwapOption<Live>>,
+    live: Arc<ArcSwapOption<ActivePolicy>>,
 }
 
 impl HealthChecks {
-    pub fn new(live: Arc<ArcSwapOption<Live>>) -> Self {
+    pub fn new(live: Arc<ArcSwapOption<ActivePolicy>>) -> Self {
         Self { live }
     }
 }

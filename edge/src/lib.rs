@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access_log;
+pub mod active_policy;
 pub mod admin;
 pub mod auth;
 pub mod client_conn;
@@ -18,16 +19,15 @@ pub mod client_ip;
 pub mod config;
 pub mod cors;
 pub mod ctx;
+pub mod errors;
 pub mod headers;
 pub mod health_checks;
 pub mod limits;
 pub mod metrics;
 pub mod policy;
-pub mod problems;
 pub mod proxy;
 pub mod reload;
 pub mod routing;
-pub mod state;
 pub mod tls;
 pub mod trace;
 pub mod upstreams;
@@ -133,8 +133,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let mut server_options = HttpServerOptions::default();
     server_options.h2_idle_timeout = Some(H2_IDLE_TIMEOUT);
     proxy.server_options = Some(server_options);
-    let layer = client_conn::Layer::new(config.head_timeout, idle_drain(&config), Arc::clone(&metrics));
-    let mut proxy_service = Service::new("edge proxy".to_owned(), client_conn::Layered::new(proxy, layer));
+    let layer = client_conn::ClientConnSettings::new(config.head_timeout, idle_drain(&config), Arc::clone(&metrics));
+    let mut proxy_service = Service::new("edge proxy".to_owned(), client_conn::ClientConnApp::new(proxy, layer));
     match &tls {
         Some(tls) => {
             proxy_service.add_tls_with_settings(&config.listen_addr.to_string(), None, tls.listener_settings())

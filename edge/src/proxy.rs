@@ -14,17 +14,17 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
-use todo_common::auth::TokenVerifier;
+use todo_common::auth::{Subject, TokenVerifier};
 use todo_common::{request_id, Problem};
 
+use crate::active_policy::ActivePolicy;
 use crate::client_ip::ClientAddress;
 use crate::ctx::RequestCtx;
 use crate::headers::{self, LocalResponse, REQUEST_ID};
 use crate::metrics::EdgeMetrics;
 use crate::routing::{self, Lookup};
-use crate::state::Live;
 use crate::trace::{EdgeTracer, FinishedRequest};
-use crate::{access_log, admin, auth, client_conn, cors, problems};
+use crate::{access_log, admin, auth, client_conn, cors, errors};
 
 /// Connect attempts per request, over distinct addresses; only failures to connect
 /// (nothing sent yet) are retried.
@@ -35,7 +35,7 @@ const MAX_CONNECT_ATTEMPTS: usize = 3;
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct EdgeProxy {
-    live: Arc<ArcSwapOption<Live>>,
+    live: Arc<ArcSwapOption<ActivePolicy>>,
     verifier: Arc<TokenVerifier>,
     verified: auth::VerifiedTokens,
     metrics: Arc<EdgeMetrics>,
@@ -45,7 +45,7 @@ pub struct EdgeProxy {
 
 impl EdgeProxy {
     pub fn new(
-        live: Arc<ArcSwapOption<Live>>,
+        live: Arc<ArcSwapOption<ActivePolicy>>,
         verifier: Arc<TokenVerifier>,
         metrics: Arc<EdgeMetrics>,
         tracer: EdgeTracer,
@@ -115,17 +115,17 @@ impl ProxyHttp for EdgeProxy {
         }
         let Some(live) = ctx.live.clone() else {
             ctx.label = "_no_policy";
-            return self.problem(session, ctx, problems::no_policy()).await;
+            return self.problem(session, ctx, errors::no_policy()).await;
         };
         if routing::is_ambiguous_path(&path) {
-            return self.problem(session, ctx, problems::ambiguous_path()).await;
+            return self.problem(session, ctx, errors::ambiguous_path()).await;
         }
         let route = match routing::lookup(&live, &method, &path) {
             Lookup::Found(route) => route,
             Lookup::MethodNotAllowed(allowed) => {
-                return self.problem(session, ctx, problems::method_not_allowed(&allowed)).await;
+                return self.problem(session, ctx, errors::method_not_allowed(&allowed)).await;
             }
-            Lookup::NotFound => return self.problem(session, ctx, problems::no_route(&method, &path)).await,
+            Lookup::NotFound => return self.problem(session, ctx, errors::no_route(&method, &path)).await,
         };
         ctx.route = Some(Arc::clone(&route));
 
@@ -144,11 +144,11 @@ impl ProxyHttp for EdgeProxy {
             }
         }
         if let Some(limiter) = &route.limiter {
-            let decision = limiter.check_request(ctx.client.as_ref(), ctx.subject.as_deref()).await;
+            let decision = limiter.check_request(ctx.client.as_ref(), ctx.subject.as_ref().map(Subject::as_str)).await;
             ctx.limit = Some(decision);
             if !decision.allowed {
                 self.metrics.rate_limited(&route.spec.name);
-                return self.problem(session, ctx, problems::too_many_requests(decision.reset_seconds)).await;
+                return self.problem(session, ctx, errors::too_many_requests(decision.reset_seconds)).await;
             }
         }
         Ok(false)
@@ -234,12 +234,12 @@ impl ProxyHttp for EdgeProxy {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
-        let status = problems::status_for(e);
+        let status = errors::status_for(e);
         if status > 0 && session.response_written().is_none() {
             if status == 413 {
                 session.set_keepalive(None);
             }
-            let problem = problems::for_status(status, ctx.upstream_name(), self.max_body_bytes);
+            let problem = errors::for_status(status, ctx.upstream_name(), self.max_body_bytes);
             if let Err(write_error) = headers::respond(session, ctx, LocalResponse::problem(problem)).await {
                 tracing::debug!(error = %write_error, "could not send the error response");
             }

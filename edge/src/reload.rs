@@ -15,10 +15,10 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::sync::{Mutex, Notify};
 
+use crate::active_policy::ActivePolicy;
 use crate::limits::shared::SharedStore;
 use crate::metrics::EdgeMetrics;
 use crate::policy::{fingerprint, parse, read_sources, Capabilities, PolicyErrors};
-use crate::state::Live;
 
 /// How often the directory is fingerprinted even without events.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -37,10 +37,10 @@ struct Progress {
     generation: u64,
 }
 
-/// Loads the policy directory into the shared [`Live`] state when its files changed.
+/// Loads the policy directory into the shared [`ActivePolicy`] state when its files changed.
 pub struct Reloader {
     dir: PathBuf,
-    live: Arc<ArcSwapOption<Live>>,
+    live: Arc<ArcSwapOption<ActivePolicy>>,
     metrics: Arc<EdgeMetrics>,
     /// The shared rate-limit store, when `EDGE_REDIS_URL` is set.
     limit_store: Option<Arc<SharedStore>>,
@@ -50,7 +50,7 @@ pub struct Reloader {
 impl Reloader {
     pub fn new(
         dir: PathBuf,
-        live: Arc<ArcSwapOption<Live>>,
+        live: Arc<ArcSwapOption<ActivePolicy>>,
         metrics: Arc<EdgeMetrics>,
         limit_store: Option<Arc<SharedStore>>,
     ) -> Self {
@@ -83,7 +83,8 @@ impl Reloader {
                 progress.generation += 1;
                 let generation = progress.generation;
                 let previous = self.live.load_full();
-                let live = Live::build(&policy, previous.as_deref(), generation, self.limit_store.as_ref()).await;
+                let live =
+                    ActivePolicy::build(&policy, previous.as_deref(), generation, self.limit_store.as_ref()).await;
                 self.live.store(Some(Arc::new(live)));
                 self.metrics.reloaded(generation, print);
                 tracing::info!(

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use http::Method;
 
-use crate::state::{Live, Route};
+use crate::active_policy::{ActivePolicy, Route};
 
 pub enum Lookup {
     Found(Arc<Route>),
@@ -14,7 +14,7 @@ pub enum Lookup {
     NotFound,
 }
 
-pub fn lookup(live: &Live, method: &Method, path: &str) -> Lookup {
+pub fn lookup(live: &ActivePolicy, method: &Method, path: &str) -> Lookup {
     let mut allowed: Vec<Method> = Vec::new();
     for route in &live.routes {
         if !route.spec.matcher.matches(path) {

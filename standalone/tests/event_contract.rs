@@ -30,6 +30,6 @@ fn what_svc_tasks_writes_is_what_svc_notify_reads() {
         assert_eq!(read.user_id.as_str(), task.owner.as_str());
         assert_eq!(read.task_id.as_str(), task.id.to_string());
         assert_eq!(read.title, "Buy \"milk\" ✓");
-        assert_eq!(read.occurred_at.timestamp_millis(), written.occurred_at.millis());
+        assert_eq!(read.occurred_at.millis(), written.occurred_at.millis());
     }
 }

@@ -4,9 +4,10 @@ use std::time::Duration;
 
 use todo_common::auth::{self, JwtSettings, Role};
 use todo_common::broker::BrokerUrls;
+use todo_common::config::SHUTDOWN_GRACE_SECONDS;
 use todo_common::config::{ConfigError, EnvReader, EnvSource, Secret, Var};
 use todo_common::mongo::MONGODB_URI;
-use todo_common::server::{MAX_BODY_BYTES, SHUTDOWN_GRACE_SECONDS};
+use todo_common::server::MAX_BODY_BYTES;
 
 pub const LISTEN_ADDR: Var = Var::new("LISTEN_ADDR", "127.0.0.1:8083", "host:port the HTTP API listens on");
 pub const MONGODB_DB: Var = Var::new("MONGODB_DB", "todo_notify", "MongoDB database holding the notifications");

@@ -19,64 +19,32 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use http::Method;
 use todo_common::auth::TokenVerifier;
-use todo_common::health::BackendReport;
-use todo_common::server::{self, Api, HttpApp, HttpResponse, Request};
-use todo_common::Problem;
+use todo_common::server::{self, HttpApp};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use config::AmqpSettings;
 pub use config::Config;
-use consumer::{BusConsumer, ConsumerStatus, EventConsumer, RetryPolicy};
-use routes::Endpoint;
+#[cfg(feature = "embedded")]
+use consumer::BusConsumer;
+use consumer::{EventConsumer, RetryPolicy};
+use handlers::NotifyApi;
 use store::{MongoNotificationStore, NotificationStore};
-
-pub struct NotifyApi {
-    store: Arc<dyn NotificationStore>,
-    consumer: ConsumerStatus,
-    /// The event source's name in `/readyz`.
-    consumer_name: &'static str,
-}
 
 /// Where task events come from.
 pub enum EventSource {
     /// RabbitMQ, as production runs.
     Amqp(AmqpSettings),
     /// The in-process bus of the standalone mode.
+    #[cfg(feature = "embedded")]
     Bus(todo_common::bus::BusReceiver),
 }
 
 enum Consumer {
     Amqp(EventConsumer),
+    #[cfg(feature = "embedded")]
     Bus(BusConsumer),
-}
-
-#[async_trait]
-impl Api for NotifyApi {
-    type Endpoint = Endpoint;
-
-    fn parse_endpoint(&self, method: &Method, path: &str) -> Result<Endpoint, Problem> {
-        Endpoint::parse(method, path)
-    }
-
-    async fn handle(&self, endpoint: Endpoint, request: Request) -> Result<HttpResponse, Problem> {
-        match endpoint {
-            Endpoint::List => handlers::list(self.store.as_ref(), request).await,
-            Endpoint::MarkRead { id } => handlers::mark_read(self.store.as_ref(), request, &id).await,
-        }
-    }
-
-    /// MongoDB is critical (nothing can be stored or listed without it); the broker is
-    /// not: while it is away events wait in the queue, so it only degrades.
-    async fn readiness(&self) -> Vec<BackendReport> {
-        vec![
-            BackendReport { name: self.store.backend_name(), critical: true, state: self.store.health().await },
-            BackendReport { name: self.consumer_name, critical: false, state: self.consumer.current() },
-        ]
-    }
 }
 
 pub struct Application {
@@ -111,6 +79,7 @@ impl Application {
                 let (consumer, status) = EventConsumer::new(settings, store.clone(), RetryPolicy::default(), &registry);
                 (Consumer::Amqp(consumer), status, "rabbitmq")
             }
+            #[cfg(feature = "embedded")]
             EventSource::Bus(receiver) => {
                 let (consumer, status) = BusConsumer::new(receiver, store.clone(), RetryPolicy::default(), &registry);
                 (Consumer::Bus(consumer), status, "event-bus")
@@ -135,6 +104,7 @@ impl Application {
         let consume = async move {
             let consumed = match self.consumer {
                 Consumer::Amqp(consumer) => consumer.run(consumer_shutdown.clone()).await,
+                #[cfg(feature = "embedded")]
                 Consumer::Bus(consumer) => {
                     consumer.run(consumer_shutdown.clone()).await;
                     Ok(())

@@ -2,6 +2,7 @@
 //! not care whether it is MongoDB or the embedded redb file of the standalone mode (and
 //! unit tests can use a fake).
 
+#[cfg(feature = "embedded")]
 mod embedded;
 mod mongo;
 
@@ -11,6 +12,7 @@ pub use todo_common::store::StoreError;
 
 use crate::domain::{ListQuery, NewNotification, Notification, NotificationId, Page, UserId};
 
+#[cfg(feature = "embedded")]
 pub use embedded::EmbeddedNotificationStore;
 pub use mongo::MongoNotificationStore;
 

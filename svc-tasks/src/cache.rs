@@ -24,6 +24,7 @@
 //! version within the last TTL could be seen again. Cached lists live at most
 //! `LIST_TTL_SECONDS` either way.
 
+#[cfg(feature = "embedded")]
 mod memory;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,6 +37,7 @@ use todo_common::redis::{RedisClient, RedisError};
 
 use crate::domain::{ListQuery, UserId};
 
+#[cfg(feature = "embedded")]
 pub use memory::MemoryListCache;
 
 /// Every Redis call gives up after this; the caller then uses MongoDB.

@@ -4,9 +4,10 @@ use std::time::Duration;
 
 use todo_common::auth::{self, JwtSettings, Role};
 use todo_common::broker::BrokerUrls;
-use todo_common::config::{ConfigError, EnvReader, EnvSource, Var};
+use todo_common::config::SHUTDOWN_GRACE_SECONDS;
+use todo_common::config::{ConfigError, EnvReader, EnvSource, Secret, Var};
 use todo_common::mongo::MONGODB_URI;
-use todo_common::server::{MAX_BODY_BYTES, SHUTDOWN_GRACE_SECONDS};
+use todo_common::server::MAX_BODY_BYTES;
 
 pub const LISTEN_ADDR: Var = Var::new("LISTEN_ADDR", "127.0.0.1:8082", "host:port to listen on");
 pub const MONGODB_DB: Var = Var::new("MONGODB_DB", "todo_tasks", "MongoDB database holding tasks and the outbox");
@@ -32,20 +33,12 @@ pub const VARS: &[Var] = &[
     MAX_BODY_BYTES,
 ];
 
-pub fn help() -> String {
-    todo_common::config::help_text(
-        "svc-tasks",
-        "owner-scoped tasks with a Redis list cache, publishing task events through a transactional outbox.\n\nUsage: svc-tasks [--help] [--probe]\n  --probe  GET /healthz on LISTEN_ADDR (the container health check); exit 0 when it answers 200",
-        &[VARS, auth::VERIFIER_VARS, todo_common::traces::VARS],
-    )
-}
-
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen_addr: String,
-    pub mongodb_uri: String,
+    pub mongodb_uri: Secret,
     pub mongodb_db: String,
-    pub redis_url: String,
+    pub redis_url: Secret,
     pub redis_key_prefix: String,
     pub amqp_urls: BrokerUrls,
     pub amqp_exchange: String,
@@ -59,9 +52,9 @@ impl Config {
         let mut reader = EnvReader::new(source);
         let config = Self {
             listen_addr: reader.string(&LISTEN_ADDR),
-            mongodb_uri: reader.string(&MONGODB_URI),
+            mongodb_uri: Secret::new(reader.string(&MONGODB_URI)),
             mongodb_db: reader.string(&MONGODB_DB),
-            redis_url: reader.string(&REDIS_URL),
+            redis_url: Secret::new(reader.string(&REDIS_URL)),
             redis_key_prefix: reader.string(&REDIS_KEY_PREFIX),
             amqp_urls: BrokerUrls::read(&mut reader, &AMQP_URL),
             amqp_exchange: reader.string(&AMQP_EXCHANGE),
@@ -73,6 +66,14 @@ impl Config {
             reader.problem("MAX_BODY_BYTES must be greater than 0".into());
         }
         reader.finish(config)
+    }
+
+    pub fn help() -> String {
+        todo_common::config::help_text(
+            "svc-tasks",
+            "owner-scoped tasks with a Redis list cache, publishing task events through a transactional outbox.\n\nUsage: svc-tasks [--help] [--probe]\n  --probe  GET /healthz on LISTEN_ADDR (the container health check); exit 0 when it answers 200",
+            &[VARS, auth::VERIFIER_VARS, todo_common::traces::VARS],
+        )
     }
 }
 
@@ -104,7 +105,7 @@ mod tests {
 
     #[test]
     fn help_lists_every_variable() {
-        let text = help();
+        let text = Config::help();
         for var in VARS.iter().chain(auth::VERIFIER_VARS) {
             assert!(text.contains(var.key), "{} missing from --help", var.key);
         }

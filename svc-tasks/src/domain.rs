@@ -2,14 +2,15 @@
 //! an id string or a raw query value.
 
 use std::fmt;
+use std::str::FromStr;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use chrono::{DateTime, SecondsFormat, Utc};
 use mongodb::bson::oid::ObjectId;
 use serde::{Deserialize, Serialize};
+use todo_common::auth::Subject;
 use todo_common::events::EventType;
+use todo_common::paging::{Listed, Page};
 use todo_common::problem::FieldError;
+pub use todo_common::time::Timestamp;
 
 pub const TITLE_MAX_CHARS: usize = 200;
 pub const DESCRIPTION_MAX_CHARS: usize = 2000;
@@ -27,6 +28,12 @@ impl UserId {
     }
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+impl From<&Subject> for UserId {
+    fn from(subject: &Subject) -> Self {
+        Self(subject.as_str().to_owned())
     }
 }
 
@@ -62,6 +69,14 @@ impl Default for TaskId {
 impl From<ObjectId> for TaskId {
     fn from(id: ObjectId) -> Self {
         Self(id)
+    }
+}
+
+impl FromStr for TaskId {
+    type Err = ();
+
+    fn from_str(raw: &str) -> Result<Self, ()> {
+        Self::parse(raw).ok_or(())
     }
 }
 
@@ -146,46 +161,6 @@ impl Status {
             "completed" => Some(Self::Completed),
             _ => None,
         }
-    }
-}
-
-/// A point in time as stored and shown: UTC, millisecond precision (BSON dates).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Timestamp(DateTime<Utc>);
-
-impl Timestamp {
-    pub fn now() -> Self {
-        Self::from_millis(Utc::now().timestamp_millis())
-    }
-    pub fn from_millis(millis: i64) -> Self {
-        Self(DateTime::from_timestamp_millis(millis).unwrap_or_default())
-    }
-    pub fn parse_rfc3339(field: &str, raw: &str) -> Result<Self, FieldError> {
-        DateTime::parse_from_rfc3339(raw)
-            .map(|t| Self::from_millis(t.timestamp_millis()))
-            .map_err(|_| FieldError::new(field, "must be an RFC 3339 date-time, e.g. 2030-01-31T17:00:00Z"))
-    }
-    pub fn millis(&self) -> i64 {
-        self.0.timestamp_millis()
-    }
-    pub fn unix_seconds(&self) -> u64 {
-        u64::try_from(self.0.timestamp()).unwrap_or_default()
-    }
-    pub fn to_rfc3339(&self) -> String {
-        self.0.to_rfc3339_opts(SecondsFormat::Millis, true)
-    }
-}
-
-/// Kept as epoch milliseconds where a store serializes one (the embedded outbox).
-impl Serialize for Timestamp {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_i64(self.millis())
-    }
-}
-
-impl<'de> Deserialize<'de> for Timestamp {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        i64::deserialize(deserializer).map(Self::from_millis)
     }
 }
 
@@ -302,28 +277,15 @@ impl TaskChanges {
     }
 }
 
-/// Where the next page starts: strictly after this (createdAt, id) in newest-first order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cursor {
-    pub created_at: Timestamp,
-    pub id: TaskId,
-}
+/// Where a page of tasks ends: the last task's (createdAt, id).
+pub type Cursor = todo_common::paging::Cursor<TaskId>;
+/// One page of tasks, newest first.
+pub type TaskPage = Page<Task>;
 
-impl Cursor {
-    pub fn after(task: &Task) -> Self {
-        Self { created_at: task.created_at, id: task.id }
-    }
-
-    /// Opaque to clients: base64url of `<millis>.<id>`.
-    pub fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(format!("{}.{}", self.created_at.millis(), self.id))
-    }
-
-    pub fn decode(raw: &str) -> Option<Self> {
-        let bytes = URL_SAFE_NO_PAD.decode(raw).ok()?;
-        let text = String::from_utf8(bytes).ok()?;
-        let (millis, id) = text.split_once('.')?;
-        Some(Self { created_at: Timestamp::from_millis(millis.parse().ok()?), id: TaskId::parse(id)? })
+impl Listed for Task {
+    type Id = TaskId;
+    fn cursor(&self) -> Cursor {
+        Cursor { at: self.created_at, id: self.id }
     }
 }
 
@@ -376,20 +338,6 @@ impl ListQuery {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TaskPage {
-    pub items: Vec<Task>,
-    pub next: Option<Cursor>,
-}
-
-impl TaskPage {
-    /// From up to `limit + 1` tasks read newest first (see `todo_common::paging`).
-    pub fn from_overfetch(items: Vec<Task>, limit: usize) -> Self {
-        let (items, next) = todo_common::paging::trim_overfetch(items, limit, Cursor::after);
-        Self { items, next }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -414,14 +362,6 @@ mod tests {
         assert_eq!(TaskId::parse(&id.to_string()), Some(id));
         assert_eq!(TaskId::parse("nope"), None);
         assert_eq!(TaskId::parse(&format!("{id}0")), None);
-    }
-
-    #[test]
-    fn cursors_round_trip_and_refuse_garbage() {
-        let cursor = Cursor { created_at: Timestamp::from_millis(1_700_000_000_123), id: TaskId::new() };
-        assert_eq!(Cursor::decode(&cursor.encode()), Some(cursor));
-        assert_eq!(Cursor::decode("garbage!"), None);
-        assert_eq!(Cursor::decode(&URL_SAFE_NO_PAD.encode("12.nothex")), None);
     }
 
     #[test]
@@ -475,12 +415,5 @@ mod tests {
 
         let deleted = updated.task.clone().apply(&Write::Delete, t2);
         assert_eq!((deleted.event.map(|e| e.kind), &deleted.task), (Some(EventType::Deleted), &updated.task));
-    }
-
-    #[test]
-    fn timestamps_keep_milliseconds_in_utc() {
-        let t = Timestamp::parse_rfc3339("dueDate", "2030-01-31T18:00:00.123456+01:00").unwrap();
-        assert_eq!(t.to_rfc3339(), "2030-01-31T17:00:00.123Z");
-        assert!(Timestamp::parse_rfc3339("dueDate", "tomorrow").is_err());
     }
 }

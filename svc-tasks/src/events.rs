@@ -1,31 +1,11 @@
-//! Task events as published to RabbitMQ (see the events brief): the JSON body and the
+//! Task events as published to RabbitMQ: the body (the contract's [`EventBody`]) and the
 //! envelope the outbox keeps until the broker has confirmed it.
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{ChangeEvent, Priority, Status, Task, Timestamp};
+use todo_common::events::{EventBody, TaskData};
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct EventBody<'a> {
-    id: &'a str,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    occurred_at: String,
-    user_id: &'a str,
-    task_id: String,
-    request_id: Option<&'a str>,
-    data: EventData<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct EventData<'a> {
-    title: &'a str,
-    status: Status,
-    priority: Priority,
-    due_date: Option<String>,
-}
+use crate::domain::{ChangeEvent, Task, Timestamp};
 
 /// Where an event comes from: the request that caused it and the trace it continues.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -56,6 +36,7 @@ pub struct EventEnvelope {
     /// Absent in entries written before traces.
     #[serde(default)]
     pub traceparent: Option<String>,
+    #[serde(with = "todo_common::time::millis")]
     pub occurred_at: Timestamp,
     pub payload: String,
 }
@@ -67,17 +48,17 @@ impl EventEnvelope {
         let request_id = origin.request_id.as_deref();
         let event_id = uuid::Uuid::new_v4().to_string();
         let body = EventBody {
-            id: &event_id,
-            kind: kind.as_str(),
-            occurred_at: occurred_at.to_rfc3339(),
-            user_id: task.owner.as_str(),
+            id: event_id.clone(),
+            kind: kind.as_str().to_owned(),
+            occurred_at,
+            user_id: task.owner.as_str().to_owned(),
             task_id: task.id.to_string(),
-            request_id,
-            data: EventData {
-                title: task.title.as_str(),
-                status: task.status,
-                priority: task.priority,
-                due_date: task.due_date.map(|d| d.to_rfc3339()),
+            request_id: request_id.map(str::to_owned),
+            data: TaskData {
+                title: task.title.as_str().to_owned(),
+                status: task.status.as_str().to_owned(),
+                priority: task.priority.as_str().to_owned(),
+                due_date: task.due_date,
             },
         };
         let payload = serde_json::to_string(&body)?;
@@ -96,7 +77,7 @@ impl EventEnvelope {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{NewTask, TaskTitle, UserId};
+    use crate::domain::{NewTask, Priority, TaskTitle, UserId};
     use todo_common::events::EventType;
 
     #[test]

@@ -33,11 +33,11 @@ use todo_common::server::{bind, serve, shutdown_on_signal, HttpApp};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::cache::{ListCache, MemoryListCache, RedisListCache};
+use crate::cache::{ListCache, RedisListCache};
 use crate::handlers::{Schemas, TasksApi};
 use crate::outbox::Relay;
-use crate::publisher::{AmqpPublisher, BusPublisher, EventPublisher};
-use crate::store::{EmbeddedTaskStore, MongoTaskStore, TaskStore};
+use crate::publisher::{AmqpPublisher, EventPublisher};
+use crate::store::{MongoTaskStore, TaskStore};
 
 /// Between attempts to create the indexes while MongoDB is unreachable.
 const INDEX_RETRY: Duration = Duration::from_secs(2);
@@ -53,11 +53,12 @@ pub struct Backends {
 
 impl Backends {
     /// The standalone mode's: `tasks.redb` in `data_dir`, an in-process cache, and `bus`.
+    #[cfg(feature = "embedded")]
     pub fn embedded(data_dir: &std::path::Path, bus: todo_common::bus::EventBus) -> anyhow::Result<Self> {
         Ok(Self {
-            store: Arc::new(EmbeddedTaskStore::open(&data_dir.join("tasks.redb"))?),
-            cache: Arc::new(MemoryListCache::new()),
-            publisher: Arc::new(BusPublisher::new(bus)),
+            store: Arc::new(store::EmbeddedTaskStore::open(&data_dir.join("tasks.redb"))?),
+            cache: Arc::new(cache::MemoryListCache::new()),
+            publisher: Arc::new(publisher::BusPublisher::new(bus)),
         })
     }
 }
@@ -75,10 +76,10 @@ pub struct Application {
 impl Application {
     /// MongoDB, Redis and RabbitMQ from `config`; never anything else.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let db = todo_common::mongo::connect(&config.mongodb_uri, &config.mongodb_db, "svc-tasks").await?;
+        let db = todo_common::mongo::connect(config.mongodb_uri.expose(), &config.mongodb_db, "svc-tasks").await?;
         let backends = Backends {
             store: Arc::new(MongoTaskStore::new(&db)),
-            cache: Arc::new(RedisListCache::new(&config.redis_url, &config.redis_key_prefix)?),
+            cache: Arc::new(RedisListCache::new(config.redis_url.expose(), &config.redis_key_prefix)?),
             publisher: Arc::new(AmqpPublisher::new(config.amqp_urls.clone(), &config.amqp_exchange)),
         };
         Self::build_with(config, backends).await

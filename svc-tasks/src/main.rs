@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
-use svc_tasks::config::{help, Config, LISTEN_ADDR};
+use svc_tasks::config::{Config, LISTEN_ADDR};
 
 fn main() -> ExitCode {
-    todo_common::cli::main("svc-tasks", &LISTEN_ADDR, help, Config::from_env, svc_tasks::run)
+    todo_common::cli::main("svc-tasks", &LISTEN_ADDR, Config::help, Config::from_env, svc_tasks::run)
 }

@@ -18,13 +18,17 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use todo_common::backoff::Backoff;
 use todo_common::broker::{BrokerNodes, BrokerUrls};
-use todo_common::bus::{BusMessage, EventBus};
 use todo_common::health::BackendState;
 use todo_common::traces;
 use tokio::sync::Mutex;
 use tokio::time::{timeout, Instant};
 
 use crate::events::EventEnvelope;
+
+#[cfg(feature = "embedded")]
+mod bus;
+#[cfg(feature = "embedded")]
+pub use bus::BusPublisher;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -45,6 +49,7 @@ pub enum PublishError {
     Timeout,
     #[error("amqp: {0}")]
     Amqp(#[from] lapin::Error),
+    #[cfg(feature = "embedded")]
     #[error("event bus: {0}")]
     Bus(#[from] todo_common::bus::BusError),
 }
@@ -269,52 +274,4 @@ impl EventPublisher for AmqpPublisher {
         }
         self.connected.store(false, Ordering::Relaxed);
     }
-}
-
-/// Publishes to the in-process bus; a publish resolves once svc-notify has stored (or
-/// deduplicated) the event, so the relay removes the outbox entry only after delivery.
-pub struct BusPublisher {
-    bus: EventBus,
-}
-
-impl BusPublisher {
-    pub fn new(bus: EventBus) -> Self {
-        Self { bus }
-    }
-}
-
-#[async_trait]
-impl EventPublisher for BusPublisher {
-    async fn publish(&self, event: &EventEnvelope) -> Result<(), PublishError> {
-        let message = BusMessage {
-            event_id: event.event_id.clone(),
-            routing_key: event.routing_key.clone(),
-            correlation_id: event.correlation_id.clone(),
-            traceparent: traces::current_traceparent(),
-            payload: event.payload.clone(),
-        };
-        Ok(self.bus.publish(message).await?)
-    }
-
-    async fn ensure_connected(&self) -> Result<(), PublishError> {
-        if self.bus.is_attached() {
-            Ok(())
-        } else {
-            Err(todo_common::bus::BusError::Closed.into())
-        }
-    }
-
-    fn backend_name(&self) -> &'static str {
-        "event-bus"
-    }
-
-    fn state(&self) -> BackendState {
-        if self.bus.is_attached() {
-            BackendState::Up
-        } else {
-            BackendState::Degraded { detail: "no consumer on the event bus; events wait in the outbox".into() }
-        }
-    }
-
-    async fn close(&self) {}
 }

@@ -3,9 +3,10 @@
 use std::time::Duration;
 
 use todo_common::auth::{self, JwtSettings, Role};
+use todo_common::config::SHUTDOWN_GRACE_SECONDS;
 use todo_common::config::{ConfigError, EnvReader, EnvSource, Secret, Var};
 use todo_common::mongo::MONGODB_URI;
-use todo_common::server::{MAX_BODY_BYTES, SHUTDOWN_GRACE_SECONDS};
+use todo_common::server::MAX_BODY_BYTES;
 
 pub const LISTEN_ADDR: Var = Var::new("LISTEN_ADDR", "127.0.0.1:8081", "host:port to listen on");
 pub const MONGODB_DB: Var = Var::new("MONGODB_DB", "todo_users", "database holding users");
@@ -36,7 +37,7 @@ pub const VARS: &[Var] = &[
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen_addr: String,
-    pub mongodb_uri: String,
+    pub mongodb_uri: Secret,
     pub mongodb_db: String,
     pub redis_url: Secret,
     pub redis_key_prefix: String,
@@ -56,7 +57,7 @@ impl Config {
         }
         let config = Self {
             listen_addr: env.string(&LISTEN_ADDR),
-            mongodb_uri: env.string(&MONGODB_URI),
+            mongodb_uri: Secret::new(env.string(&MONGODB_URI)),
             mongodb_db: env.string(&MONGODB_DB),
             redis_url: Secret::new(env.string(&REDIS_URL)),
             redis_key_prefix: env.string(&REDIS_KEY_PREFIX),

@@ -2,9 +2,9 @@
 
 use std::fmt;
 
-use chrono::{DateTime, Utc};
 use mongodb::bson::oid::ObjectId;
 use todo_common::problem::FieldError;
+use todo_common::time::Timestamp;
 
 /// A user's id, the subject of the tokens issued to them: 24 hex digits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -43,12 +43,12 @@ pub struct User {
     pub name: Option<DisplayName>,
     /// bcrypt's, never the password.
     pub password_hash: String,
-    pub created_at: DateTime<Utc>,
+    pub created_at: Timestamp,
 }
 
 impl User {
     /// A new user, registered at `now`.
-    pub fn register(email: Email, name: Option<DisplayName>, password_hash: String, now: DateTime<Utc>) -> Self {
+    pub fn register(email: Email, name: Option<DisplayName>, password_hash: String, now: Timestamp) -> Self {
         Self { id: UserId::new(), email, name, password_hash, created_at: now }
     }
 }

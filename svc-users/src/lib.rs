@@ -17,67 +17,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use http::Method;
-use prometheus::IntCounterVec;
 use todo_common::auth::{TokenIssuer, TokenVerifier};
-use todo_common::body::JsonSchema;
-use todo_common::health::BackendReport;
-use todo_common::server::{self, Api, HttpApp, HttpResponse, Request};
-use todo_common::Problem;
+use todo_common::server::{self, HttpApp};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
+use handlers::{Schemas, UsersApi, UsersMetrics};
 use password::PasswordHasher;
-use routes::Endpoint;
-use store::{EmbeddedUserStore, MongoUserStore, UserStore};
-use throttle::{LoginAttempts, LoginThrottle, MemoryLoginAttempts, RedisLoginAttempts};
-
-struct Schemas {
-    register: JsonSchema,
-    login: JsonSchema,
-}
-
-struct UsersMetrics {
-    logins: IntCounterVec,
-}
-
-pub struct UsersApi {
-    store: Arc<dyn UserStore>,
-    throttle: LoginThrottle,
-    hasher: PasswordHasher,
-    issuer: TokenIssuer,
-    schemas: Schemas,
-    metrics: UsersMetrics,
-    max_body_bytes: usize,
-}
-
-#[async_trait]
-impl Api for UsersApi {
-    type Endpoint = Endpoint;
-
-    fn parse_endpoint(&self, method: &Method, path: &str) -> Result<Endpoint, Problem> {
-        Endpoint::parse(method, path)
-    }
-
-    async fn handle(&self, endpoint: Endpoint, request: Request) -> Result<HttpResponse, Problem> {
-        match endpoint {
-            Endpoint::Register => handlers::register(self, request).await,
-            Endpoint::Login => handlers::login(self, request).await,
-            Endpoint::Me => handlers::me(self, request).await,
-            Endpoint::Jwks => Ok(handlers::jwks(self)),
-        }
-    }
-
-    async fn readiness(&self) -> Vec<BackendReport> {
-        let (store, throttle) = tokio::join!(self.store.ping(), self.throttle.state());
-        vec![
-            BackendReport { name: self.store.backend_name(), critical: true, state: store },
-            BackendReport { name: self.throttle.backend_name(), critical: false, state: throttle },
-        ]
-    }
-}
+use store::{MongoUserStore, UserStore};
+use throttle::{LoginAttempts, LoginThrottle, RedisLoginAttempts};
 
 /// Where svc-users keeps its state.
 pub struct Backends {
@@ -87,10 +36,11 @@ pub struct Backends {
 
 impl Backends {
     /// The standalone mode's: `users.redb` at `path`, and login attempts in memory.
+    #[cfg(feature = "embedded")]
     pub fn embedded(path: &std::path::Path) -> anyhow::Result<Self> {
         Ok(Self {
-            store: Arc::new(EmbeddedUserStore::open(path)?),
-            login_attempts: Arc::new(MemoryLoginAttempts::new()),
+            store: Arc::new(store::EmbeddedUserStore::open(path)?),
+            login_attempts: Arc::new(throttle::MemoryLoginAttempts::new()),
         })
     }
 }
@@ -106,7 +56,7 @@ impl Application {
     /// Binds the listener and prepares the backends; MongoDB and Redis are reached
     /// lazily, so the service starts (unready) even while the database is still coming up.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let db = todo_common::mongo::connect(&config.mongodb_uri, &config.mongodb_db, "svc-users").await?;
+        let db = todo_common::mongo::connect(config.mongodb_uri.expose(), &config.mongodb_db, "svc-users").await?;
         let backends = Backends {
             store: Arc::new(MongoUserStore::new(&db)),
             login_attempts: Arc::new(RedisLoginAttempts::new(config.redis_url.expose(), &config.redis_key_prefix)?),
@@ -129,10 +79,7 @@ impl Application {
             throttle: LoginThrottle::new(backends.login_attempts, throttle_failures),
             hasher: PasswordHasher::new(config.bcrypt_cost).await?,
             issuer: TokenIssuer::new(&config.jwt, config.token_ttl)?,
-            schemas: Schemas {
-                register: JsonSchema::compile("register", include_str!("../schemas/register.json"))?,
-                login: JsonSchema::compile("login", include_str!("../schemas/login.json"))?,
-            },
+            schemas: Schemas::load()?,
             metrics: UsersMetrics {
                 logins: todo_common::metrics::counter_vec(
                     &registry,

@@ -13,20 +13,18 @@ pub enum Endpoint {
     Jwks,
 }
 
-impl Endpoint {
-    pub fn parse(method: &Method, path: &str) -> Result<Self, Problem> {
-        let (endpoint, allowed) = match segments(path).as_slice() {
-            ["users", "register"] => (Self::Register, "POST"),
-            ["users", "login"] => (Self::Login, "POST"),
-            ["users", "me"] => (Self::Me, "GET"),
-            [".well-known", "jwks.json"] => (Self::Jwks, "GET"),
-            _ => return Err(Problem::not_found(format!("no route for {path}"))),
-        };
-        if method.as_str() != allowed {
-            return Err(Problem::method_not_allowed(allowed));
-        }
-        Ok(endpoint)
+pub fn parse(method: &Method, path: &str) -> Result<Endpoint, Problem> {
+    let (endpoint, allowed) = match segments(path).as_slice() {
+        ["users", "register"] => (Endpoint::Register, "POST"),
+        ["users", "login"] => (Endpoint::Login, "POST"),
+        ["users", "me"] => (Endpoint::Me, "GET"),
+        [".well-known", "jwks.json"] => (Endpoint::Jwks, "GET"),
+        _ => return Err(Problem::not_found(format!("no route for {path}"))),
+    };
+    if method.as_str() != allowed {
+        return Err(Problem::method_not_allowed(allowed));
     }
+    Ok(endpoint)
 }
 
 impl EndpointInfo for Endpoint {
@@ -50,11 +48,11 @@ mod tests {
 
     #[test]
     fn routes_and_methods() {
-        assert_eq!(Endpoint::parse(&Method::POST, "/users/register").unwrap(), Endpoint::Register);
-        assert_eq!(Endpoint::parse(&Method::GET, "/users/me").unwrap(), Endpoint::Me);
-        assert_eq!(Endpoint::parse(&Method::GET, "/.well-known/jwks.json").unwrap(), Endpoint::Jwks);
-        assert_eq!(Endpoint::parse(&Method::GET, "/users/login").unwrap_err().status, 405);
-        assert_eq!(Endpoint::parse(&Method::GET, "/users/nope").unwrap_err().status, 404);
+        assert_eq!(parse(&Method::POST, "/users/register").unwrap(), Endpoint::Register);
+        assert_eq!(parse(&Method::GET, "/users/me").unwrap(), Endpoint::Me);
+        assert_eq!(parse(&Method::GET, "/.well-known/jwks.json").unwrap(), Endpoint::Jwks);
+        assert_eq!(parse(&Method::GET, "/users/login").unwrap_err().status, 405);
+        assert_eq!(parse(&Method::GET, "/users/nope").unwrap_err().status, 404);
         assert!(Endpoint::Me.requires_token() && !Endpoint::Login.requires_token());
     }
 }

@@ -1,5 +1,7 @@
 //! `svc-users --seed`: the demo users, created idempotently.
 
+use todo_common::time::Timestamp;
+
 use crate::config::Config;
 use crate::domain::{DisplayName, Email, Password, User};
 use crate::password::PasswordHasher;
@@ -11,7 +13,7 @@ pub const DEMO_USERS: &[(&str, &str, &str)] =
 
 /// Creates the demo users that do not exist yet; returns how many were created.
 pub async fn seed(config: &Config) -> anyhow::Result<usize> {
-    let db = todo_common::mongo::connect(&config.mongodb_uri, &config.mongodb_db, "svc-users-seed").await?;
+    let db = todo_common::mongo::connect(config.mongodb_uri.expose(), &config.mongodb_db, "svc-users-seed").await?;
     seed_store(&MongoUserStore::new(&db), config.bcrypt_cost).await
 }
 
@@ -24,7 +26,7 @@ pub async fn seed_store(store: &dyn UserStore, bcrypt_cost: u32) -> anyhow::Resu
         let password = Password::parse((*password).to_owned()).map_err(|e| anyhow::anyhow!(e.message))?;
         let name = Some(DisplayName::parse(name).map_err(|e| anyhow::anyhow!(e.message))?);
         let password_hash = hasher.hash(&password).await?;
-        match store.insert(&User::register(email, name, password_hash, todo_common::time::now())).await {
+        match store.insert(&User::register(email, name, password_hash, Timestamp::now())).await {
             Ok(()) => created += 1,
             Err(StoreError::Conflict(_)) => {}
             Err(error) => return Err(error.into()),

@@ -1,18 +1,20 @@
 //! Where users live: a small trait, its MongoDB implementation and an embedded one
 //! ([`EmbeddedUserStore`], on redb) for the standalone mode.
 
+#[cfg(feature = "embedded")]
 mod embedded;
 
+#[cfg(feature = "embedded")]
 pub use embedded::EmbeddedUserStore;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use mongodb::bson::{doc, oid::ObjectId};
+use mongodb::bson::{doc, oid::ObjectId, DateTime as BsonDateTime};
 use mongodb::options::IndexOptions;
 use mongodb::{Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 use todo_common::health::BackendState;
 pub use todo_common::store::StoreError;
+use todo_common::time::Timestamp;
 use tokio::sync::OnceCell;
 
 use crate::domain::{DisplayName, Email, User, UserId};
@@ -26,8 +28,8 @@ struct UserDocument {
     name: Option<String>,
     #[serde(rename = "passwordHash")]
     password_hash: String,
-    #[serde(rename = "createdAt", with = "mongodb::bson::serde_helpers::chrono_datetime_as_bson_datetime")]
-    created_at: DateTime<Utc>,
+    #[serde(rename = "createdAt")]
+    created_at: BsonDateTime,
 }
 
 impl From<&User> for UserDocument {
@@ -37,7 +39,7 @@ impl From<&User> for UserDocument {
             email: user.email.as_ref().to_owned(),
             name: user.name.as_ref().map(|n| n.as_ref().to_owned()),
             password_hash: user.password_hash.clone(),
-            created_at: user.created_at,
+            created_at: BsonDateTime::from_millis(user.created_at.millis()),
         }
     }
 }
@@ -47,7 +49,8 @@ impl TryFrom<UserDocument> for User {
 
     fn try_from(doc: UserDocument) -> Result<Self, StoreError> {
         let id = UserId::parse(&doc.id.to_hex()).ok_or_else(|| corrupt(&doc.id.to_hex(), "id"))?;
-        stored_user(id, &doc.email, doc.name.as_deref(), doc.password_hash, doc.created_at)
+        let created_at = Timestamp::from_millis(doc.created_at.timestamp_millis());
+        stored_user(id, &doc.email, doc.name.as_deref(), doc.password_hash, created_at)
     }
 }
 
@@ -57,7 +60,7 @@ fn stored_user(
     email: &str,
     name: Option<&str>,
     password_hash: String,
-    created_at: DateTime<Utc>,
+    created_at: Timestamp,
 ) -> Result<User, StoreError> {
     Ok(User {
         id,

@@ -24,6 +24,7 @@
 //! minutes with 5 wrong passwords, from any address; the per-address limit at the edge
 //! slows that down, it does not prevent it.
 
+#[cfg(feature = "embedded")]
 mod memory;
 
 use std::sync::Arc;
@@ -37,6 +38,7 @@ use todo_common::redis::{cmd, RedisClient, RedisError, Script};
 
 use crate::domain::Email;
 
+#[cfg(feature = "embedded")]
 pub use memory::MemoryLoginAttempts;
 
 /// Failed logins allowed per account and period.

@@ -6,7 +6,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
 use super::ed25519::JwkSet;
 use super::settings::{JwtSettings, TokenKeys};
-use super::{unix_now, Claims};
+use super::{unix_now, Claims, Subject};
 
 /// Signs access tokens with the active key, and knows the public keys to publish.
 pub struct TokenIssuer {
@@ -61,7 +61,7 @@ impl TokenIssuer {
     pub fn issue(&self, subject: &str) -> anyhow::Result<String> {
         let now = unix_now();
         let claims = Claims {
-            sub: subject.to_owned(),
+            sub: Subject::parse(subject).ok_or_else(|| anyhow::anyhow!("{subject:?} cannot be a token's subject"))?,
             iat: now,
             exp: now + self.ttl.as_secs(),
             nbf: None,

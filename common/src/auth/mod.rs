@@ -22,10 +22,63 @@ pub use verifier::{TokenVerifier, UNKNOWN_KID_FETCH_INTERVAL};
 
 use serde::{Deserialize, Serialize};
 
+/// Who a verified token speaks for: its `sub`, the user's id. Checked once, as the token
+/// is decoded (a token whose subject fails the check is malformed): not empty, at most
+/// 128 characters, no control characters, since it goes into limit keys, log lines and
+/// queries. Past verification, nothing checks it again.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Subject(String);
+
+impl Subject {
+    pub const MAX_CHARS: usize = 128;
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        let sane = !raw.is_empty() && raw.chars().count() <= Self::MAX_CHARS && !raw.chars().any(char::is_control);
+        sane.then(|| Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Subject {
+    type Error = &'static str;
+
+    fn try_from(raw: String) -> Result<Self, Self::Error> {
+        Self::parse(&raw).ok_or("a subject is 1 to 128 characters, none of them control characters")
+    }
+}
+
+impl From<Subject> for String {
+    fn from(subject: Subject) -> Self {
+        subject.0
+    }
+}
+
+impl PartialEq<str> for Subject {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for Subject {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl std::fmt::Display for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// The claims this system puts in, and requires of, every access token.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Claims {
-    pub sub: String,
+    pub sub: Subject,
     pub iat: u64,
     pub exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -30,7 +30,7 @@ fn eddsa_issuer(kid: &str, key: &PrivateKey) -> TokenIssuer {
 fn claims(exp_offset: i64) -> Claims {
     let now = unix_now();
     Claims {
-        sub: "u1".into(),
+        sub: Subject::parse("u1").unwrap(),
         iat: now,
         exp: (now as i64 + exp_offset) as u64,
         nbf: None,
@@ -48,6 +48,24 @@ fn issued_tokens_verify() {
     let token = eddsa_issuer("k1", &key).issue("user-2").unwrap();
     assert_eq!(jsonwebtoken::decode_header(&token).unwrap().alg, Algorithm::EdDSA);
     assert_eq!(TokenVerifier::new(&signing_settings("k1", &key)).verify(&token).unwrap().sub, "user-2");
+}
+
+#[test]
+fn a_subject_is_checked_once_as_the_token_is_decoded() {
+    let (issuer, verifier) = hs256();
+    let header = jsonwebtoken::decode_header(issuer.issue("u").unwrap()).unwrap();
+    let key = EncodingKey::from_secret(SECRET.as_bytes());
+    for bad in ["", "a\nb", "x\u{7f}", &"u".repeat(Subject::MAX_CHARS + 1)] {
+        let mut claims = serde_json::to_value(claims(60)).unwrap();
+        claims["sub"] = bad.into();
+        let token = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+        assert_eq!(verifier.verify(&token), Err(TokenError::Malformed), "subject {bad:?}");
+    }
+    assert!(issuer.issue("a\nb").is_err(), "nor is such a token issued");
+    assert_eq!(
+        verifier.verify(&issuer.issue(&"u".repeat(Subject::MAX_CHARS)).unwrap()).unwrap().sub.as_str().len(),
+        128
+    );
 }
 
 #[test]

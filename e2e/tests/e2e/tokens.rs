@@ -8,7 +8,7 @@ use std::time::Duration;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use todo_common::auth::{unix_now, Claims, JwtSettings, PrivateKey, TokenIssuer, TokenKeys};
+use todo_common::auth::{unix_now, Claims, JwtSettings, PrivateKey, Subject, TokenIssuer, TokenKeys};
 use todo_e2e::{Options, System, SIGNING_KEY_FILE};
 use todo_test_support::{eventually, http_client, unique_name};
 
@@ -124,7 +124,7 @@ async fn verifiers_accept_nothing_but_eddsa_tokens_of_the_set_and_made_up_kids_f
     let public = key.public_key();
 
     let claims = Claims {
-        sub: "someone".into(),
+        sub: Subject::parse("someone").unwrap(),
         iat: unix_now(),
         exp: unix_now() + 600,
         nbf: None,

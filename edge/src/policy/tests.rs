@@ -159,8 +159,8 @@ fn a_good_set_parses_with_defaults_and_matching_order() {
 
 #[test]
 fn path_matchers() {
-    let template = |p: &str| validate::parse_path_for_tests(p, true).unwrap();
-    let prefix = |p: &str| validate::parse_path_for_tests(p, false).unwrap();
+    let template = |p: &str| validate::parse_path(p, true).unwrap();
+    let prefix = |p: &str| validate::parse_path(p, false).unwrap();
     assert!(prefix("/tasks").matches("/tasks") && prefix("/tasks").matches("/tasks/1/complete"));
     assert!(!prefix("/tasks").matches("/tasksx") && !prefix("/tasks").matches("/task"));
     assert!(prefix("/").matches("/anything"));

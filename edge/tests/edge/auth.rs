@@ -3,14 +3,14 @@ use std::time::Duration;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use todo_common::auth::{unix_now, Claims, JwtSettings, TokenIssuer};
+use todo_common::auth::{unix_now, Claims, JwtSettings, Subject, TokenIssuer};
 
 use crate::helpers::*;
 
 fn claims() -> Claims {
     let now = unix_now();
     Claims {
-        sub: "alice".into(),
+        sub: Subject::parse("alice").unwrap(),
         iat: now,
         exp: now + 600,
         nbf: None,
@@ -38,7 +38,7 @@ fn bad_tokens() -> Vec<(&'static str, Option<String>, &'static str)> {
     let mut hs512 = Header::new(Algorithm::HS512);
     hs512.kid = Some("primary".into());
     let hs512 = jsonwebtoken::encode(&hs512, &claims(), &EncodingKey::from_secret(TEST_JWT_SECRET.as_bytes())).unwrap();
-    let admin = serde_json::to_vec(&Claims { sub: "admin".into(), ..claims() }).unwrap();
+    let admin = serde_json::to_vec(&Claims { sub: Subject::parse("admin").unwrap(), ..claims() }).unwrap();
 
     vec![
         ("missing", None, "missing"),

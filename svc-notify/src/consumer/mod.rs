@@ -8,6 +8,7 @@
 //! consumer, lets the message in hand finish, and closes the channel so every
 //! prefetched, unacknowledged message goes back to the queue.
 
+#[cfg(feature = "embedded")]
 mod bus;
 mod migration;
 mod processor;
@@ -30,6 +31,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+#[cfg(feature = "embedded")]
 pub use bus::BusConsumer;
 pub use migration::{migrate_to_quorum, Migrated};
 pub use processor::{Outcome, Processor, RetryPolicy};

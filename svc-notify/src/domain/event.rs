@@ -1,9 +1,8 @@
-//! Task events as svc-tasks publishes them, and why one may be impossible to process.
+//! Task events as svc-tasks publishes them (the contract's [`EventBody`]), and why one
+//! may be impossible to process.
 
-use chrono::{DateTime, Utc};
-use serde::Deserialize;
-
-use todo_common::events::EventType;
+use todo_common::events::{EventBody, EventType};
+use todo_common::time::Timestamp;
 
 use super::{is_sane_foreign_id, TaskId, UserId};
 
@@ -26,7 +25,7 @@ impl EventId {
 pub struct TaskEvent {
     pub id: EventId,
     pub kind: EventType,
-    pub occurred_at: DateTime<Utc>,
+    pub occurred_at: Timestamp,
     pub user_id: UserId,
     pub task_id: TaskId,
     pub title: String,
@@ -54,30 +53,11 @@ impl PoisonReason {
     }
 }
 
-/// The wire shape; fields this service does not need (requestId, other data) are ignored
-/// so svc-tasks can add to events without breaking this consumer.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WireEvent {
-    id: String,
-    #[serde(rename = "type")]
-    kind: String,
-    occurred_at: DateTime<Utc>,
-    user_id: String,
-    task_id: String,
-    data: WireData,
-}
-
-#[derive(Deserialize)]
-struct WireData {
-    title: String,
-}
-
 impl TaskEvent {
     pub fn parse(payload: &[u8]) -> Result<Self, PoisonReason> {
         let value: serde_json::Value =
             serde_json::from_slice(payload).map_err(|e| PoisonReason::NotJson(e.to_string()))?;
-        let wire: WireEvent = serde_json::from_value(value).map_err(|e| PoisonReason::BadShape(e.to_string()))?;
+        let wire: EventBody = serde_json::from_value(value).map_err(|e| PoisonReason::BadShape(e.to_string()))?;
         let kind = EventType::parse(&wire.kind).ok_or_else(|| PoisonReason::UnknownType(wire.kind.clone()))?;
         let bad = |field: &str| PoisonReason::BadShape(format!("{field} is empty, too long or not printable"));
         Ok(Self {
@@ -114,7 +94,7 @@ mod tests {
         assert_eq!(parsed.kind, EventType::Completed);
         assert_eq!(parsed.user_id.as_str(), "u1");
         assert_eq!(parsed.task_id.as_str(), "t1");
-        assert_eq!(parsed.occurred_at.timestamp_millis() % 1000, 123);
+        assert_eq!(parsed.occurred_at.millis() % 1000, 123);
     }
 
     #[test]

@@ -1,6 +1,5 @@
 //! Listing a user's notifications: the query, its cursor and one page of results.
 
-use chrono::{DateTime, Utc};
 use todo_common::problem::FieldError;
 
 use super::{Notification, NotificationId};
@@ -19,30 +18,10 @@ pub enum ReadFilter {
     ReadOnly,
 }
 
-/// Where the previous page ended: the last item's position in the newest-first order
-/// (`createdAt` descending, ties broken by id descending).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cursor {
-    pub created_at: DateTime<Utc>,
-    pub id: NotificationId,
-}
-
-impl Cursor {
-    pub fn after(notification: &Notification) -> Self {
-        Self { created_at: notification.created_at, id: notification.id }
-    }
-
-    /// Opaque to clients: `<createdAt unix millis>_<id hex>`, all URL-safe.
-    pub fn encode(&self) -> String {
-        format!("{}_{}", self.created_at.timestamp_millis(), self.id.to_hex())
-    }
-
-    pub fn parse(raw: &str) -> Option<Self> {
-        let (millis, id) = raw.split_once('_')?;
-        let created_at = DateTime::from_timestamp_millis(millis.parse().ok()?)?;
-        Some(Self { created_at, id: NotificationId::parse(id)? })
-    }
-}
+/// Where the previous page ended: the last notification's (createdAt, id).
+pub type Cursor = todo_common::paging::Cursor<NotificationId>;
+/// One page of notifications, newest first.
+pub type Page = todo_common::paging::Page<Notification>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListQuery {
@@ -80,7 +59,7 @@ impl ListQuery {
                     Ok(limit) if (1..=MAX_LIMIT).contains(&limit) => query.limit = limit,
                     _ => errors.push(FieldError::new("limit", format!("must be an integer from 1 to {MAX_LIMIT}"))),
                 },
-                "cursor" => match Cursor::parse(value) {
+                "cursor" => match Cursor::decode(value) {
                     Some(cursor) => query.after = Some(cursor),
                     None => errors.push(FieldError::new("cursor", "is not a cursor this API handed out")),
                 },
@@ -92,21 +71,6 @@ impl ListQuery {
         } else {
             Err(errors)
         }
-    }
-}
-
-/// One page, newest first, and where the next one starts (none when this is the last).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Page {
-    pub items: Vec<Notification>,
-    pub next: Option<Cursor>,
-}
-
-impl Page {
-    /// From up to `limit + 1` items read newest first (see `todo_common::paging`).
-    pub fn from_overfetch(items: Vec<Notification>, limit: usize) -> Self {
-        let (items, next) = todo_common::paging::trim_overfetch(items, limit, Cursor::after);
-        Self { items, next }
     }
 }
 
@@ -126,10 +90,8 @@ mod tests {
 
     #[test]
     fn good_values_parse() {
-        let cursor = Cursor {
-            created_at: DateTime::from_timestamp_millis(1_700_000_000_123).unwrap(),
-            id: NotificationId::new(),
-        };
+        let cursor =
+            Cursor { at: todo_common::time::Timestamp::from_millis(1_700_000_000_123), id: NotificationId::new() };
         let query =
             ListQuery::parse(&pairs(&[("unread", "true"), ("limit", "100"), ("cursor", &cursor.encode())])).unwrap();
         assert_eq!(query, ListQuery { filter: ReadFilter::UnreadOnly, limit: 100, after: Some(cursor) });

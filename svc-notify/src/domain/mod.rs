@@ -10,6 +10,8 @@ pub use listing::{Cursor, ListQuery, Page, ReadFilter, DEFAULT_LIMIT, MAX_LIMIT}
 pub use notification::{NewNotification, Notification, NotificationId};
 pub use todo_common::events::EventType;
 
+use todo_common::auth::Subject;
+
 /// Opaque ids from other services (user ids, task ids, event ids) are at most this long.
 const MAX_FOREIGN_ID_CHARS: usize = 128;
 
@@ -28,6 +30,13 @@ impl UserId {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// The token verifier has checked a subject already.
+impl From<&Subject> for UserId {
+    fn from(subject: &Subject) -> Self {
+        Self(subject.as_str().to_owned())
     }
 }
 

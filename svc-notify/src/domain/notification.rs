@@ -1,7 +1,11 @@
 //! A notification: what a user is told about one of their tasks.
 
-use chrono::{DateTime, Utc};
+use std::fmt;
+use std::str::FromStr;
+
 use mongodb::bson::oid::ObjectId;
+use todo_common::paging::{Cursor, Listed};
+use todo_common::time::Timestamp;
 
 use super::{EventId, EventType, TaskEvent, TaskId, UserId};
 
@@ -34,6 +38,20 @@ impl Default for NotificationId {
     }
 }
 
+impl fmt::Display for NotificationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.to_hex())
+    }
+}
+
+impl FromStr for NotificationId {
+    type Err = ();
+
+    fn from_str(raw: &str) -> Result<Self, ()> {
+        Self::parse(raw).ok_or(())
+    }
+}
+
 impl From<ObjectId> for NotificationId {
     fn from(id: ObjectId) -> Self {
         Self(id)
@@ -47,8 +65,15 @@ pub struct Notification {
     pub kind: EventType,
     pub message: String,
     pub task_id: TaskId,
-    pub created_at: DateTime<Utc>,
+    pub created_at: Timestamp,
     pub read: bool,
+}
+
+impl Listed for Notification {
+    type Id = NotificationId;
+    fn cursor(&self) -> Cursor<NotificationId> {
+        Cursor { at: self.created_at, id: self.id }
+    }
 }
 
 /// A notification about to be stored, still carrying the event it came from.
@@ -61,7 +86,7 @@ pub struct NewNotification {
     pub message: String,
     pub task_id: TaskId,
     /// When the event happened, so the list orders by what happened, not by when it arrived.
-    pub created_at: DateTime<Utc>,
+    pub created_at: Timestamp,
 }
 
 impl From<&TaskEvent> for NewNotification {

@@ -9,11 +9,11 @@
 use std::path::Path;
 
 use async_trait::async_trait;
-use chrono::DateTime;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use todo_common::embedded::EmbeddedDb;
 use todo_common::health::BackendState;
+use todo_common::time::Timestamp;
 
 use super::{Inserted, NotificationStore, StoreError};
 use crate::domain::{
@@ -47,7 +47,7 @@ impl StoredNotification {
             id: NotificationId::parse(&self.id).ok_or_else(|| corrupt("id"))?,
             kind: EventType::parse(&self.kind).ok_or_else(|| corrupt("type"))?,
             task_id: TaskId::parse(&self.task_id).ok_or_else(|| corrupt("taskId"))?,
-            created_at: DateTime::from_timestamp_millis(self.created_at_millis).ok_or_else(|| corrupt("createdAt"))?,
+            created_at: Timestamp::from_millis(self.created_at_millis),
             message: self.message,
             read: self.read,
         })
@@ -94,7 +94,7 @@ impl NotificationStore for EmbeddedNotificationStore {
             kind: notification.kind.as_str().to_owned(),
             message: notification.message.clone(),
             task_id: notification.task_id.as_str().to_owned(),
-            created_at_millis: notification.created_at.timestamp_millis(),
+            created_at_millis: notification.created_at.millis(),
             read: false,
         };
         self.db
@@ -130,9 +130,7 @@ impl NotificationStore for EmbeddedNotificationStore {
                 let low = (user.as_str(), i64::MIN, "");
                 let cursor_id = query.after.map(|c| c.id.to_hex());
                 let entries = match (query.after, &cursor_id) {
-                    (Some(cursor), Some(id)) => {
-                        by_user.range(low..(user.as_str(), cursor.created_at.timestamp_millis(), id.as_str()))
-                    }
+                    (Some(cursor), Some(id)) => by_user.range(low..(user.as_str(), cursor.at.millis(), id.as_str())),
                     _ => by_user.range(low..=(user.as_str(), i64::MAX, AFTER_EVERY_ID)),
                 }
                 .map_err(unexpected)?;

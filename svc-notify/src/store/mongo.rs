@@ -6,13 +6,13 @@ use std::future::IntoFuture;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use mongodb::bson::{self, doc, oid::ObjectId, Document};
 use mongodb::options::{IndexOptions, ReturnDocument};
 use mongodb::{Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 use todo_common::health::BackendState;
+use todo_common::time::Timestamp;
 
 use super::{Inserted, NotificationStore, StoreError};
 use crate::domain::{
@@ -58,8 +58,7 @@ impl NotificationDocument {
             id: NotificationId::from(self.id),
             kind: EventType::parse(&self.kind).ok_or_else(|| corrupt("type"))?,
             task_id: TaskId::parse(&self.task_id).ok_or_else(|| corrupt("taskId"))?,
-            created_at: DateTime::from_timestamp_millis(self.created_at.timestamp_millis())
-                .ok_or_else(|| corrupt("createdAt"))?,
+            created_at: Timestamp::from_millis(self.created_at.timestamp_millis()),
             message: self.message,
             read: self.read,
         })
@@ -67,8 +66,8 @@ impl NotificationDocument {
 }
 
 /// BSON dates hold milliseconds; anything finer is dropped consistently here.
-fn to_bson(at: DateTime<Utc>) -> bson::DateTime {
-    bson::DateTime::from_millis(at.timestamp_millis())
+fn to_bson(at: Timestamp) -> bson::DateTime {
+    bson::DateTime::from_millis(at.millis())
 }
 
 pub struct MongoNotificationStore {
@@ -101,8 +100,8 @@ fn list_filter(user: &UserId, query: &ListQuery) -> Document {
             filter.insert("read", true);
         }
     }
-    if let Some(Cursor { created_at, id }) = query.after {
-        let created_at = to_bson(created_at);
+    if let Some(Cursor { at, id }) = query.after {
+        let created_at = to_bson(at);
         filter.insert(
             "$or",
             vec![

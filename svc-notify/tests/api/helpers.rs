@@ -39,7 +39,7 @@ impl TestEvent {
         Self {
             id: uuid::Uuid::new_v4().to_string(),
             kind: kind.to_owned(),
-            occurred_at: todo_common::time::now(),
+            occurred_at: DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap(),
             user_id: user_id.to_owned(),
             task_id: mongodb::bson::oid::ObjectId::new().to_hex(),
             title: title.to_owned(),

@@ -10,7 +10,7 @@ use crate::helpers::{spawn_app, TestApp, TestEvent};
 
 /// Publishes `count` events for `owner`, one a minute apart, the last two at the same instant.
 async fn publish_history(app: &TestApp, owner: &str, count: i64) -> Vec<TestEvent> {
-    let start = todo_common::time::now() - Duration::hours(1);
+    let start = chrono::DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap() - Duration::hours(1);
     let mut events = Vec::new();
     for i in 0..count {
         let at = start + Duration::minutes(i.min(count - 2));

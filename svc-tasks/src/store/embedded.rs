@@ -283,9 +283,7 @@ impl TaskStore for EmbeddedTaskStore {
                 let low = (owner.as_str(), i64::MIN, "");
                 let cursor_id = query.cursor.map(|c: Cursor| c.id.to_string());
                 let entries = match (query.cursor, &cursor_id) {
-                    (Some(cursor), Some(id)) => {
-                        by_owner.range(low..(owner.as_str(), cursor.created_at.millis(), id.as_str()))
-                    }
+                    (Some(cursor), Some(id)) => by_owner.range(low..(owner.as_str(), cursor.at.millis(), id.as_str())),
                     _ => by_owner.range(low..=(owner.as_str(), i64::MAX, AFTER_EVERY_ID)),
                 }
                 .map_err(embedded)?;

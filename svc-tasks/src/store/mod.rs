@@ -4,6 +4,7 @@
 //! exactly when its change does. What a write does is the domain's
 //! ([`Task::apply`](crate::domain::Task::apply)); a store only reads, applies and keeps.
 
+#[cfg(feature = "embedded")]
 mod embedded;
 mod mongo;
 
@@ -16,6 +17,7 @@ pub use todo_common::store::StoreError;
 use crate::domain::{Applied, ListQuery, Task, TaskId, TaskPage, UserId, Write};
 use crate::events::{EventEnvelope, EventOrigin};
 
+#[cfg(feature = "embedded")]
 pub use embedded::EmbeddedTaskStore;
 pub use mongo::MongoTaskStore;
 

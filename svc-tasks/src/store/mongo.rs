@@ -309,7 +309,7 @@ impl TaskStore for MongoTaskStore {
             filter.insert("status", status.as_str());
         }
         if let Some(cursor) = query.cursor {
-            let created_at = bson_time(cursor.created_at);
+            let created_at = bson_time(cursor.at);
             filter.insert(
                 "$or",
                 vec![

@@ -8,11 +8,11 @@
 use std::path::Path;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use redb::{ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use todo_common::embedded::EmbeddedDb;
 use todo_common::health::BackendState;
+use todo_common::time::Timestamp;
 
 use super::{stored_user, StoreError, UserStore, EMAIL_TAKEN};
 use crate::domain::{Email, User, UserId};
@@ -38,7 +38,7 @@ impl From<&User> for StoredUser {
             email: user.email.as_ref().to_owned(),
             name: user.name.as_ref().map(|n| n.as_ref().to_owned()),
             password_hash: user.password_hash.clone(),
-            created_at_millis: user.created_at.timestamp_millis(),
+            created_at_millis: user.created_at.millis(),
         }
     }
 }
@@ -48,7 +48,7 @@ impl TryFrom<StoredUser> for User {
 
     fn try_from(stored: StoredUser) -> Result<Self, StoreError> {
         let id = UserId::parse(&stored.id).ok_or_else(|| embedded(format!("stored user id {:?}", stored.id)))?;
-        let created_at = DateTime::<Utc>::from_timestamp_millis(stored.created_at_millis).unwrap_or_default();
+        let created_at = Timestamp::from_millis(stored.created_at_millis);
         stored_user(id, &stored.email, stored.name.as_deref(), stored.password_hash, created_at)
     }
 }

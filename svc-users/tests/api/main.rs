@@ -3,7 +3,7 @@ mod throttle;
 
 use helpers::{assert_problem, skip_when_embedded, spawn_app, spawn_app_with, store_name};
 use serde_json::{json, Value};
-use todo_common::auth::{Claims, TokenIssuer, TokenVerifier};
+use todo_common::auth::{Claims, Subject, TokenIssuer, TokenVerifier};
 use todo_test_support::{jwt_settings, token_for, unique_name};
 
 pub fn fresh_email() -> String {
@@ -134,7 +134,7 @@ async fn me_needs_a_valid_token_of_an_existing_user() {
     let issuer = TokenIssuer::new(&jwt_settings(), std::time::Duration::from_secs(60)).unwrap();
     let now = todo_common::auth::unix_now();
     let expired = Claims {
-        sub: me["id"].as_str().unwrap().into(),
+        sub: Subject::parse(me["id"].as_str().unwrap()).unwrap(),
         iat: now - 7200,
         exp: now - 3600,
         nbf: None,

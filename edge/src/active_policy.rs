@@ -1,5 +1,5 @@
 //! The running form of a policy: routes bound to their upstream pools and limiters.
-//! A new `Live` is swapped in atomically; each request keeps the one it started with.
+//! A new `ActivePolicy` is swapped in atomically; each request keeps the one it started with.
 //! Pools and limiters whose settings did not change are carried over, so health state,
 //! pooled connections and rate-limit counters survive a reload.
 
@@ -15,7 +15,7 @@ use crate::metrics::RouteMetrics;
 use crate::policy::{CorsSpec, Policy, RouteSpec};
 use crate::upstreams::UpstreamPool;
 
-pub struct Live {
+pub struct ActivePolicy {
     pub generation: u64,
     pub routes: Vec<Arc<Route>>,
     pub pools: BTreeMap<String, Arc<UpstreamPool>>,
@@ -34,10 +34,10 @@ pub struct Route {
     pub metrics: RouteMetrics,
 }
 
-impl Live {
+impl ActivePolicy {
     pub async fn build(
         policy: &Policy,
-        previous: Option<&Live>,
+        previous: Option<&ActivePolicy>,
         generation: u64,
         limit_store: Option<&Arc<SharedStore>>,
     ) -> Self {
