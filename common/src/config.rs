@@ -23,6 +23,13 @@ impl EnvSource for ProcessEnv {
     }
 }
 
+/// A fixed set, as tests give one: `Config::from_env(&[("JWT_SECRET", "…")])`.
+impl<const N: usize> EnvSource for [(&str, &str); N] {
+    fn get(&self, key: &str) -> Option<String> {
+        self.iter().find(|(k, _)| *k == key).map(|(_, v)| (*v).to_owned())
+    }
+}
+
 impl EnvSource for HashMap<String, String> {
     fn get(&self, key: &str) -> Option<String> {
         HashMap::get(self, key).cloned()
@@ -186,16 +193,12 @@ pub fn help_text(binary: &str, about: &str, vars: &[&[Var]]) -> String {
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-    }
-
     const PORT: Var = Var::new("PORT", "8080", "port");
     const NEEDED: Var = Var::optional("NEEDED", "needed");
 
     #[test]
     fn defaults_apply_and_empty_counts_as_unset() {
-        let source = env(&[("PORT", "  ")]);
+        let source = [("PORT", "  ")];
         let mut reader = EnvReader::new(&source);
         assert_eq!(reader.parse_or(&PORT, 0u16), 8080);
         assert!(reader.finish(()).is_ok());
@@ -203,7 +206,7 @@ mod tests {
 
     #[test]
     fn every_problem_is_reported_at_once() {
-        let source = env(&[("PORT", "eighty")]);
+        let source = [("PORT", "eighty")];
         let mut reader = EnvReader::new(&source);
         reader.parse_or(&PORT, 0u16);
         reader.string(&NEEDED);

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+pub use mongodb::bson::oid::ObjectId;
 use mongodb::error::{Error, ErrorKind};
 use mongodb::options::{ClientOptions, WriteConcern};
 use mongodb::{Client, Database};
@@ -72,4 +73,56 @@ impl From<Error> for StoreError {
             StoreError::Unexpected(error.into())
         }
     }
+}
+
+/// Declares an id type holding an [`ObjectId`], shown and parsed as its 24 hex digits:
+/// `new` makes a fresh one, `parse` answers `None` for anything else (an id that names
+/// nothing), `object_id` is for queries.
+#[macro_export]
+macro_rules! object_id_type {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub struct $name($crate::mongo::ObjectId);
+
+        impl $name {
+            pub fn new() -> Self {
+                Self($crate::mongo::ObjectId::new())
+            }
+
+            pub fn parse(raw: &str) -> Option<Self> {
+                $crate::mongo::ObjectId::parse_str(raw).ok().map(Self)
+            }
+
+            pub fn object_id(&self) -> $crate::mongo::ObjectId {
+                self.0
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl From<$crate::mongo::ObjectId> for $name {
+            fn from(id: $crate::mongo::ObjectId) -> Self {
+                Self(id)
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0.to_hex())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = ();
+
+            fn from_str(raw: &str) -> Result<Self, ()> {
+                Self::parse(raw).ok_or(())
+            }
+        }
+    };
 }

@@ -275,6 +275,15 @@ pub fn shutdown_on_signal() -> CancellationToken {
     token
 }
 
+/// `endpoint`, which takes the `allowed` method only: any other is a 405 naming it.
+pub fn only<E>(method: &Method, allowed: &'static str, endpoint: E) -> Result<E, Problem> {
+    if method.as_str() == allowed {
+        Ok(endpoint)
+    } else {
+        Err(Problem::method_not_allowed(allowed))
+    }
+}
+
 /// Parses a path like `/tasks/{id}/complete` into its segments.
 pub fn segments(path: &str) -> Vec<&str> {
     path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect()

@@ -149,15 +149,10 @@ fn redis_url(env: &EnvReader<'_>) -> Option<Secret> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-
-    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-    }
 
     #[test]
     fn defaults_apply() {
-        let config = Config::from_env(&env(&[("JWT_SECRET", "0123456789abcdefghijklmnopqrstuvwxyz")])).unwrap();
+        let config = Config::from_env(&[("JWT_SECRET", "0123456789abcdefghijklmnopqrstuvwxyz")]).unwrap();
         assert_eq!(config.listen_addr.to_string(), "127.0.0.1:8080");
         assert_eq!(config.admin_addr.to_string(), "127.0.0.1:9901");
         assert!(config.tls.is_none());
@@ -168,7 +163,7 @@ mod tests {
 
     #[test]
     fn bad_values_are_all_reported() {
-        let err = Config::from_env(&env(&[("LISTEN_ADDR", "nowhere"), ("EDGE_MAX_BODY_BYTES", "0")])).unwrap_err();
+        let err = Config::from_env(&[("LISTEN_ADDR", "nowhere"), ("EDGE_MAX_BODY_BYTES", "0")]).unwrap_err();
         let text = err.to_string();
         assert!(text.contains("LISTEN_ADDR") && text.contains("EDGE_MAX_BODY_BYTES") && text.contains("JWT_SECRET"));
     }
@@ -176,13 +171,13 @@ mod tests {
     #[test]
     fn tls_needs_both_files_and_the_admin_listener_a_port_of_its_own() {
         let secret = ("JWT_SECRET", "0123456789abcdefghijklmnopqrstuvwxyz");
-        let err = Config::from_env(&env(&[secret, ("EDGE_TLS_CERT", "/tls/tls.crt")])).unwrap_err();
+        let err = Config::from_env(&[secret, ("EDGE_TLS_CERT", "/tls/tls.crt")]).unwrap_err();
         assert!(err.to_string().contains("EDGE_TLS_KEY is not"), "{err}");
-        let err = Config::from_env(&env(&[secret, ("EDGE_TLS_KEY", "/tls/tls.key")])).unwrap_err();
+        let err = Config::from_env(&[secret, ("EDGE_TLS_KEY", "/tls/tls.key")]).unwrap_err();
         assert!(err.to_string().contains("EDGE_TLS_CERT is not"), "{err}");
-        let both = Config::from_env(&env(&[secret, ("EDGE_TLS_CERT", "/c.pem"), ("EDGE_TLS_KEY", "/k.pem")])).unwrap();
+        let both = Config::from_env(&[secret, ("EDGE_TLS_CERT", "/c.pem"), ("EDGE_TLS_KEY", "/k.pem")]).unwrap();
         assert_eq!(both.tls.unwrap().cert, PathBuf::from("/c.pem"));
-        let err = Config::from_env(&env(&[secret, ("EDGE_ADMIN_ADDR", "127.0.0.1:8080")])).unwrap_err();
+        let err = Config::from_env(&[secret, ("EDGE_ADMIN_ADDR", "127.0.0.1:8080")]).unwrap_err();
         assert!(err.to_string().contains("port of its own"), "{err}");
     }
 

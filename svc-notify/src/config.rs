@@ -109,15 +109,10 @@ fn amqp_name(reader: &mut EnvReader<'_>, var: &Var) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-
-    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-    }
 
     #[test]
     fn defaults_follow_the_contract() {
-        let config = Config::from_env(&env(&[("JWT_SECRET", "0123456789abcdefghijklmnopqrstuvwxyz")])).unwrap();
+        let config = Config::from_env(&[("JWT_SECRET", "0123456789abcdefghijklmnopqrstuvwxyz")]).unwrap();
         assert_eq!(config.listen_addr, "127.0.0.1:8083");
         assert_eq!(config.mongodb_db, "todo_notify");
         assert_eq!(config.amqp.urls, BrokerUrls::parse("amqp://guest:guest@127.0.0.1:5672/%2f").unwrap());
@@ -130,7 +125,7 @@ mod tests {
     #[test]
     fn bad_values_are_all_reported() {
         let long = "q".repeat(300);
-        let err = Config::from_env(&env(&[("AMQP_QUEUE", &long), ("SHUTDOWN_GRACE_SECONDS", "soon")])).unwrap_err();
+        let err = Config::from_env(&[("AMQP_QUEUE", long.as_str()), ("SHUTDOWN_GRACE_SECONDS", "soon")]).unwrap_err();
         let text = err.to_string();
         assert!(text.contains("AMQP_QUEUE") && text.contains("SHUTDOWN_GRACE_SECONDS") && text.contains("JWT_SECRET"));
     }

@@ -31,7 +31,7 @@ struct NotificationView<'a> {
 impl<'a> From<&'a Notification> for NotificationView<'a> {
     fn from(notification: &'a Notification) -> Self {
         Self {
-            id: notification.id.to_hex(),
+            id: notification.id.to_string(),
             kind: notification.kind.as_str(),
             message: &notification.message,
             task_id: notification.task_id.as_str(),

@@ -1,7 +1,7 @@
 //! Method + path to a typed endpoint; every notification endpoint needs a token.
 
 use http::Method;
-use todo_common::server::{segments, Endpoint as EndpointInfo};
+use todo_common::server::{only, segments, Endpoint as EndpointInfo};
 use todo_common::Problem;
 
 use crate::domain::NotificationId;
@@ -17,15 +17,11 @@ pub enum Endpoint {
 }
 
 pub fn parse(method: &Method, path: &str) -> Result<Endpoint, Problem> {
-    let (endpoint, allowed) = match segments(path).as_slice() {
-        ["notifications"] => (Endpoint::List, "GET"),
-        ["notifications", id, "read"] => (Endpoint::MarkRead(NotificationId::parse(id)), "POST"),
-        _ => return Err(Problem::not_found(format!("no route for {path}"))),
-    };
-    if method.as_str() != allowed {
-        return Err(Problem::method_not_allowed(allowed));
+    match segments(path).as_slice() {
+        ["notifications"] => only(method, "GET", Endpoint::List),
+        ["notifications", id, "read"] => only(method, "POST", Endpoint::MarkRead(NotificationId::parse(id))),
+        _ => Err(Problem::not_found(format!("no route for {path}"))),
     }
-    Ok(endpoint)
 }
 
 impl EndpointInfo for Endpoint {
@@ -49,10 +45,7 @@ mod tests {
     fn routes_and_methods() {
         let id = NotificationId::new();
         assert_eq!(parse(&Method::GET, "/notifications").unwrap(), Endpoint::List);
-        assert_eq!(
-            parse(&Method::POST, &format!("/notifications/{}/read", id.to_hex())).unwrap(),
-            Endpoint::MarkRead(Some(id))
-        );
+        assert_eq!(parse(&Method::POST, &format!("/notifications/{}/read", id)).unwrap(), Endpoint::MarkRead(Some(id)));
         assert_eq!(parse(&Method::POST, "/notifications/abc/read").unwrap(), Endpoint::MarkRead(None));
         assert_eq!(parse(&Method::POST, "/notifications").unwrap_err().status, 405);
         assert_eq!(parse(&Method::GET, "/notifications/abc/read").unwrap_err().status, 405);

@@ -80,15 +80,10 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-
-    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-    }
 
     #[test]
     fn defaults_apply() {
-        let config = Config::from_env(&env(&[("JWT_SECRET", "0123456789abcdefghijklmnopqrstuvwxyz")])).unwrap();
+        let config = Config::from_env(&[("JWT_SECRET", "0123456789abcdefghijklmnopqrstuvwxyz")]).unwrap();
         assert_eq!(config.listen_addr, "127.0.0.1:8082");
         assert_eq!(config.mongodb_db, "todo_tasks");
         assert_eq!(config.redis_key_prefix, "todo:tasks:");
@@ -98,7 +93,7 @@ mod tests {
 
     #[test]
     fn every_problem_is_reported() {
-        let err = Config::from_env(&env(&[("MAX_BODY_BYTES", "lots")])).unwrap_err();
+        let err = Config::from_env(&[("MAX_BODY_BYTES", "lots")]).unwrap_err();
         let text = err.to_string();
         assert!(text.contains("MAX_BODY_BYTES") && text.contains("JWT_SECRET"), "{text}");
     }

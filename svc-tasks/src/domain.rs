@@ -2,9 +2,7 @@
 //! an id string or a raw query value.
 
 use std::fmt;
-use std::str::FromStr;
 
-use mongodb::bson::oid::ObjectId;
 use serde::{Deserialize, Serialize};
 use todo_common::auth::Subject;
 use todo_common::events::EventType;
@@ -43,48 +41,10 @@ impl fmt::Display for UserId {
     }
 }
 
-/// A task id; anything that is not one names no task (404, not 400).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct TaskId(ObjectId);
-
-impl TaskId {
-    pub fn new() -> Self {
-        Self(ObjectId::new())
-    }
-    pub fn parse(raw: &str) -> Option<Self> {
-        // ObjectId::parse_str accepts only 24 hex digits.
-        ObjectId::parse_str(raw).ok().map(Self)
-    }
-    pub fn object_id(&self) -> ObjectId {
-        self.0
-    }
-}
-
-impl Default for TaskId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl From<ObjectId> for TaskId {
-    fn from(id: ObjectId) -> Self {
-        Self(id)
-    }
-}
-
-impl FromStr for TaskId {
-    type Err = ();
-
-    fn from_str(raw: &str) -> Result<Self, ()> {
-        Self::parse(raw).ok_or(())
-    }
-}
-
-impl fmt::Display for TaskId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0.to_hex())
-    }
-}
+todo_common::object_id_type!(
+    /// A task id; anything that is not one names no task (404, not 400).
+    TaskId
+);
 
 /// 1..=200 characters, not blank; kept trimmed.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -113,7 +113,7 @@ impl Relay {
 
     /// Claims the oldest claimable entry and relays it.
     pub async fn process_one(&self) -> Result<RelayOutcome, StoreError> {
-        let Some(entry) = self.store.claim_outbox(&self.owner, LEASE).await? else {
+        let Some(mut entry) = self.store.claim_outbox(&self.owner, LEASE).await? else {
             return Ok(RelayOutcome::Empty);
         };
         let event_id = &entry.envelope.event_id;
@@ -147,7 +147,8 @@ impl Relay {
             self.store.remove_outbox(&entry.id).await?;
             return Ok(RelayOutcome::Relayed);
         }
-        self.store.defer_outbox(&entry.id, !published, !invalidated, RETRY_DELAY).await?;
+        (entry.needs_publish, entry.needs_invalidate) = (!published, !invalidated);
+        self.store.defer_outbox(&entry, RETRY_DELAY).await?;
         Ok(RelayOutcome::Deferred { published })
     }
 

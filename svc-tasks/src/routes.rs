@@ -1,7 +1,7 @@
 //! Method + path to a typed endpoint.
 
 use http::Method;
-use todo_common::server::{segments, Endpoint as EndpointTrait};
+use todo_common::server::{only, segments, Endpoint as EndpointInfo};
 use todo_common::Problem;
 
 use crate::domain::TaskId;
@@ -20,7 +20,7 @@ pub enum Endpoint {
     Reopen(PathId),
 }
 
-impl EndpointTrait for Endpoint {
+impl EndpointInfo for Endpoint {
     fn route(&self) -> &'static str {
         match self {
             Self::List | Self::Create => "/tasks",
@@ -51,13 +51,8 @@ pub fn parse(method: &Method, path: &str) -> Result<Endpoint, Problem> {
                 _ => Err(Problem::method_not_allowed("GET, PATCH, DELETE")),
             }
         }
-        ["tasks", id, action @ ("complete" | "reopen")] => {
-            if *method != Method::POST {
-                return Err(Problem::method_not_allowed("POST"));
-            }
-            let id = TaskId::parse(id);
-            Ok(if *action == "complete" { Endpoint::Complete(id) } else { Endpoint::Reopen(id) })
-        }
+        ["tasks", id, "complete"] => only(method, "POST", Endpoint::Complete(TaskId::parse(id))),
+        ["tasks", id, "reopen"] => only(method, "POST", Endpoint::Reopen(TaskId::parse(id))),
         _ => Err(Problem::not_found(format!("no such resource: {path}"))),
     }
 }

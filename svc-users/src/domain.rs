@@ -1,39 +1,12 @@
 //! User input parsed once at the boundary into types that can only hold valid values.
 
-use std::fmt;
-
-use mongodb::bson::oid::ObjectId;
 use todo_common::problem::FieldError;
 use todo_common::time::Timestamp;
 
-/// A user's id, the subject of the tokens issued to them: 24 hex digits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct UserId(ObjectId);
-
-impl UserId {
-    pub fn new() -> Self {
-        Self(ObjectId::new())
-    }
-    /// `None` for anything that cannot name a user.
-    pub fn parse(raw: &str) -> Option<Self> {
-        ObjectId::parse_str(raw).ok().map(Self)
-    }
-    pub fn object_id(&self) -> ObjectId {
-        self.0
-    }
-}
-
-impl Default for UserId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl fmt::Display for UserId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0.to_hex())
-    }
-}
+todo_common::object_id_type!(
+    /// A user's id, the subject of the tokens issued to them.
+    UserId
+);
 
 /// A registered user.
 #[derive(Debug, Clone, PartialEq, Eq)]

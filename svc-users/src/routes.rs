@@ -1,7 +1,7 @@
 //! Method + path to a typed endpoint, which states whether it needs a token.
 
 use http::Method;
-use todo_common::server::{segments, Endpoint as EndpointInfo};
+use todo_common::server::{only, segments, Endpoint as EndpointInfo};
 use todo_common::Problem;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,17 +14,13 @@ pub enum Endpoint {
 }
 
 pub fn parse(method: &Method, path: &str) -> Result<Endpoint, Problem> {
-    let (endpoint, allowed) = match segments(path).as_slice() {
-        ["users", "register"] => (Endpoint::Register, "POST"),
-        ["users", "login"] => (Endpoint::Login, "POST"),
-        ["users", "me"] => (Endpoint::Me, "GET"),
-        [".well-known", "jwks.json"] => (Endpoint::Jwks, "GET"),
-        _ => return Err(Problem::not_found(format!("no route for {path}"))),
-    };
-    if method.as_str() != allowed {
-        return Err(Problem::method_not_allowed(allowed));
+    match segments(path).as_slice() {
+        ["users", "register"] => only(method, "POST", Endpoint::Register),
+        ["users", "login"] => only(method, "POST", Endpoint::Login),
+        ["users", "me"] => only(method, "GET", Endpoint::Me),
+        [".well-known", "jwks.json"] => only(method, "GET", Endpoint::Jwks),
+        _ => Err(Problem::not_found(format!("no route for {path}"))),
     }
-    Ok(endpoint)
 }
 
 impl EndpointInfo for Endpoint {

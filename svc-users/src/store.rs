@@ -48,9 +48,8 @@ impl TryFrom<UserDocument> for User {
     type Error = StoreError;
 
     fn try_from(doc: UserDocument) -> Result<Self, StoreError> {
-        let id = UserId::parse(&doc.id.to_hex()).ok_or_else(|| corrupt(&doc.id.to_hex(), "id"))?;
         let created_at = Timestamp::from_millis(doc.created_at.timestamp_millis());
-        stored_user(id, &doc.email, doc.name.as_deref(), doc.password_hash, created_at)
+        stored_user(UserId::from(doc.id), &doc.email, doc.name.as_deref(), doc.password_hash, created_at)
     }
 }
 

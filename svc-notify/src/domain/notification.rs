@@ -1,62 +1,14 @@
 //! A notification: what a user is told about one of their tasks.
 
-use std::fmt;
-use std::str::FromStr;
-
-use mongodb::bson::oid::ObjectId;
 use todo_common::paging::{Cursor, Listed};
 use todo_common::time::Timestamp;
 
 use super::{EventId, EventType, TaskEvent, TaskId, UserId};
 
-/// A notification's id: an ObjectId, shown as its hex. Anything else names no notification.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NotificationId(ObjectId);
-
-impl NotificationId {
-    /// `None` for a malformed id, which the API answers like an unknown one (404).
-    pub fn parse(raw: &str) -> Option<Self> {
-        ObjectId::parse_str(raw).ok().map(Self)
-    }
-
-    pub fn new() -> Self {
-        Self(ObjectId::new())
-    }
-
-    pub fn object_id(self) -> ObjectId {
-        self.0
-    }
-
-    pub fn to_hex(self) -> String {
-        self.0.to_hex()
-    }
-}
-
-impl Default for NotificationId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl fmt::Display for NotificationId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0.to_hex())
-    }
-}
-
-impl FromStr for NotificationId {
-    type Err = ();
-
-    fn from_str(raw: &str) -> Result<Self, ()> {
-        Self::parse(raw).ok_or(())
-    }
-}
-
-impl From<ObjectId> for NotificationId {
-    fn from(id: ObjectId) -> Self {
-        Self(id)
-    }
-}
+todo_common::object_id_type!(
+    /// A notification's id; anything that is not one names no notification (404).
+    NotificationId
+);
 
 /// A stored notification.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +78,6 @@ mod tests {
         assert!(NotificationId::parse("nope").is_none());
         assert!(NotificationId::parse("65f0c0ffee65f0c0ffee65f0").is_some());
         let id = NotificationId::new();
-        assert_eq!(NotificationId::parse(&id.to_hex()), Some(id));
+        assert_eq!(NotificationId::parse(&id.to_string()), Some(id));
     }
 }

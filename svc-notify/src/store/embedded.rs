@@ -88,7 +88,7 @@ impl NotificationStore for EmbeddedNotificationStore {
 
     async fn insert(&self, notification: &NewNotification) -> Result<Inserted, StoreError> {
         let stored = StoredNotification {
-            id: notification.id.to_hex(),
+            id: notification.id.to_string(),
             event_id: notification.event_id.as_str().to_owned(),
             user_id: notification.user_id.as_str().to_owned(),
             kind: notification.kind.as_str().to_owned(),
@@ -128,7 +128,7 @@ impl NotificationStore for EmbeddedNotificationStore {
                 let by_user = txn.open_table(BY_USER).map_err(unexpected)?;
                 let notifications = txn.open_table(NOTIFICATIONS).map_err(unexpected)?;
                 let low = (user.as_str(), i64::MIN, "");
-                let cursor_id = query.after.map(|c| c.id.to_hex());
+                let cursor_id = query.after.map(|c| c.id.to_string());
                 let entries = match (query.after, &cursor_id) {
                     (Some(cursor), Some(id)) => by_user.range(low..(user.as_str(), cursor.at.millis(), id.as_str())),
                     _ => by_user.range(low..=(user.as_str(), i64::MAX, AFTER_EVERY_ID)),
@@ -160,7 +160,7 @@ impl NotificationStore for EmbeddedNotificationStore {
     }
 
     async fn mark_read(&self, user: &UserId, id: NotificationId) -> Result<Option<Notification>, StoreError> {
-        let (user, id) = (user.as_str().to_owned(), id.to_hex());
+        let (user, id) = (user.as_str().to_owned(), id.to_string());
         self.db
             .blocking(move |db| {
                 let txn = db.begin_write().map_err(unexpected)?;

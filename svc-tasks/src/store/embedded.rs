@@ -16,11 +16,8 @@ use serde::{Deserialize, Serialize};
 use todo_common::embedded::EmbeddedDb;
 use todo_common::health::BackendState;
 
-use super::{outbox_event, OutboxEntry, OutboxId, StoreError, TaskStore};
-use crate::domain::{
-    Applied, Cursor, ListQuery, Priority, Status, Task, TaskDescription, TaskId, TaskPage, TaskTitle, Timestamp,
-    UserId, Write,
-};
+use super::{outbox_event, OutboxEntry, OutboxId, StoreError, TaskRecord, TaskStore};
+use crate::domain::{Applied, Cursor, ListQuery, Task, TaskId, TaskPage, Timestamp, UserId, Write};
 use crate::events::{EventEnvelope, EventOrigin};
 
 const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
@@ -31,35 +28,11 @@ const OUTBOX_SEQUENCE: &str = "outbox_sequence";
 /// Sorts after every id (lower-case hex), so a range can include all of a millisecond.
 const AFTER_EVERY_ID: &str = "~";
 
-#[derive(Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct StoredTask {
-    id: String,
-    owner_id: String,
-    title: String,
-    description: Option<String>,
-    status: Status,
-    priority: Priority,
-    due_date: Option<i64>,
-    created_at: i64,
-    updated_at: i64,
-    completed_at: Option<i64>,
-}
+type StoredTask = TaskRecord<String, i64>;
 
 impl From<&Task> for StoredTask {
     fn from(task: &Task) -> Self {
-        Self {
-            id: task.id.to_string(),
-            owner_id: task.owner.as_str().to_owned(),
-            title: task.title.as_str().to_owned(),
-            description: task.description.as_ref().map(|d| d.as_str().to_owned()),
-            status: task.status,
-            priority: task.priority,
-            due_date: task.due_date.map(|t| t.millis()),
-            created_at: task.created_at.millis(),
-            updated_at: task.updated_at.millis(),
-            completed_at: task.completed_at.map(|t| t.millis()),
-        }
+        Self::of(task, |id| id.to_string(), |t| t.millis())
     }
 }
 
@@ -67,22 +40,7 @@ impl TryFrom<StoredTask> for Task {
     type Error = StoreError;
 
     fn try_from(stored: StoredTask) -> Result<Self, StoreError> {
-        let corrupt = |e: todo_common::problem::FieldError| {
-            StoreError::unexpected(anyhow::anyhow!("stored task {}: {}: {}", stored.id, e.field, e.message))
-        };
-        Ok(Self {
-            id: TaskId::parse(&stored.id)
-                .ok_or_else(|| StoreError::unexpected(anyhow::anyhow!("stored task id {:?}", stored.id)))?,
-            owner: UserId::from_verified_subject(&stored.owner_id),
-            title: TaskTitle::parse(&stored.title).map_err(corrupt)?,
-            description: stored.description.as_deref().map(TaskDescription::parse).transpose().map_err(corrupt)?,
-            status: stored.status,
-            priority: stored.priority,
-            due_date: stored.due_date.map(Timestamp::from_millis),
-            created_at: Timestamp::from_millis(stored.created_at),
-            updated_at: Timestamp::from_millis(stored.updated_at),
-            completed_at: stored.completed_at.map(Timestamp::from_millis),
-        })
+        stored.into_task(|id| TaskId::parse(id), Timestamp::from_millis)
     }
 }
 
@@ -356,16 +314,11 @@ impl TaskStore for EmbeddedTaskStore {
         self.update_outbox(id, |_| {}, true).await
     }
 
-    async fn defer_outbox(
-        &self,
-        id: &OutboxId,
-        needs_publish: bool,
-        needs_invalidate: bool,
-        retry_in: Duration,
-    ) -> Result<(), StoreError> {
+    async fn defer_outbox(&self, entry: &OutboxEntry, retry_in: Duration) -> Result<(), StoreError> {
         let retry_at = now_millis() + i64::try_from(retry_in.as_millis()).unwrap_or(i64::MAX / 2);
+        let (needs_publish, needs_invalidate) = (entry.needs_publish, entry.needs_invalidate);
         self.update_outbox(
-            id,
+            &entry.id,
             move |stored| {
                 stored.needs_publish = needs_publish;
                 stored.needs_invalidate = needs_invalidate;

@@ -8,13 +8,18 @@
 mod embedded;
 mod mongo;
 
+use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 use todo_common::health::BackendState;
+use todo_common::problem::FieldError;
 pub use todo_common::store::StoreError;
 
-use crate::domain::{Applied, ListQuery, Task, TaskId, TaskPage, UserId, Write};
+use crate::domain::{
+    Applied, ListQuery, Priority, Status, Task, TaskDescription, TaskId, TaskPage, TaskTitle, Timestamp, UserId, Write,
+};
 use crate::events::{EventEnvelope, EventOrigin};
 
 #[cfg(feature = "embedded")]
@@ -41,14 +46,9 @@ pub trait TaskStore: Send + Sync + 'static {
     async fn claim_outbox(&self, lease_owner: &str, lease: Duration) -> Result<Option<OutboxEntry>, StoreError>;
     /// Removes a fully relayed entry.
     async fn remove_outbox(&self, id: &OutboxId) -> Result<(), StoreError>;
-    /// Releases an entry with what is still to be done, claimable again after `retry_in`.
-    async fn defer_outbox(
-        &self,
-        id: &OutboxId,
-        needs_publish: bool,
-        needs_invalidate: bool,
-        retry_in: Duration,
-    ) -> Result<(), StoreError>;
+    /// Releases `entry`, keeping what its flags say is still to be done, claimable again
+    /// after `retry_in`.
+    async fn defer_outbox(&self, entry: &OutboxEntry, retry_in: Duration) -> Result<(), StoreError>;
     /// Entries in the outbox.
     async fn outbox_len(&self) -> Result<u64, StoreError>;
 
@@ -81,6 +81,65 @@ pub struct OutboxEntry {
     pub needs_publish: bool,
     /// The owner's list-cache version not yet bumped by the relay.
     pub needs_invalidate: bool,
+}
+
+/// A task as a store keeps it, in the backend's own id and time types (MongoDB: an
+/// ObjectId and BSON dates; the embedded store: hex text and epoch milliseconds).
+/// Nullable fields are kept as explicit nulls.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TaskRecord<Id, Time> {
+    /// `id` in embedded files written before the record was shared.
+    #[serde(rename = "_id", alias = "id")]
+    id: Id,
+    owner_id: String,
+    title: String,
+    description: Option<String>,
+    status: Status,
+    priority: Priority,
+    due_date: Option<Time>,
+    created_at: Time,
+    updated_at: Time,
+    completed_at: Option<Time>,
+}
+
+impl<Id: fmt::Debug, Time> TaskRecord<Id, Time> {
+    fn of(task: &Task, id: impl Fn(TaskId) -> Id, time: impl Fn(Timestamp) -> Time) -> Self {
+        Self {
+            id: id(task.id),
+            owner_id: task.owner.as_str().to_owned(),
+            title: task.title.as_str().to_owned(),
+            description: task.description.as_ref().map(|d| d.as_str().to_owned()),
+            status: task.status,
+            priority: task.priority,
+            due_date: task.due_date.map(&time),
+            created_at: time(task.created_at),
+            updated_at: time(task.updated_at),
+            completed_at: task.completed_at.map(&time),
+        }
+    }
+
+    /// The task, its values checked again as at its creation.
+    fn into_task(
+        self,
+        id: impl Fn(&Id) -> Option<TaskId>,
+        time: impl Fn(Time) -> Timestamp,
+    ) -> Result<Task, StoreError> {
+        let corrupt = |what: String| StoreError::unexpected(anyhow::anyhow!("stored task {:?}: {what}", self.id));
+        let field = |e: FieldError| corrupt(format!("{}: {}", e.field, e.message));
+        Ok(Task {
+            id: id(&self.id).ok_or_else(|| corrupt("bad id".into()))?,
+            owner: UserId::from_verified_subject(&self.owner_id),
+            title: TaskTitle::parse(&self.title).map_err(field)?,
+            description: self.description.as_deref().map(TaskDescription::parse).transpose().map_err(field)?,
+            status: self.status,
+            priority: self.priority,
+            due_date: self.due_date.map(&time),
+            created_at: time(self.created_at),
+            updated_at: time(self.updated_at),
+            completed_at: self.completed_at.map(&time),
+        })
+    }
 }
 
 /// The outbox entry `applied` calls for, if its write made an event.

@@ -17,10 +17,8 @@ use todo_common::health::BackendState;
 use tokio::sync::OnceCell;
 use tracing::Instrument;
 
-use super::{outbox_event, OutboxEntry, OutboxId, StoreError, TaskStore};
-use crate::domain::{
-    Applied, ListQuery, Priority, Status, Task, TaskDescription, TaskId, TaskPage, TaskTitle, Timestamp, UserId, Write,
-};
+use super::{outbox_event, OutboxEntry, OutboxId, StoreError, TaskRecord, TaskStore};
+use crate::domain::{Applied, ListQuery, Task, TaskId, TaskPage, Timestamp, UserId, Write};
 use crate::events::{EventEnvelope, EventOrigin};
 
 pub const TASKS: &str = "tasks";
@@ -33,22 +31,7 @@ const MAX_TRANSACTION_ATTEMPTS: u32 = 8;
 const CONFLICT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_millis(80));
 const MAX_COMMIT_ATTEMPTS: u32 = 3;
 
-/// A task as stored. Nullable fields are kept as explicit nulls.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct TaskDocument {
-    #[serde(rename = "_id")]
-    id: ObjectId,
-    owner_id: String,
-    title: String,
-    description: Option<String>,
-    status: Status,
-    priority: Priority,
-    due_date: Option<BsonDateTime>,
-    created_at: BsonDateTime,
-    updated_at: BsonDateTime,
-    completed_at: Option<BsonDateTime>,
-}
+type TaskDocument = TaskRecord<ObjectId, BsonDateTime>;
 
 fn bson_time(t: Timestamp) -> BsonDateTime {
     BsonDateTime::from_millis(t.millis())
@@ -60,18 +43,7 @@ fn domain_time(t: BsonDateTime) -> Timestamp {
 
 impl From<&Task> for TaskDocument {
     fn from(task: &Task) -> Self {
-        Self {
-            id: task.id.object_id(),
-            owner_id: task.owner.as_str().to_owned(),
-            title: task.title.as_str().to_owned(),
-            description: task.description.as_ref().map(|d| d.as_str().to_owned()),
-            status: task.status,
-            priority: task.priority,
-            due_date: task.due_date.map(bson_time),
-            created_at: bson_time(task.created_at),
-            updated_at: bson_time(task.updated_at),
-            completed_at: task.completed_at.map(bson_time),
-        }
+        Self::of(task, |id| id.object_id(), bson_time)
     }
 }
 
@@ -79,21 +51,7 @@ impl TryFrom<TaskDocument> for Task {
     type Error = StoreError;
 
     fn try_from(doc: TaskDocument) -> Result<Self, StoreError> {
-        let corrupt = |e: todo_common::problem::FieldError| {
-            StoreError::unexpected(anyhow::anyhow!("stored task {}: {}: {}", doc.id, e.field, e.message))
-        };
-        Ok(Self {
-            id: TaskId::from(doc.id),
-            owner: UserId::from_verified_subject(&doc.owner_id),
-            title: TaskTitle::parse(&doc.title).map_err(corrupt)?,
-            description: doc.description.as_deref().map(TaskDescription::parse).transpose().map_err(corrupt)?,
-            status: doc.status,
-            priority: doc.priority,
-            due_date: doc.due_date.map(domain_time),
-            created_at: domain_time(doc.created_at),
-            updated_at: domain_time(doc.updated_at),
-            completed_at: doc.completed_at.map(domain_time),
-        })
+        doc.into_task(|id| Some(TaskId::from(*id)), domain_time)
     }
 }
 
@@ -365,20 +323,14 @@ impl TaskStore for MongoTaskStore {
         Ok(())
     }
 
-    async fn defer_outbox(
-        &self,
-        id: &OutboxId,
-        needs_publish: bool,
-        needs_invalidate: bool,
-        retry_in: Duration,
-    ) -> Result<(), StoreError> {
+    async fn defer_outbox(&self, entry: &OutboxEntry, retry_in: Duration) -> Result<(), StoreError> {
         let retry_at = BsonDateTime::from_millis(BsonDateTime::now().timestamp_millis() + retry_in.as_millis() as i64);
         self.outbox
             .update_one(
-                doc! { "_id": outbox_object_id(id)? },
+                doc! { "_id": outbox_object_id(&entry.id)? },
                 doc! { "$set": {
-                    "needsPublish": needs_publish,
-                    "needsInvalidate": needs_invalidate,
+                    "needsPublish": entry.needs_publish,
+                    "needsInvalidate": entry.needs_invalidate,
                     "leaseUntil": retry_at,
                     "leaseOwner": null,
                 } },
