@@ -27,7 +27,7 @@ impl<Id: fmt::Display + FromStr> Cursor<Id> {
     pub fn decode(raw: &str) -> Option<Self> {
         let text = String::from_utf8(URL_SAFE_NO_PAD.decode(raw).ok()?).ok()?;
         let (millis, id) = text.split_once('.')?;
-        Some(Self { at: Timestamp::from_millis(millis.parse().ok()?), id: id.parse().ok()? })
+        Some(Self { at: Timestamp::checked_from_millis(millis.parse().ok()?)?, id: id.parse().ok()? })
     }
 }
 
@@ -85,5 +85,6 @@ mod tests {
         assert_eq!(Cursor::<u32>::decode("garbage!"), None);
         assert_eq!(Cursor::<u32>::decode(&URL_SAFE_NO_PAD.encode("12.nothex")), None);
         assert_eq!(Cursor::<u32>::decode(&URL_SAFE_NO_PAD.encode("12")), None);
+        assert_eq!(Cursor::<u32>::decode(&URL_SAFE_NO_PAD.encode(format!("{}.1", i64::MAX))), None, "out of range");
     }
 }

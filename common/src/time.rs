@@ -19,7 +19,12 @@ impl Timestamp {
 
     /// Out of chrono's range (never written by this system) reads as the epoch.
     pub fn from_millis(millis: i64) -> Self {
-        Self(DateTime::from_timestamp_millis(millis).unwrap_or_default())
+        Self::checked_from_millis(millis).unwrap_or_default()
+    }
+
+    /// `None` out of chrono's range: for values from outside, such as a client's cursor.
+    pub fn checked_from_millis(millis: i64) -> Option<Self> {
+        DateTime::from_timestamp_millis(millis).map(Self)
     }
 
     /// An RFC 3339 date-time in any offset, as the request's `field`.

@@ -231,7 +231,9 @@ fn owned(owner: &UserId, id: TaskId) -> Document {
 }
 
 /// The task as `before` was read: a write under this filter finds nothing if another
-/// transaction changed the task since (a guard beside MongoDB's own write conflicts).
+/// transaction has since moved the task to another status or update time. Two changes
+/// within one millisecond that keep the status pass it; MongoDB's own write conflict
+/// (snapshot isolation) is what stops those.
 fn unchanged_since(before: &Task) -> Document {
     let mut filter = owned(&before.owner, before.id);
     filter.insert("status", before.status.as_str());
