@@ -19,6 +19,11 @@ impl From<EmbeddedError> for crate::store::StoreError {
     }
 }
 
+/// A redb (or record decoding) error at a store's seam, named as the embedded store's.
+pub fn store_error(error: impl std::fmt::Display) -> crate::store::StoreError {
+    crate::store::StoreError::unexpected(anyhow::anyhow!("embedded store: {error}"))
+}
+
 #[derive(Clone)]
 pub struct EmbeddedDb(Arc<Database>);
 

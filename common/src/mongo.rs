@@ -11,6 +11,7 @@ use mongodb::{Client, Database};
 use crate::config::Var;
 use crate::health::BackendState;
 use crate::store::StoreError;
+use crate::time::Timestamp;
 
 pub const MONGODB_URI: Var = Var::new("MONGODB_URI", "mongodb://127.0.0.1:27017", "MongoDB connection string");
 
@@ -72,6 +73,19 @@ impl From<Error> for StoreError {
         } else {
             StoreError::Unexpected(error.into())
         }
+    }
+}
+
+/// BSON dates hold milliseconds, as [`Timestamp`] does: the conversions lose nothing.
+impl From<Timestamp> for mongodb::bson::DateTime {
+    fn from(at: Timestamp) -> Self {
+        Self::from_millis(at.millis())
+    }
+}
+
+impl From<mongodb::bson::DateTime> for Timestamp {
+    fn from(at: mongodb::bson::DateTime) -> Self {
+        Timestamp::from_millis(at.timestamp_millis())
     }
 }
 

@@ -39,7 +39,7 @@ impl From<&User> for UserDocument {
             email: user.email.as_ref().to_owned(),
             name: user.name.as_ref().map(|n| n.as_ref().to_owned()),
             password_hash: user.password_hash.clone(),
-            created_at: BsonDateTime::from_millis(user.created_at.millis()),
+            created_at: BsonDateTime::from(user.created_at),
         }
     }
 }
@@ -48,7 +48,7 @@ impl TryFrom<UserDocument> for User {
     type Error = StoreError;
 
     fn try_from(doc: UserDocument) -> Result<Self, StoreError> {
-        let created_at = Timestamp::from_millis(doc.created_at.timestamp_millis());
+        let created_at = Timestamp::from(doc.created_at);
         stored_user(UserId::from(doc.id), &doc.email, doc.name.as_deref(), doc.password_hash, created_at)
     }
 }

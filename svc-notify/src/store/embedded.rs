@@ -11,7 +11,7 @@ use std::path::Path;
 use async_trait::async_trait;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
-use todo_common::embedded::EmbeddedDb;
+use todo_common::embedded::{store_error, EmbeddedDb};
 use todo_common::health::BackendState;
 use todo_common::time::Timestamp;
 
@@ -54,12 +54,8 @@ impl StoredNotification {
     }
 }
 
-fn unexpected(error: impl std::fmt::Display) -> StoreError {
-    StoreError::Unexpected(anyhow::anyhow!("embedded store: {error}"))
-}
-
 fn decode(bytes: &[u8]) -> Result<StoredNotification, StoreError> {
-    serde_json::from_slice(bytes).map_err(unexpected)
+    serde_json::from_slice(bytes).map_err(store_error)
 }
 
 pub struct EmbeddedNotificationStore {
@@ -99,22 +95,22 @@ impl NotificationStore for EmbeddedNotificationStore {
         };
         self.db
             .blocking(move |db| {
-                let bytes = serde_json::to_vec(&stored).map_err(unexpected)?;
-                let txn = db.begin_write().map_err(unexpected)?;
+                let bytes = serde_json::to_vec(&stored).map_err(store_error)?;
+                let txn = db.begin_write().map_err(store_error)?;
                 {
-                    let mut by_event = txn.open_table(BY_EVENT).map_err(unexpected)?;
-                    if by_event.get(stored.event_id.as_str()).map_err(unexpected)?.is_some() {
+                    let mut by_event = txn.open_table(BY_EVENT).map_err(store_error)?;
+                    if by_event.get(stored.event_id.as_str()).map_err(store_error)?.is_some() {
                         return Ok(Inserted::Duplicate);
                     }
-                    by_event.insert(stored.event_id.as_str(), stored.id.as_str()).map_err(unexpected)?;
-                    let mut notifications = txn.open_table(NOTIFICATIONS).map_err(unexpected)?;
-                    notifications.insert(stored.id.as_str(), bytes.as_slice()).map_err(unexpected)?;
-                    let mut by_user = txn.open_table(BY_USER).map_err(unexpected)?;
+                    by_event.insert(stored.event_id.as_str(), stored.id.as_str()).map_err(store_error)?;
+                    let mut notifications = txn.open_table(NOTIFICATIONS).map_err(store_error)?;
+                    notifications.insert(stored.id.as_str(), bytes.as_slice()).map_err(store_error)?;
+                    let mut by_user = txn.open_table(BY_USER).map_err(store_error)?;
                     by_user
                         .insert((stored.user_id.as_str(), stored.created_at_millis, stored.id.as_str()), ())
-                        .map_err(unexpected)?;
+                        .map_err(store_error)?;
                 }
-                txn.commit().map_err(unexpected)?;
+                txn.commit().map_err(store_error)?;
                 Ok(Inserted::Created)
             })
             .await
@@ -124,23 +120,23 @@ impl NotificationStore for EmbeddedNotificationStore {
         let (user, query) = (user.as_str().to_owned(), query.clone());
         self.db
             .blocking(move |db| {
-                let txn = db.begin_read().map_err(unexpected)?;
-                let by_user = txn.open_table(BY_USER).map_err(unexpected)?;
-                let notifications = txn.open_table(NOTIFICATIONS).map_err(unexpected)?;
+                let txn = db.begin_read().map_err(store_error)?;
+                let by_user = txn.open_table(BY_USER).map_err(store_error)?;
+                let notifications = txn.open_table(NOTIFICATIONS).map_err(store_error)?;
                 let low = (user.as_str(), i64::MIN, "");
                 let cursor_id = query.after.map(|c| c.id.to_string());
                 let entries = match (query.after, &cursor_id) {
                     (Some(cursor), Some(id)) => by_user.range(low..(user.as_str(), cursor.at.millis(), id.as_str())),
                     _ => by_user.range(low..=(user.as_str(), i64::MAX, AFTER_EVERY_ID)),
                 }
-                .map_err(unexpected)?;
+                .map_err(store_error)?;
                 // One extra item tells whether another page follows.
                 let wanted = query.limit as usize + 1;
                 let mut items = Vec::new();
                 for entry in entries.rev() {
-                    let (key, _) = entry.map_err(unexpected)?;
+                    let (key, _) = entry.map_err(store_error)?;
                     let (_, _, id) = key.value();
-                    let Some(bytes) = notifications.get(id).map_err(unexpected)? else { continue };
+                    let Some(bytes) = notifications.get(id).map_err(store_error)? else { continue };
                     let notification = decode(bytes.value())?.into_domain()?;
                     let wanted_state = match query.filter {
                         ReadFilter::All => true,
@@ -163,21 +159,21 @@ impl NotificationStore for EmbeddedNotificationStore {
         let (user, id) = (user.as_str().to_owned(), id.to_string());
         self.db
             .blocking(move |db| {
-                let txn = db.begin_write().map_err(unexpected)?;
+                let txn = db.begin_write().map_err(store_error)?;
                 let updated = {
-                    let mut notifications = txn.open_table(NOTIFICATIONS).map_err(unexpected)?;
-                    let found = notifications.get(id.as_str()).map_err(unexpected)?.map(|b| decode(b.value()));
+                    let mut notifications = txn.open_table(NOTIFICATIONS).map_err(store_error)?;
+                    let found = notifications.get(id.as_str()).map_err(store_error)?.map(|b| decode(b.value()));
                     match found.transpose()? {
                         Some(mut stored) if stored.user_id == user => {
                             stored.read = true;
-                            let bytes = serde_json::to_vec(&stored).map_err(unexpected)?;
-                            notifications.insert(id.as_str(), bytes.as_slice()).map_err(unexpected)?;
+                            let bytes = serde_json::to_vec(&stored).map_err(store_error)?;
+                            notifications.insert(id.as_str(), bytes.as_slice()).map_err(store_error)?;
                             Some(stored)
                         }
                         _ => None,
                     }
                 };
-                txn.commit().map_err(unexpected)?;
+                txn.commit().map_err(store_error)?;
                 updated.map(StoredNotification::into_domain).transpose()
             })
             .await
@@ -188,7 +184,7 @@ impl NotificationStore for EmbeddedNotificationStore {
     }
 
     async fn health(&self) -> BackendState {
-        match self.db.blocking(|db| db.begin_read().map(drop).map_err(unexpected)).await {
+        match self.db.blocking(|db| db.begin_read().map(drop).map_err(store_error)).await {
             Ok(()) => BackendState::Up,
             Err(error) => BackendState::Down { detail: error.to_string() },
         }

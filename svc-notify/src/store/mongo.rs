@@ -47,7 +47,7 @@ impl NotificationDocument {
             kind: notification.kind.as_str().to_owned(),
             message: notification.message.clone(),
             task_id: notification.task_id.as_str().to_owned(),
-            created_at: to_bson(notification.created_at),
+            created_at: bson::DateTime::from(notification.created_at),
             read: false,
         }
     }
@@ -58,16 +58,11 @@ impl NotificationDocument {
             id: NotificationId::from(self.id),
             kind: EventType::parse(&self.kind).ok_or_else(|| corrupt("type"))?,
             task_id: TaskId::parse(&self.task_id).ok_or_else(|| corrupt("taskId"))?,
-            created_at: Timestamp::from_millis(self.created_at.timestamp_millis()),
+            created_at: Timestamp::from(self.created_at),
             message: self.message,
             read: self.read,
         })
     }
-}
-
-/// BSON dates hold milliseconds; anything finer is dropped consistently here.
-fn to_bson(at: Timestamp) -> bson::DateTime {
-    bson::DateTime::from_millis(at.millis())
 }
 
 pub struct MongoNotificationStore {
@@ -101,7 +96,7 @@ fn list_filter(user: &UserId, query: &ListQuery) -> Document {
         }
     }
     if let Some(Cursor { at, id }) = query.after {
-        let created_at = to_bson(at);
+        let created_at = bson::DateTime::from(at);
         filter.insert(
             "$or",
             vec![

@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
-use todo_common::embedded::EmbeddedDb;
+use todo_common::embedded::{store_error, EmbeddedDb};
 use todo_common::health::BackendState;
 
 use super::{outbox_event, OutboxEntry, OutboxId, StoreError, TaskRecord, TaskStore};
@@ -73,16 +73,12 @@ impl StoredOutboxEntry {
     }
 }
 
-fn embedded(error: impl Into<anyhow::Error>) -> StoreError {
-    StoreError::unexpected(error)
-}
-
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(value).map_err(embedded)
+    serde_json::to_vec(value).map_err(store_error)
 }
 
 fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(embedded)
+    serde_json::from_slice(bytes).map_err(store_error)
 }
 
 pub struct EmbeddedTaskStore {
@@ -107,17 +103,17 @@ impl EmbeddedTaskStore {
         let origin = origin.clone();
         self.db
             .blocking(move |db| {
-                let txn = db.begin_write().map_err(embedded)?;
+                let txn = db.begin_write().map_err(store_error)?;
                 let applied = apply(&txn, write)?;
                 if let Some(envelope) = applied.as_ref().map(|a| outbox_event(a, &origin)).transpose()?.flatten() {
-                    let mut meta = txn.open_table(META).map_err(embedded)?;
-                    let sequence = meta.get(OUTBOX_SEQUENCE).map_err(embedded)?.map_or(0, |s| s.value()) + 1;
-                    meta.insert(OUTBOX_SEQUENCE, sequence).map_err(embedded)?;
-                    let mut outbox = txn.open_table(OUTBOX).map_err(embedded)?;
+                    let mut meta = txn.open_table(META).map_err(store_error)?;
+                    let sequence = meta.get(OUTBOX_SEQUENCE).map_err(store_error)?.map_or(0, |s| s.value()) + 1;
+                    meta.insert(OUTBOX_SEQUENCE, sequence).map_err(store_error)?;
+                    let mut outbox = txn.open_table(OUTBOX).map_err(store_error)?;
                     let entry = encode(&StoredOutboxEntry::pending(envelope))?;
-                    outbox.insert(sequence, entry.as_slice()).map_err(embedded)?;
+                    outbox.insert(sequence, entry.as_slice()).map_err(store_error)?;
                 }
-                txn.commit().map_err(embedded)?;
+                txn.commit().map_err(store_error)?;
                 Ok(applied)
             })
             .await
@@ -130,23 +126,24 @@ impl EmbeddedTaskStore {
         change: impl FnOnce(&mut StoredOutboxEntry) + Send + 'static,
         remove: bool,
     ) -> Result<(), StoreError> {
-        let sequence: u64 = id.as_str().parse().map_err(embedded)?;
+        let sequence: u64 = id.as_str().parse().map_err(store_error)?;
         self.db
             .blocking(move |db| {
-                let txn = db.begin_write().map_err(embedded)?;
+                let txn = db.begin_write().map_err(store_error)?;
                 {
-                    let mut outbox = txn.open_table(OUTBOX).map_err(embedded)?;
+                    let mut outbox = txn.open_table(OUTBOX).map_err(store_error)?;
                     if remove {
-                        outbox.remove(sequence).map_err(embedded)?;
+                        outbox.remove(sequence).map_err(store_error)?;
                     } else {
-                        let stored = outbox.get(sequence).map_err(embedded)?.map(|b| decode(b.value())).transpose()?;
+                        let stored =
+                            outbox.get(sequence).map_err(store_error)?.map(|b| decode(b.value())).transpose()?;
                         if let Some(mut stored) = stored {
                             change(&mut stored);
-                            outbox.insert(sequence, encode(&stored)?.as_slice()).map_err(embedded)?;
+                            outbox.insert(sequence, encode(&stored)?.as_slice()).map_err(store_error)?;
                         }
                     }
                 }
-                txn.commit().map_err(embedded)
+                txn.commit().map_err(store_error)
             })
             .await
     }
@@ -154,8 +151,8 @@ impl EmbeddedTaskStore {
 
 /// The owner's task `id`, or `None` (another owner's task is simply not found).
 fn owned_task(txn: &WriteTransaction, owner: &UserId, id: TaskId) -> Result<Option<Task>, StoreError> {
-    let tasks = txn.open_table(TASKS).map_err(embedded)?;
-    let Some(bytes) = tasks.get(id.to_string().as_str()).map_err(embedded)? else {
+    let tasks = txn.open_table(TASKS).map_err(store_error)?;
+    let Some(bytes) = tasks.get(id.to_string().as_str()).map_err(store_error)? else {
         return Ok(None);
     };
     let task = Task::try_from(decode::<StoredTask>(bytes.value())?)?;
@@ -164,10 +161,10 @@ fn owned_task(txn: &WriteTransaction, owner: &UserId, id: TaskId) -> Result<Opti
 
 fn put_task(txn: &WriteTransaction, task: &Task) -> Result<(), StoreError> {
     let id = task.id.to_string();
-    let mut tasks = txn.open_table(TASKS).map_err(embedded)?;
-    tasks.insert(id.as_str(), encode(&StoredTask::from(task))?.as_slice()).map_err(embedded)?;
-    let mut by_owner = txn.open_table(BY_OWNER).map_err(embedded)?;
-    by_owner.insert((task.owner.as_str(), task.created_at.millis(), id.as_str()), ()).map_err(embedded)?;
+    let mut tasks = txn.open_table(TASKS).map_err(store_error)?;
+    tasks.insert(id.as_str(), encode(&StoredTask::from(task))?.as_slice()).map_err(store_error)?;
+    let mut by_owner = txn.open_table(BY_OWNER).map_err(store_error)?;
+    by_owner.insert((task.owner.as_str(), task.created_at.millis(), id.as_str()), ()).map_err(store_error)?;
     Ok(())
 }
 
@@ -200,9 +197,9 @@ fn apply(txn: &WriteTransaction, write: Transaction) -> Result<Option<Applied>, 
 
 fn remove_task(txn: &WriteTransaction, task: &Task) -> Result<(), StoreError> {
     let id = task.id.to_string();
-    txn.open_table(TASKS).map_err(embedded)?.remove(id.as_str()).map_err(embedded)?;
-    let mut by_owner = txn.open_table(BY_OWNER).map_err(embedded)?;
-    by_owner.remove((task.owner.as_str(), task.created_at.millis(), id.as_str())).map_err(embedded)?;
+    txn.open_table(TASKS).map_err(store_error)?.remove(id.as_str()).map_err(store_error)?;
+    let mut by_owner = txn.open_table(BY_OWNER).map_err(store_error)?;
+    by_owner.remove((task.owner.as_str(), task.created_at.millis(), id.as_str())).map_err(store_error)?;
     Ok(())
 }
 
@@ -220,9 +217,9 @@ impl TaskStore for EmbeddedTaskStore {
         let owner = owner.clone();
         self.db
             .blocking(move |db| {
-                let txn = db.begin_read().map_err(embedded)?;
-                let tasks = txn.open_table(TASKS).map_err(embedded)?;
-                let Some(bytes) = tasks.get(id.to_string().as_str()).map_err(embedded)? else {
+                let txn = db.begin_read().map_err(store_error)?;
+                let tasks = txn.open_table(TASKS).map_err(store_error)?;
+                let Some(bytes) = tasks.get(id.to_string().as_str()).map_err(store_error)? else {
                     return Ok(None);
                 };
                 let task = Task::try_from(decode::<StoredTask>(bytes.value())?)?;
@@ -235,23 +232,23 @@ impl TaskStore for EmbeddedTaskStore {
         let (owner, query) = (owner.clone(), query.clone());
         self.db
             .blocking(move |db| {
-                let txn = db.begin_read().map_err(embedded)?;
-                let by_owner = txn.open_table(BY_OWNER).map_err(embedded)?;
-                let tasks = txn.open_table(TASKS).map_err(embedded)?;
+                let txn = db.begin_read().map_err(store_error)?;
+                let by_owner = txn.open_table(BY_OWNER).map_err(store_error)?;
+                let tasks = txn.open_table(TASKS).map_err(store_error)?;
                 let low = (owner.as_str(), i64::MIN, "");
                 let cursor_id = query.cursor.map(|c: Cursor| c.id.to_string());
                 let entries = match (query.cursor, &cursor_id) {
                     (Some(cursor), Some(id)) => by_owner.range(low..(owner.as_str(), cursor.at.millis(), id.as_str())),
                     _ => by_owner.range(low..=(owner.as_str(), i64::MAX, AFTER_EVERY_ID)),
                 }
-                .map_err(embedded)?;
+                .map_err(store_error)?;
                 // One more than asked tells whether another page follows.
                 let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
                 let mut items = Vec::new();
                 for entry in entries.rev() {
-                    let (key, _) = entry.map_err(embedded)?;
+                    let (key, _) = entry.map_err(store_error)?;
                     let (_, _, id) = key.value();
-                    let Some(bytes) = tasks.get(id).map_err(embedded)? else { continue };
+                    let Some(bytes) = tasks.get(id).map_err(store_error)? else { continue };
                     let task = Task::try_from(decode::<StoredTask>(bytes.value())?)?;
                     if query.status.is_none_or(|status| status == task.status) {
                         items.push(task);
@@ -281,12 +278,12 @@ impl TaskStore for EmbeddedTaskStore {
         self.db
             .blocking(move |db| {
                 let now = now_millis();
-                let txn = db.begin_write().map_err(embedded)?;
+                let txn = db.begin_write().map_err(store_error)?;
                 let claimed = {
-                    let mut outbox = txn.open_table(OUTBOX).map_err(embedded)?;
+                    let mut outbox = txn.open_table(OUTBOX).map_err(store_error)?;
                     let mut claimable = None;
-                    for entry in outbox.iter().map_err(embedded)? {
-                        let (sequence, bytes) = entry.map_err(embedded)?;
+                    for entry in outbox.iter().map_err(store_error)? {
+                        let (sequence, bytes) = entry.map_err(store_error)?;
                         let stored: StoredOutboxEntry = decode(bytes.value())?;
                         if stored.lease_until <= now {
                             claimable = Some((sequence.value(), stored));
@@ -298,13 +295,13 @@ impl TaskStore for EmbeddedTaskStore {
                             stored.lease_until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
                             stored.lease_owner = Some(lease_owner);
                             stored.attempts += 1;
-                            outbox.insert(sequence, encode(&stored)?.as_slice()).map_err(embedded)?;
+                            outbox.insert(sequence, encode(&stored)?.as_slice()).map_err(store_error)?;
                             Some(stored.entry(sequence))
                         }
                         None => None,
                     }
                 };
-                txn.commit().map_err(embedded)?;
+                txn.commit().map_err(store_error)?;
                 Ok(claimed)
             })
             .await
@@ -333,9 +330,9 @@ impl TaskStore for EmbeddedTaskStore {
     async fn outbox_len(&self) -> Result<u64, StoreError> {
         self.db
             .blocking(|db| {
-                let txn = db.begin_read().map_err(embedded)?;
-                let outbox = txn.open_table(OUTBOX).map_err(embedded)?;
-                outbox.len().map_err(embedded)
+                let txn = db.begin_read().map_err(store_error)?;
+                let outbox = txn.open_table(OUTBOX).map_err(store_error)?;
+                outbox.len().map_err(store_error)
             })
             .await
     }
@@ -350,7 +347,7 @@ impl TaskStore for EmbeddedTaskStore {
     }
 
     async fn ping(&self) -> BackendState {
-        match self.db.blocking(|db| db.begin_read().map(drop).map_err(embedded)).await {
+        match self.db.blocking(|db| db.begin_read().map(drop).map_err(store_error)).await {
             Ok(()) => BackendState::Up,
             Err(error) => BackendState::Down { detail: error.to_string() },
         }

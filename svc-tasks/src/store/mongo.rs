@@ -33,17 +33,9 @@ const MAX_COMMIT_ATTEMPTS: u32 = 3;
 
 type TaskDocument = TaskRecord<ObjectId, BsonDateTime>;
 
-fn bson_time(t: Timestamp) -> BsonDateTime {
-    BsonDateTime::from_millis(t.millis())
-}
-
-fn domain_time(t: BsonDateTime) -> Timestamp {
-    Timestamp::from_millis(t.timestamp_millis())
-}
-
 impl From<&Task> for TaskDocument {
     fn from(task: &Task) -> Self {
-        Self::of(task, |id| id.object_id(), bson_time)
+        Self::of(task, |id| id.object_id(), BsonDateTime::from)
     }
 }
 
@@ -51,7 +43,7 @@ impl TryFrom<TaskDocument> for Task {
     type Error = StoreError;
 
     fn try_from(doc: TaskDocument) -> Result<Self, StoreError> {
-        doc.into_task(|id| Some(TaskId::from(*id)), domain_time)
+        doc.into_task(|id| Some(TaskId::from(*id)), Timestamp::from)
     }
 }
 
@@ -237,7 +229,7 @@ fn owned(owner: &UserId, id: TaskId) -> Document {
 fn unchanged_since(before: &Task) -> Document {
     let mut filter = owned(&before.owner, before.id);
     filter.insert("status", before.status.as_str());
-    filter.insert("updatedAt", bson_time(before.updated_at));
+    filter.insert("updatedAt", BsonDateTime::from(before.updated_at));
     filter
 }
 
@@ -269,7 +261,7 @@ impl TaskStore for MongoTaskStore {
             filter.insert("status", status.as_str());
         }
         if let Some(cursor) = query.cursor {
-            let created_at = bson_time(cursor.at);
+            let created_at = BsonDateTime::from(cursor.at);
             filter.insert(
                 "$or",
                 vec![
@@ -400,7 +392,7 @@ impl OutboxDocument {
             user_id,
             correlation_id,
             traceparent,
-            occurred_at: bson_time(occurred_at),
+            occurred_at: BsonDateTime::from(occurred_at),
             payload,
             needs_publish: true,
             needs_invalidate: true,
@@ -420,7 +412,7 @@ impl OutboxDocument {
                 user_id: self.user_id,
                 correlation_id: self.correlation_id,
                 traceparent: self.traceparent,
-                occurred_at: domain_time(self.occurred_at),
+                occurred_at: Timestamp::from(self.occurred_at),
                 payload: self.payload,
             },
             needs_publish: self.needs_publish,

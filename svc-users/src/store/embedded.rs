@@ -10,7 +10,7 @@ use std::path::Path;
 use async_trait::async_trait;
 use redb::{ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
-use todo_common::embedded::EmbeddedDb;
+use todo_common::embedded::{store_error, EmbeddedDb};
 use todo_common::health::BackendState;
 use todo_common::time::Timestamp;
 
@@ -47,14 +47,10 @@ impl TryFrom<StoredUser> for User {
     type Error = StoreError;
 
     fn try_from(stored: StoredUser) -> Result<Self, StoreError> {
-        let id = UserId::parse(&stored.id).ok_or_else(|| embedded(format!("stored user id {:?}", stored.id)))?;
+        let id = UserId::parse(&stored.id).ok_or_else(|| store_error(format!("stored user id {:?}", stored.id)))?;
         let created_at = Timestamp::from_millis(stored.created_at_millis);
         stored_user(id, &stored.email, stored.name.as_deref(), stored.password_hash, created_at)
     }
-}
-
-fn embedded(error: impl std::fmt::Display) -> StoreError {
-    StoreError::unexpected(anyhow::anyhow!("embedded store: {error}"))
 }
 
 pub struct EmbeddedUserStore {
@@ -74,11 +70,11 @@ impl EmbeddedUserStore {
 }
 
 fn read_user(txn: &ReadTransaction, id: &str) -> Result<Option<User>, StoreError> {
-    let users = txn.open_table(USERS).map_err(embedded)?;
-    let Some(bytes) = users.get(id).map_err(embedded)? else {
+    let users = txn.open_table(USERS).map_err(store_error)?;
+    let Some(bytes) = users.get(id).map_err(store_error)? else {
         return Ok(None);
     };
-    let stored: StoredUser = serde_json::from_slice(bytes.value()).map_err(embedded)?;
+    let stored: StoredUser = serde_json::from_slice(bytes.value()).map_err(store_error)?;
     User::try_from(stored).map(Some)
 }
 
@@ -88,18 +84,18 @@ impl UserStore for EmbeddedUserStore {
         let stored = StoredUser::from(user);
         self.db
             .blocking(move |db| {
-                let bytes = serde_json::to_vec(&stored).map_err(embedded)?;
-                let txn = db.begin_write().map_err(embedded)?;
+                let bytes = serde_json::to_vec(&stored).map_err(store_error)?;
+                let txn = db.begin_write().map_err(store_error)?;
                 {
-                    let mut by_email = txn.open_table(USERS_BY_EMAIL).map_err(embedded)?;
-                    if by_email.get(stored.email.as_str()).map_err(embedded)?.is_some() {
+                    let mut by_email = txn.open_table(USERS_BY_EMAIL).map_err(store_error)?;
+                    if by_email.get(stored.email.as_str()).map_err(store_error)?.is_some() {
                         return Err(EMAIL_TAKEN);
                     }
-                    by_email.insert(stored.email.as_str(), stored.id.as_str()).map_err(embedded)?;
-                    let mut users = txn.open_table(USERS).map_err(embedded)?;
-                    users.insert(stored.id.as_str(), bytes.as_slice()).map_err(embedded)?;
+                    by_email.insert(stored.email.as_str(), stored.id.as_str()).map_err(store_error)?;
+                    let mut users = txn.open_table(USERS).map_err(store_error)?;
+                    users.insert(stored.id.as_str(), bytes.as_slice()).map_err(store_error)?;
                 }
-                txn.commit().map_err(embedded)
+                txn.commit().map_err(store_error)
             })
             .await
     }
@@ -109,9 +105,9 @@ impl UserStore for EmbeddedUserStore {
         self.db
             .blocking(move |db| {
                 // One read transaction: the index entry and the user it names are consistent.
-                let txn = db.begin_read().map_err(embedded)?;
-                let by_email = txn.open_table(USERS_BY_EMAIL).map_err(embedded)?;
-                let id = by_email.get(email.as_str()).map_err(embedded)?.map(|id| id.value().to_owned());
+                let txn = db.begin_read().map_err(store_error)?;
+                let by_email = txn.open_table(USERS_BY_EMAIL).map_err(store_error)?;
+                let id = by_email.get(email.as_str()).map_err(store_error)?.map(|id| id.value().to_owned());
                 match id {
                     Some(id) => read_user(&txn, &id),
                     None => Ok(None),
@@ -121,7 +117,7 @@ impl UserStore for EmbeddedUserStore {
     }
 
     async fn find_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {
-        self.db.blocking(move |db| read_user(&db.begin_read().map_err(embedded)?, &id.to_string())).await
+        self.db.blocking(move |db| read_user(&db.begin_read().map_err(store_error)?, &id.to_string())).await
     }
 
     fn backend_name(&self) -> &'static str {
@@ -129,7 +125,7 @@ impl UserStore for EmbeddedUserStore {
     }
 
     async fn ping(&self) -> BackendState {
-        match self.db.blocking(|db| db.begin_read().map(drop).map_err(embedded)).await {
+        match self.db.blocking(|db| db.begin_read().map(drop).map_err(store_error)).await {
             Ok(()) => BackendState::Up,
             Err(error) => BackendState::Down { detail: error.to_string() },
         }
