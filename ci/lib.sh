@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # Shared by the CI and setup scripts (source it; it runs nothing by itself): how to do
 # what needs root, whether we are root (a container, this project's CI) or not
-# (GitHub's hosted runners, a developer's machine: then through sudo).
+# (GitHub's hosted runners, a developer's machine: then through sudo); how the hostile
+# suite's tool tests run.
 
 # as_root CMD...: runs CMD as root: directly when root, else through sudo (never
 # prompting when there is no terminal to answer, as on CI runners).
@@ -30,4 +31,16 @@ apt_install() {
   fi
   # sudo resets the environment: pass DEBIAN_FRONTEND through env.
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# hostile_tool_test TEST: runs TEST, an ignored test of the hostile suite that drives an
+# external tool (browser, Schemathesis), with the test tools, the backends (stopped on
+# exit) and the built binaries. Call it from the repository root.
+hostile_tool_test() {
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/todo-system/target}"
+  bash ci/install-test-tools.sh >/dev/null
+  bash ci/backends.sh up
+  trap 'bash ci/backends.sh stop' EXIT
+  cargo build --locked --quiet --bins
+  REQUIRE_TEST_TOOLS=1 cargo test --locked -p todo-e2e --test hostile -- --exact --include-ignored "$1" --nocapture
 }

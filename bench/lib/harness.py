@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# bench/: the wrk scripts and lib/ are below it, the repository above.
+BENCH_DIR = Path(__file__).resolve().parent.parent
 
 
 class BenchError(Exception):

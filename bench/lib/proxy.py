@@ -17,10 +17,10 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from ed25519 import SigningKey
 from harness import (
+    BENCH_DIR,
     BenchError,
     children,
     cpu_seconds,
@@ -39,7 +39,6 @@ from harness import (
     wait_http_ok,
 )
 
-BENCH_DIR = Path(__file__).resolve().parent.parent
 PROXY_CPU = "0"
 LOAD_CPU = "1"
 WRK_PATH = "/tasks"
@@ -69,34 +68,34 @@ UPSTREAM_BODY = json.dumps(
     separators=(",", ":"),
 )
 
-# Which edges run besides nginx; (name, policy variant, RUST_LOG, tokens, what it shows).
-# tokens: "hs256" or "eddsa", one token for every request; "hs256-pool" or "eddsa-pool",
-# TOKEN_POOL distinct tokens in turn.
+
+def edge_config(name, description, variant="full", rust_log="info", tokens="hs256"):
+    """(name, policy variant, RUST_LOG, tokens, what it shows) of an edge that runs besides
+    nginx; the defaults are the shipped edge's. tokens: "hs256" or "eddsa", one token for
+    every request; "hs256-pool" or "eddsa-pool", TOKEN_POOL distinct tokens in turn."""
+    return name, variant, rust_log, tokens, description
+
+
 EDGE_CONFIGS = [
-    ("edge", "full", "info", "hs256",
-     "the shipped policy: token check (HS256, one token: the verified-token cache answers), rate limit, CORS, "
-     "security headers, metrics, access log"),
-    ("edge-shared", "shared", "info", "hs256",
-     "as edge, with every limit table on store = \"redis\": one budget across replicas, leased in batches from "
-     "Redis (EDGE_REDIS_URL)"),
-    ("edge-bare", "bare", "info", "hs256", "no token check, no rate limit, no CORS; headers, metrics and access log remain"),
-    ("edge-bare-nolog", "bare", "warn", "hs256", "as edge-bare, with the access log filtered out (RUST_LOG=warn)"),
-    ("edge-eddsa", "full", "info", "eddsa",
-     "as edge, with EdDSA (Ed25519) tokens checked against a JWK Set (JWT_JWKS_URL, a static HTTP server); one "
-     "token: the verified-token cache answers"),
-    ("edge-nocache", "full", "info", "hs256-pool",
-     "as edge, with a distinct HS256 token per request: the cache never answers, every request is a full HMAC check"),
-    ("edge-eddsa-nocache", "full", "info", "eddsa-pool",
-     "as edge-eddsa, with a distinct EdDSA token per request: the cache never answers, every request is a full "
-     "Ed25519 check"),
-    ("edge-baseline", "full", "info", "hs256",
-     "as edge, run from the binary BENCH_BASELINE_EDGE names (another build, e.g. the previous commit's): a "
-     "before/after comparison in one run"),
-    ("edge-traced", "full", "info", "hs256",
-     "as edge, every request traced (OTEL_TRACES_SAMPLER=traceidratio, ratio 1.0) and its span exported over "
-     "OTLP/HTTP to a local collector stand-in"),
-    ("edge-traced-1pct", "full", "info", "hs256",
-     "as edge-traced at sampler ratio 0.01: one request in a hundred is exported"),
+    edge_config("edge", "the shipped policy: token check (HS256, one token: the verified-token cache answers), rate "
+                "limit, CORS, security headers, metrics, access log"),
+    edge_config("edge-shared", "as edge, with every limit table on store = \"redis\": one budget across replicas, "
+                "leased in batches from Redis (EDGE_REDIS_URL)", variant="shared"),
+    edge_config("edge-bare", "no token check, no rate limit, no CORS; headers, metrics and access log remain",
+                variant="bare"),
+    edge_config("edge-bare-nolog", "as edge-bare, with the access log filtered out (RUST_LOG=warn)", variant="bare",
+                rust_log="warn"),
+    edge_config("edge-eddsa", "as edge, with EdDSA (Ed25519) tokens checked against a JWK Set (JWT_JWKS_URL, a "
+                "static HTTP server); one token: the verified-token cache answers", tokens="eddsa"),
+    edge_config("edge-nocache", "as edge, with a distinct HS256 token per request: the cache never answers, every "
+                "request is a full HMAC check", tokens="hs256-pool"),
+    edge_config("edge-eddsa-nocache", "as edge-eddsa, with a distinct EdDSA token per request: the cache never "
+                "answers, every request is a full Ed25519 check", tokens="eddsa-pool"),
+    edge_config("edge-baseline", "as edge, run from the binary BENCH_BASELINE_EDGE names (another build, e.g. the "
+                "previous commit's): a before/after comparison in one run"),
+    edge_config("edge-traced", "as edge, every request traced (OTEL_TRACES_SAMPLER=traceidratio, ratio 1.0) and its "
+                "span exported over OTLP/HTTP to a local collector stand-in"),
+    edge_config("edge-traced-1pct", "as edge-traced at sampler ratio 0.01: one request in a hundred is exported"),
 ]
 # The sampler of the traced edges; `edge` itself runs with tracing off (no endpoint).
 TRACED = {"edge-traced": "1.0", "edge-traced-1pct": "0.01"}

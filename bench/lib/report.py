@@ -22,6 +22,11 @@ def share(value):
     return "?" if value is None else f"{value:.0%}"
 
 
+def verdict_lines(checks):
+    """Markdown bullets of (what, value, ok) checks."""
+    return [f"- {'PASS' if ok else 'MISS'}: {what}: {value}" for what, value, ok in checks]
+
+
 def proxy_rows(proxy):
     base = next(t for t in proxy["targets"] if t["name"] == "nginx")
     rows = []
@@ -129,8 +134,7 @@ def tls_markdown(tls):
         n, e = r["nginx"], r["edge"]
         out.append(f"| {r['load']}: {r['description']} | {n['rps']:.0f} | {e['rps']:.0f} | {r['rps_ratio']:.2f} | "
                    f"{n['cpu_us_per_request']:.1f} | {e['cpu_us_per_request']:.1f} | {r['cpu_ratio']:.2f} |")
-    out += ["", "Targets (issue 14):", ""]
-    out += [f"- {'PASS' if ok else 'MISS'}: {what}: {value}" for what, value, ok in tls_verdicts(tls)]
+    out += ["", "Targets (issue 14):", "", *verdict_lines(tls_verdicts(tls))]
     out += ["", "Every round:", "", "| round | load | proxy | req/s | CPU µs/req | proxy core use | errors |",
             "|---:|---|---|---:|---:|---:|---:|"]
     for i in range(tls["rounds"]):
@@ -203,8 +207,7 @@ def markdown(results, chart_name):
             )
         out += ["", f"![throughput and p99 per configuration]({chart_name})", "", "Configurations:", ""]
         out += [f"- **{r['name']}**: {r['description']}" for r in proxy["targets"]]
-        out += ["", "Targets (issue 7), the edge with its full policy:", ""]
-        out += [f"- {'PASS' if ok else 'MISS'}: {what}: {value}" for what, value, ok in verdicts(proxy)]
+        out += ["", "Targets (issue 7), the edge with its full policy:", "", *verdict_lines(verdicts(proxy))]
         out += ["", "Every round:", "", "| round | configuration | req/s | p50 ms | p99 ms | CPU µs/req | proxy core use | core 0 busy | core 1 busy | errors |",
                 "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for i in range(proxy["rounds"]):
@@ -230,8 +233,7 @@ def markdown(results, chart_name):
                 out.append(f"| {r['what']} | {h['rps']:.0f} | {e['rps']:.0f} | {r['rps_ratio']:.2f} | "
                            f"{h['p99_ms']:.2f} | {e['p99_ms']:.2f} | {h['cpu_us_per_request']:.1f} | "
                            f"{e['cpu_us_per_request']:.1f} | {r['cpu_delta_us']:+.1f} |")
-            out += ["", "Targets (issue 13):", ""]
-            out += [f"- {'PASS' if ok else 'MISS'}: {what}: {value}" for what, value, ok in token_verdicts(proxy)]
+            out += ["", "Targets (issue 13):", "", *verdict_lines(token_verdicts(proxy))]
     if results.get("tls"):
         out += tls_markdown(results["tls"])
     services = results.get("services", {})
@@ -299,8 +301,7 @@ def markdown(results, chart_name):
         ]
     sv = service_verdicts(services)
     if sv:
-        out += ["Targets (issue 7), services:", ""]
-        out += [f"- {'PASS' if ok else 'MISS'}: {what}: {value}" for what, value, ok in sv]
+        out += ["Targets (issue 7), services:", "", *verdict_lines(sv)]
     return "\n".join(out) + "\n"
 
 

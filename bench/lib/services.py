@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from harness import (
+    BENCH_DIR,
     BenchError,
     CpuShare,
     listener_pid,
@@ -36,7 +37,6 @@ from harness import (
     wait_until,
 )
 
-BENCH_DIR = Path(__file__).resolve().parent.parent
 EXCHANGE = "bench.task.events"
 NOTIFY_QUEUE = "bench.notify.events"
 
@@ -71,6 +71,11 @@ def start_service(processes, binaries, name, binary, env, port):
 def median_or_none(values):
     values = [v for v in values if v is not None]
     return median(values) if values else None
+
+
+def over_rounds(results, key, pick=median):
+    """`pick` (the median unless told) of one figure over the rounds' results."""
+    return pick([r[key] for r in results])
 
 
 # --- login against the hash rate ----------------------------------------------------
@@ -307,8 +312,8 @@ def cache_scenario(processes, binaries, run_id, cached_port, secret, rounds, sec
     for name, proc in list(processes.started):
         if name in ("svc-tasks-uncached", "svc-tasks-redis-down", "redis-miss"):
             processes.stop(proc)
-    cached_rps = median([r["rps"] for r in rows["cached"]])
-    uncached_rps = median([r["rps"] for r in rows["uncached"]])
+    cached_rps = over_rounds(rows["cached"], "rps")
+    uncached_rps = over_rounds(rows["uncached"], "rps")
     return {
         "list_size": list_size,
         "connections": 16,
@@ -316,19 +321,19 @@ def cache_scenario(processes, binaries, run_id, cached_port, secret, rounds, sec
         "rounds": rounds,
         "cached_rps": cached_rps,
         "uncached_rps": uncached_rps,
-        "cached_p99_ms": median([r["p99_ms"] for r in rows["cached"]]),
-        "uncached_p99_ms": median([r["p99_ms"] for r in rows["uncached"]]),
+        "cached_p99_ms": over_rounds(rows["cached"], "p99_ms"),
+        "uncached_p99_ms": over_rounds(rows["uncached"], "p99_ms"),
         "ratio": cached_rps / uncached_rps,
         "cached_requests": cached_requests,
         "cached_hits": hits,
         "cached_misses": misses,
         "cached_errors": errors,
-        "mongodb_cpu_share_cached": median_or_none([r["mongodb_cpu_share"] for r in rows["cached"]]),
-        "mongodb_cpu_share_uncached": median_or_none([r["mongodb_cpu_share"] for r in rows["uncached"]]),
+        "mongodb_cpu_share_cached": over_rounds(rows["cached"], "mongodb_cpu_share", median_or_none),
+        "mongodb_cpu_share_uncached": over_rounds(rows["uncached"], "mongodb_cpu_share", median_or_none),
         "uncached_cache_results": {k: sum(r["cache"][k] for r in rows["uncached"]) for k in ("hit", "miss", "error")},
-        "redis_down_rps": median([r["rps"] for r in rows["redis-down"]]),
-        "redis_down_p50_ms": median([r["p50_ms"] for r in rows["redis-down"]]),
-        "redis_down_p99_ms": median([r["p99_ms"] for r in rows["redis-down"]]),
+        "redis_down_rps": over_rounds(rows["redis-down"], "rps"),
+        "redis_down_p50_ms": over_rounds(rows["redis-down"], "p50_ms"),
+        "redis_down_p99_ms": over_rounds(rows["redis-down"], "p99_ms"),
         "redis_down_cache_results": {k: sum(r["cache"][k] for r in rows["redis-down"]) for k in ("hit", "miss", "error")},
     }
 

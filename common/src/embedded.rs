@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use redb::{Database, WriteTransaction};
+use serde::{Deserialize, Serialize};
 
 /// Work on the embedded database did not finish (its blocking task panicked or was
 /// cancelled).
@@ -22,6 +23,16 @@ impl From<EmbeddedError> for crate::store::StoreError {
 /// A redb (or record decoding) error at a store's seam, named as the embedded store's.
 pub fn store_error(error: impl std::fmt::Display) -> crate::store::StoreError {
     crate::store::StoreError::unexpected(anyhow::anyhow!("embedded store: {error}"))
+}
+
+/// A record as the tables keep it: JSON.
+pub fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, crate::store::StoreError> {
+    serde_json::to_vec(record).map_err(store_error)
+}
+
+/// A record read back; a record that does not decode is the store's fault, not the caller's.
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, crate::store::StoreError> {
+    serde_json::from_slice(bytes).map_err(store_error)
 }
 
 #[derive(Clone)]

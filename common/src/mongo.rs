@@ -8,7 +8,7 @@ use mongodb::error::{Error, ErrorKind};
 use mongodb::options::{ClientOptions, WriteConcern};
 use mongodb::{Client, Database};
 
-use crate::config::Var;
+use crate::config::{EnvReader, Secret, Var};
 use crate::health::BackendState;
 use crate::store::StoreError;
 use crate::time::Timestamp;
@@ -22,9 +22,27 @@ const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(2);
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_POOL_SIZE: u32 = 64;
 
-/// A handle on `database`; no I/O happens until first use, so a service starts
-/// (unready) even while MongoDB is still coming up.
-pub async fn connect(uri: &str, database: &str, app_name: &str) -> anyhow::Result<Database> {
+/// Where a service keeps its data: the server (`MONGODB_URI`) and its own database.
+#[derive(Debug, Clone)]
+pub struct MongoSettings {
+    pub uri: Secret,
+    pub database: String,
+}
+
+impl MongoSettings {
+    /// Reads `MONGODB_URI` and the service's database variable.
+    pub fn read(reader: &mut EnvReader<'_>, database: &Var) -> Self {
+        Self { uri: Secret::new(reader.string(&MONGODB_URI)), database: reader.string(database) }
+    }
+
+    /// A handle on the database; no I/O happens until first use, so a service starts
+    /// (unready) even while MongoDB is still coming up.
+    pub async fn connect(&self, app_name: &str) -> anyhow::Result<Database> {
+        connect(self.uri.expose(), &self.database, app_name).await
+    }
+}
+
+async fn connect(uri: &str, database: &str, app_name: &str) -> anyhow::Result<Database> {
     let mut options = ClientOptions::parse(uri).await?;
     options.app_name = Some(app_name.to_owned());
     options.connect_timeout = Some(CONNECT_TIMEOUT);

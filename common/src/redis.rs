@@ -7,10 +7,25 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use crate::config::{EnvReader, Secret, Var};
 use crate::health::BackendState;
 
 /// What callers build commands and scripts with, without depending on `redis` themselves.
 pub use redis::{cmd, Script};
+
+/// A service's Redis: the server and the prefix of every key the service writes.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    pub url: Secret,
+    pub key_prefix: String,
+}
+
+impl RedisSettings {
+    /// Reads the service's two variables (their defaults and help are the service's).
+    pub fn read(reader: &mut EnvReader<'_>, url: &Var, key_prefix: &Var) -> Self {
+        Self { url: Secret::new(reader.string(url)), key_prefix: reader.string(key_prefix) }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RedisError {

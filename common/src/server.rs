@@ -24,7 +24,7 @@ use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::auth::{bearer_token, Claims, Subject, TokenVerifier};
-use crate::config::Var;
+use crate::config::{EnvReader, Var, SHUTDOWN_GRACE_SECONDS};
 use crate::health::{liveness_response, readiness_response, BackendReport};
 use crate::metrics::HttpMetrics;
 use crate::{request_id, traces, Problem};
@@ -32,6 +32,31 @@ use crate::{request_id, traces, Problem};
 pub type HttpResponse = http::Response<Full<Bytes>>;
 
 pub const MAX_BODY_BYTES: Var = Var::new("MAX_BODY_BYTES", "65536", "largest accepted request body");
+/// What [`ServerSettings::read`] reads besides the service's own listen address.
+pub const SERVER_VARS: &[Var] = &[SHUTDOWN_GRACE_SECONDS, MAX_BODY_BYTES];
+
+/// The settings of a service's HTTP server.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen_addr: String,
+    pub shutdown_grace: Duration,
+    pub max_body_bytes: usize,
+}
+
+impl ServerSettings {
+    /// Reads [`SERVER_VARS`] and `listen`, whose default is the service's own port.
+    pub fn read(reader: &mut EnvReader<'_>, listen: &Var) -> Self {
+        let settings = Self {
+            listen_addr: reader.string(listen),
+            shutdown_grace: reader.seconds(&SHUTDOWN_GRACE_SECONDS, 10),
+            max_body_bytes: reader.parse_or(&MAX_BODY_BYTES, 65_536),
+        };
+        if settings.max_body_bytes == 0 {
+            reader.problem("MAX_BODY_BYTES must be greater than 0".into());
+        }
+        settings
+    }
+}
 
 /// Bounds that protect a process from slow or greedy clients.
 const MAX_CONNECTIONS: usize = 2048;

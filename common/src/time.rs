@@ -68,22 +68,6 @@ impl<'de> Deserialize<'de> for Timestamp {
     }
 }
 
-/// Serde helper for stores that keep a timestamp as epoch milliseconds:
-/// `#[serde(with = "todo_common::time::millis")]`.
-pub mod millis {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    use super::Timestamp;
-
-    pub fn serialize<S: Serializer>(at: &Timestamp, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_i64(at.millis())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Timestamp, D::Error> {
-        i64::deserialize(deserializer).map(Timestamp::from_millis)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,16 +82,10 @@ mod tests {
     }
 
     #[test]
-    fn serializes_as_text_or_as_millis() {
-        #[derive(Serialize, Deserialize, PartialEq, Debug)]
-        struct Stored {
-            wire: Timestamp,
-            #[serde(with = "millis")]
-            kept: Timestamp,
-        }
+    fn serializes_as_rfc3339_text() {
         let at = Timestamp::from_millis(1_700_000_000_123);
-        let json = serde_json::to_string(&Stored { wire: at, kept: at }).unwrap();
-        assert_eq!(json, r#"{"wire":"2023-11-14T22:13:20.123Z","kept":1700000000123}"#);
-        assert_eq!(serde_json::from_str::<Stored>(&json).unwrap(), Stored { wire: at, kept: at });
+        let json = serde_json::to_string(&at).unwrap();
+        assert_eq!(json, r#""2023-11-14T22:13:20.123Z""#);
+        assert_eq!(serde_json::from_str::<Timestamp>(&json).unwrap(), at);
     }
 }

@@ -566,6 +566,23 @@ async fn missing_tasks(api: &Api, users: &[User], ledger: &Ledger) -> usize {
     missing
 }
 
+/// Prints what a test injected with the load's, the notifications' and the events'
+/// figures, then checks the outcome: no failure but 503s (a write of unknown outcome, which
+/// the notification check allows for), and exactly one notification per accepted write.
+async fn conclude(system: &System, injected: &str, tally: &Tally, ledger: &Ledger, report: &NotificationReport) {
+    println!(
+        "[faults] {injected}; {}; tasks created {}, completed {}, uncertain completions {}; {}; {}",
+        tally.report(),
+        ledger.created.len(),
+        ledger.completed.len(),
+        ledger.uncertain_completes.len(),
+        report.line(),
+        event_figures(system).await
+    );
+    assert_eq!(tally.failed(), Tally::get(&tally.unavailable), "only 503s: {}", tally.report());
+    assert_eq!((report.missing, report.duplicates, report.unexpected), (0, 0, 0));
+}
+
 async fn event_figures(system: &System) -> String {
     let mut published = 0.0;
     for url in &system.tasks_urls {
@@ -728,22 +745,15 @@ async fn broker_outage_loses_and_doubles_no_notification() {
     let (tally, ledger, ran) = load.finish().await;
 
     let (report, converged) = timed(check_notifications(&system, &api, &users, &ledger)).await;
-    println!(
-        "[faults] broker: injected `rabbitmqctl stop_app` ({stop_took:.1?}) then `start_app` ({start_took:.1?}) \
-         under create+complete load (2 workers, {ran:.1?}); {}; requests accepted while stopped {accepted_during}; \
-         tasks created {}, completed {}, uncertain completions {}; {}; converged in {converged:.1?}; {}",
-        tally.report(),
-        ledger.created.len(),
-        ledger.completed.len(),
-        ledger.uncertain_completes.len(),
-        report.line(),
-        event_figures(&system).await
-    );
     // Writes kept being accepted while the broker was down (10 clean iterations above). A
     // 503 from an overloaded database is possible on a busy machine: such a write has an
     // unknown outcome, which the notification check allows for; nothing else may fail.
-    assert_eq!(tally.failed(), Tally::get(&tally.unavailable), "only 503s: {}", tally.report());
-    assert_eq!((report.missing, report.duplicates, report.unexpected), (0, 0, 0));
+    let injected = format!(
+        "broker: injected `rabbitmqctl stop_app` ({stop_took:.1?}) then `start_app` ({start_took:.1?}) \
+         under create+complete load (2 workers, {ran:.1?}); requests accepted while stopped {accepted_during}; \
+         converged in {converged:.1?}"
+    );
+    conclude(&system, &injected, &tally, &ledger, &report).await;
 }
 
 /// 2. Redis cut off mid-load: every list read shows the writes acknowledged before it,
@@ -935,21 +945,14 @@ async fn notify_killed_mid_stream_loses_and_doubles_nothing() {
     let (tally, ledger, ran) = load.finish().await;
 
     let report = check_notifications(&system, &api, &users, &ledger).await;
-    println!(
-        "[faults] notify SIGKILL: killed svc-notify after it had consumed {consumed_first} events, restarted \
-         ({first_restart:.1?}), killed again after the new process had consumed {consumed_second} with {backlog:?} \
-         messages still queued, restarted ({second_restart:.1?}); create+complete load (3 workers, {ran:.1?}); {}; \
-         tasks created {}, completed {}; {}; {}",
-        tally.report(),
-        ledger.created.len(),
-        ledger.completed.len(),
-        report.line(),
-        event_figures(&system).await
-    );
     // Task writes do not depend on svc-notify; only an overloaded database may answer 503
     // (an unknown outcome the notification check allows for).
-    assert_eq!(tally.failed(), Tally::get(&tally.unavailable), "only 503s: {}", tally.report());
-    assert_eq!((report.missing, report.duplicates, report.unexpected), (0, 0, 0));
+    let injected = format!(
+        "notify SIGKILL: killed svc-notify after it had consumed {consumed_first} events, restarted \
+         ({first_restart:.1?}), killed again after the new process had consumed {consumed_second} with {backlog:?} \
+         messages still queued, restarted ({second_restart:.1?}); create+complete load (3 workers, {ran:.1?})"
+    );
+    conclude(&system, &injected, &tally, &ledger, &report).await;
 }
 
 /// 5. One of two svc-tasks replicas killed under load.
@@ -1184,18 +1187,11 @@ async fn losing_a_broker_node_loses_and_doubles_no_notification() {
     let (tally, ledger, ran) = load.finish().await;
 
     let (report, converged) = timed(check_notifications(&system, &api, &users, &ledger)).await;
-    println!(
-        "[faults] broker node lost: 3-node cluster formed in {formed:.1?}; SIGKILL of node {leader} (leader of \
+    let injected = format!(
+        "broker node lost: 3-node cluster formed in {formed:.1?}; SIGKILL of node {leader} (leader of \
          svc-notify's quorum queue) under create+complete load (2 workers, {ran:.1?}); longest pause of the \
-         notifications after the kill {stalled:.1?}; then node {second}'s client connections closed; {}; tasks created {}, completed {}, \
-         uncertain completions {}; {}; converged in {converged:.1?}; {}",
-        tally.report(),
-        ledger.created.len(),
-        ledger.completed.len(),
-        ledger.uncertain_completes.len(),
-        report.line(),
-        event_figures(&system).await
+         notifications after the kill {stalled:.1?}; then node {second}'s client connections closed; \
+         converged in {converged:.1?}"
     );
-    assert_eq!(tally.failed(), Tally::get(&tally.unavailable), "only 503s: {}", tally.report());
-    assert_eq!((report.missing, report.duplicates, report.unexpected), (0, 0, 0));
+    conclude(&system, &injected, &tally, &ledger, &report).await;
 }

@@ -1,13 +1,10 @@
 //! The service's settings, read once at start from the environment.
 
-use std::time::Duration;
-
 use todo_common::auth::{self, JwtSettings, Role};
 use todo_common::broker::BrokerUrls;
-use todo_common::config::SHUTDOWN_GRACE_SECONDS;
-use todo_common::config::{ConfigError, EnvReader, EnvSource, Secret, Var};
-use todo_common::mongo::MONGODB_URI;
-use todo_common::server::MAX_BODY_BYTES;
+use todo_common::config::{ConfigError, EnvReader, EnvSource, Var};
+use todo_common::mongo::{MongoSettings, MONGODB_URI};
+use todo_common::server::{ServerSettings, SERVER_VARS};
 
 pub const LISTEN_ADDR: Var = Var::new("LISTEN_ADDR", "127.0.0.1:8083", "host:port the HTTP API listens on");
 pub const MONGODB_DB: Var = Var::new("MONGODB_DB", "todo_notify", "MongoDB database holding the notifications");
@@ -24,31 +21,19 @@ pub const AMQP_QUEUE: Var = Var::new(
     "durable queue this service consumes; dead letters go to <queue>.dlx (fanout) -> <queue>.dlq",
 );
 
-/// Everything `--help` lists besides the token settings.
-pub const VARS: &[Var] = &[
-    LISTEN_ADDR,
-    MONGODB_URI,
-    MONGODB_DB,
-    AMQP_URL,
-    AMQP_EXCHANGE,
-    AMQP_QUEUE,
-    SHUTDOWN_GRACE_SECONDS,
-    MAX_BODY_BYTES,
-];
+/// The variables of this service's own, for `--help` (with the server's, JWT and traces').
+pub const VARS: &[Var] = &[LISTEN_ADDR, MONGODB_URI, MONGODB_DB, AMQP_URL, AMQP_EXCHANGE, AMQP_QUEUE];
 
 /// AMQP names are short strings (255 bytes); the queue also names its `.dlx`/`.dlq`.
 const MAX_AMQP_NAME: usize = 255 - 4;
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub listen_addr: String,
-    pub mongodb_uri: Secret,
-    pub mongodb_db: String,
+    /// No endpoint of this service reads a body today; its limit is every service's.
+    pub server: ServerSettings,
+    pub mongodb: MongoSettings,
     pub amqp: AmqpSettings,
     pub jwt: JwtSettings,
-    pub shutdown_grace: Duration,
-    /// No endpoint of this service reads a body today; kept so every service takes the same limit.
-    pub max_body_bytes: usize,
 }
 
 /// Where and what the event consumer consumes.
@@ -75,25 +60,22 @@ impl AmqpSettings {
 impl Config {
     pub fn from_env(source: &dyn EnvSource) -> Result<Self, ConfigError> {
         let mut reader = EnvReader::new(source);
-        let listen_addr = reader.string(&LISTEN_ADDR);
-        let mongodb_uri = Secret::new(reader.string(&MONGODB_URI));
-        let mongodb_db = reader.string(&MONGODB_DB);
+        let server = ServerSettings::read(&mut reader, &LISTEN_ADDR);
+        let mongodb = MongoSettings::read(&mut reader, &MONGODB_DB);
         let amqp = AmqpSettings {
             urls: BrokerUrls::read(&mut reader, &AMQP_URL),
             exchange: amqp_name(&mut reader, &AMQP_EXCHANGE),
             queue: amqp_name(&mut reader, &AMQP_QUEUE),
         };
         let jwt = JwtSettings::from_env(&mut reader, Role::Verifier);
-        let shutdown_grace = reader.seconds(&SHUTDOWN_GRACE_SECONDS, 10);
-        let max_body_bytes = reader.parse_or(&MAX_BODY_BYTES, 65_536);
-        reader.finish(Self { listen_addr, mongodb_uri, mongodb_db, amqp, jwt, shutdown_grace, max_body_bytes })
+        reader.finish(Self { server, mongodb, amqp, jwt })
     }
 
     pub fn help() -> String {
         todo_common::config::help_text(
             "svc-notify",
             "turns task events from RabbitMQ into per-user notifications and serves them.\n\nUsage: svc-notify [--help] [--probe] [--migrate-to-quorum]\n  --migrate-to-quorum  move the classic queues of an older installation to quorum queues (svc-notify stopped), then exit\n  --probe  GET /healthz on LISTEN_ADDR (the container health check); exit 0 when it answers 200",
-            &[VARS, auth::VERIFIER_VARS, todo_common::traces::VARS],
+            &[VARS, SERVER_VARS, auth::VERIFIER_VARS, todo_common::traces::VARS],
         )
     }
 }
@@ -113,8 +95,8 @@ mod tests {
     #[test]
     fn defaults_follow_the_contract() {
         let config = Config::from_env(&[("JWT_SECRET", "0123456789abcdefghijklmnopqrstuvwxyz")]).unwrap();
-        assert_eq!(config.listen_addr, "127.0.0.1:8083");
-        assert_eq!(config.mongodb_db, "todo_notify");
+        assert_eq!(config.server.listen_addr, "127.0.0.1:8083");
+        assert_eq!(config.mongodb.database, "todo_notify");
         assert_eq!(config.amqp.urls, BrokerUrls::parse("amqp://guest:guest@127.0.0.1:5672/%2f").unwrap());
         assert_eq!(config.amqp.exchange, "task.events");
         assert_eq!(config.amqp.queue, "notify.events");

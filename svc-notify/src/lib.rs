@@ -59,7 +59,7 @@ impl Application {
     /// Binds the listener and prepares the backends; MongoDB and RabbitMQ are reached
     /// lazily, so the service starts (unready) even while they are still coming up.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let db = todo_common::mongo::connect(config.mongodb_uri.expose(), &config.mongodb_db, "svc-notify").await?;
+        let db = config.mongodb.connect("svc-notify").await?;
         let store: Arc<dyn NotificationStore> = Arc::new(MongoNotificationStore::new(db));
         let source = EventSource::Amqp(config.amqp.clone());
         Self::build_with(config, store, source).await
@@ -72,7 +72,7 @@ impl Application {
         store: Arc<dyn NotificationStore>,
         source: EventSource,
     ) -> anyhow::Result<Self> {
-        let (listener, local_addr) = server::bind(&config.listen_addr).await?;
+        let (listener, local_addr) = server::bind(&config.server.listen_addr).await?;
         let registry = todo_common::metrics::process_registry();
         let (consumer, consumer_status, consumer_name) = match source {
             EventSource::Amqp(settings) => {
@@ -88,7 +88,7 @@ impl Application {
         let api = NotifyApi { store, consumer: consumer_status, consumer_name };
         let verifier = Arc::new(TokenVerifier::new(&config.jwt));
         let app = Arc::new(HttpApp::new(Arc::new(api), verifier, registry));
-        Ok(Self { listener, local_addr, app, consumer, shutdown_grace: config.shutdown_grace })
+        Ok(Self { listener, local_addr, app, consumer, shutdown_grace: config.server.shutdown_grace })
     }
 
     pub fn local_addr(&self) -> SocketAddr {

@@ -1,13 +1,11 @@
 //! The service's settings, read once at start from the environment.
 
-use std::time::Duration;
-
 use todo_common::auth::{self, JwtSettings, Role};
 use todo_common::broker::BrokerUrls;
-use todo_common::config::SHUTDOWN_GRACE_SECONDS;
-use todo_common::config::{ConfigError, EnvReader, EnvSource, Secret, Var};
-use todo_common::mongo::MONGODB_URI;
-use todo_common::server::MAX_BODY_BYTES;
+use todo_common::config::{ConfigError, EnvReader, EnvSource, Var};
+use todo_common::mongo::{MongoSettings, MONGODB_URI};
+use todo_common::redis::RedisSettings;
+use todo_common::server::{ServerSettings, SERVER_VARS};
 
 pub const LISTEN_ADDR: Var = Var::new("LISTEN_ADDR", "127.0.0.1:8082", "host:port to listen on");
 pub const MONGODB_DB: Var = Var::new("MONGODB_DB", "todo_tasks", "MongoDB database holding tasks and the outbox");
@@ -20,51 +18,31 @@ pub const AMQP_URL: Var = Var::new(
 );
 pub const AMQP_EXCHANGE: Var = Var::new("AMQP_EXCHANGE", "task.events", "durable topic exchange for task events");
 
-/// Every variable this binary reads besides the JWT ones, for `--help`.
-pub const VARS: &[Var] = &[
-    LISTEN_ADDR,
-    MONGODB_URI,
-    MONGODB_DB,
-    REDIS_URL,
-    REDIS_KEY_PREFIX,
-    AMQP_URL,
-    AMQP_EXCHANGE,
-    SHUTDOWN_GRACE_SECONDS,
-    MAX_BODY_BYTES,
-];
+/// The variables of this service's own, for `--help` (with the server's, JWT and traces').
+pub const VARS: &[Var] = &[LISTEN_ADDR, MONGODB_URI, MONGODB_DB, REDIS_URL, REDIS_KEY_PREFIX, AMQP_URL, AMQP_EXCHANGE];
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub listen_addr: String,
-    pub mongodb_uri: Secret,
-    pub mongodb_db: String,
-    pub redis_url: Secret,
-    pub redis_key_prefix: String,
+    pub server: ServerSettings,
+    pub mongodb: MongoSettings,
+    /// The list cache.
+    pub redis: RedisSettings,
     pub amqp_urls: BrokerUrls,
     pub amqp_exchange: String,
     pub jwt: JwtSettings,
-    pub shutdown_grace: Duration,
-    pub max_body_bytes: usize,
 }
 
 impl Config {
     pub fn from_env(source: &dyn EnvSource) -> Result<Self, ConfigError> {
         let mut reader = EnvReader::new(source);
         let config = Self {
-            listen_addr: reader.string(&LISTEN_ADDR),
-            mongodb_uri: Secret::new(reader.string(&MONGODB_URI)),
-            mongodb_db: reader.string(&MONGODB_DB),
-            redis_url: Secret::new(reader.string(&REDIS_URL)),
-            redis_key_prefix: reader.string(&REDIS_KEY_PREFIX),
+            server: ServerSettings::read(&mut reader, &LISTEN_ADDR),
+            mongodb: MongoSettings::read(&mut reader, &MONGODB_DB),
+            redis: RedisSettings::read(&mut reader, &REDIS_URL, &REDIS_KEY_PREFIX),
             amqp_urls: BrokerUrls::read(&mut reader, &AMQP_URL),
             amqp_exchange: reader.string(&AMQP_EXCHANGE),
             jwt: JwtSettings::from_env(&mut reader, Role::Verifier),
-            shutdown_grace: reader.seconds(&SHUTDOWN_GRACE_SECONDS, 10),
-            max_body_bytes: reader.parse_or(&MAX_BODY_BYTES, 65536),
         };
-        if config.max_body_bytes == 0 {
-            reader.problem("MAX_BODY_BYTES must be greater than 0".into());
-        }
         reader.finish(config)
     }
 
@@ -72,7 +50,7 @@ impl Config {
         todo_common::config::help_text(
             "svc-tasks",
             "owner-scoped tasks with a Redis list cache, publishing task events through a transactional outbox.\n\nUsage: svc-tasks [--help] [--probe]\n  --probe  GET /healthz on LISTEN_ADDR (the container health check); exit 0 when it answers 200",
-            &[VARS, auth::VERIFIER_VARS, todo_common::traces::VARS],
+            &[VARS, SERVER_VARS, auth::VERIFIER_VARS, todo_common::traces::VARS],
         )
     }
 }
@@ -84,11 +62,11 @@ mod tests {
     #[test]
     fn defaults_apply() {
         let config = Config::from_env(&[("JWT_SECRET", "0123456789abcdefghijklmnopqrstuvwxyz")]).unwrap();
-        assert_eq!(config.listen_addr, "127.0.0.1:8082");
-        assert_eq!(config.mongodb_db, "todo_tasks");
-        assert_eq!(config.redis_key_prefix, "todo:tasks:");
+        assert_eq!(config.server.listen_addr, "127.0.0.1:8082");
+        assert_eq!(config.mongodb.database, "todo_tasks");
+        assert_eq!(config.redis.key_prefix, "todo:tasks:");
         assert_eq!(config.amqp_exchange, "task.events");
-        assert_eq!(config.max_body_bytes, 65536);
+        assert_eq!(config.server.max_body_bytes, 65536);
     }
 
     #[test]
@@ -101,7 +79,7 @@ mod tests {
     #[test]
     fn help_lists_every_variable() {
         let text = Config::help();
-        for var in VARS.iter().chain(auth::VERIFIER_VARS) {
+        for var in VARS.iter().chain(SERVER_VARS).chain(auth::VERIFIER_VARS) {
             assert!(text.contains(var.key), "{} missing from --help", var.key);
         }
     }

@@ -199,6 +199,14 @@ pub enum Write {
     Delete,
 }
 
+/// A write aimed at one of an owner's tasks.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub owner: UserId,
+    pub id: TaskId,
+    pub write: Write,
+}
+
 /// The event a change makes, stamped with the change's own time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChangeEvent {

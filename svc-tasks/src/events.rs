@@ -23,11 +23,12 @@ impl EventOrigin {
     }
 }
 
-/// One event ready to publish: its routing key, AMQP properties and serialized body. The
-/// embedded outbox keeps it as it is; MongoDB's keeps the same fields, its time as a date.
+/// One event ready to publish: its routing key, AMQP properties and serialized body. Each
+/// outbox keeps it whole, its time in the backend's own type (`Time`: a BSON date in
+/// MongoDB, epoch milliseconds in the embedded store).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct EventEnvelope {
+pub struct EventEnvelope<Time = Timestamp> {
     pub event_id: String,
     pub routing_key: String,
     pub user_id: String,
@@ -36,9 +37,24 @@ pub struct EventEnvelope {
     /// Absent in entries written before traces.
     #[serde(default)]
     pub traceparent: Option<String>,
-    #[serde(with = "todo_common::time::millis")]
-    pub occurred_at: Timestamp,
+    pub occurred_at: Time,
     pub payload: String,
+}
+
+impl<Time> EventEnvelope<Time> {
+    /// The same envelope, its time in another type.
+    pub fn with_time<T>(self, time: impl FnOnce(Time) -> T) -> EventEnvelope<T> {
+        let Self { event_id, routing_key, user_id, correlation_id, traceparent, occurred_at, payload } = self;
+        EventEnvelope {
+            event_id,
+            routing_key,
+            user_id,
+            correlation_id,
+            traceparent,
+            occurred_at: time(occurred_at),
+            payload,
+        }
+    }
 }
 
 impl EventEnvelope {

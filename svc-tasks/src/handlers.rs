@@ -12,7 +12,7 @@ use todo_common::Problem;
 use tokio::sync::Notify;
 
 use crate::cache::{CacheRead, ListCache};
-use crate::domain::{Applied, ListQuery, Task, TaskId, Timestamp, UserId, Write};
+use crate::domain::{Applied, Change, ListQuery, Task, TaskId, Timestamp, UserId, Write};
 use crate::dto::{CreateTaskBody, PageView, TaskView, UpdateTaskBody};
 use crate::events::EventOrigin;
 use crate::publisher::EventPublisher;
@@ -62,15 +62,18 @@ impl Api for TasksApi {
             Endpoint::Get(id) => self.get(&owner, existing(id)?).await,
             Endpoint::Update(id) => self.update(&owner, existing(id)?, request).await,
             Endpoint::Delete(id) => {
-                self.change(&owner, existing(id)?, Write::Delete, &request.request_id).await?;
+                self.change(Change { owner, id: existing(id)?, write: Write::Delete }, &request.request_id).await?;
                 Ok(empty_response(StatusCode::NO_CONTENT))
             }
             Endpoint::Complete(id) => {
-                let task = self.change(&owner, existing(id)?, Write::Complete, &request.request_id).await?;
+                let task = self
+                    .change(Change { owner, id: existing(id)?, write: Write::Complete }, &request.request_id)
+                    .await?;
                 Ok(task_response(StatusCode::OK, &task))
             }
             Endpoint::Reopen(id) => {
-                let task = self.change(&owner, existing(id)?, Write::Reopen, &request.request_id).await?;
+                let task =
+                    self.change(Change { owner, id: existing(id)?, write: Write::Reopen }, &request.request_id).await?;
                 Ok(task_response(StatusCode::OK, &task))
             }
         }
@@ -139,15 +142,16 @@ impl TasksApi {
     async fn update(&self, owner: &UserId, id: TaskId, request: Request) -> Result<HttpResponse, Problem> {
         let body: UpdateTaskBody =
             read_json(&request.headers, request.body, self.max_body_bytes, &self.schemas.update).await?;
-        let task = self.change(owner, id, Write::Update(body.into_domain()?), &request.request_id).await?;
+        let write = Write::Update(body.into_domain()?);
+        let task = self.change(Change { owner: owner.clone(), id, write }, &request.request_id).await?;
         Ok(task_response(StatusCode::OK, &task))
     }
 
-    /// Applies `write` to the owner's task `id`: the task as it now is (was, for a delete).
-    async fn change(&self, owner: &UserId, id: TaskId, write: Write, request_id: &str) -> Result<Task, Problem> {
+    /// Applies `change`: the task as it now is (was, for a delete).
+    async fn change(&self, change: Change, request_id: &str) -> Result<Task, Problem> {
         let origin = EventOrigin::of_request(request_id);
-        let applied = self.store.change(owner, id, &write, &origin).await?.ok_or_else(not_found)?;
-        self.after_commit(owner, &applied).await;
+        let applied = self.store.change(&change, &origin).await?.ok_or_else(not_found)?;
+        self.after_commit(&change.owner, &applied).await;
         Ok(applied.task)
     }
 

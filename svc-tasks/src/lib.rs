@@ -76,10 +76,10 @@ pub struct Application {
 impl Application {
     /// MongoDB, Redis and RabbitMQ from `config`; never anything else.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let db = todo_common::mongo::connect(config.mongodb_uri.expose(), &config.mongodb_db, "svc-tasks").await?;
+        let db = config.mongodb.connect("svc-tasks").await?;
         let backends = Backends {
             store: Arc::new(MongoTaskStore::new(&db)),
-            cache: Arc::new(RedisListCache::new(config.redis_url.expose(), &config.redis_key_prefix)?),
+            cache: Arc::new(RedisListCache::new(config.redis.url.expose(), &config.redis.key_prefix)?),
             publisher: Arc::new(AmqpPublisher::new(config.amqp_urls.clone(), &config.amqp_exchange)),
         };
         Self::build_with(config, backends).await
@@ -104,12 +104,12 @@ impl Application {
             publisher,
             relay_wake: relay.waker(),
             schemas: Schemas::load()?,
-            max_body_bytes: config.max_body_bytes,
+            max_body_bytes: config.server.max_body_bytes,
         };
         let verifier = Arc::new(TokenVerifier::new(&config.jwt));
         let http = Arc::new(HttpApp::new(Arc::new(api), verifier, registry));
-        let (listener, local_addr) = bind(&config.listen_addr).await?;
-        Ok(Self { listener, local_addr, http, store, relay, shutdown_grace: config.shutdown_grace })
+        let (listener, local_addr) = bind(&config.server.listen_addr).await?;
+        Ok(Self { listener, local_addr, http, store, relay, shutdown_grace: config.server.shutdown_grace })
     }
 
     pub fn local_addr(&self) -> SocketAddr {

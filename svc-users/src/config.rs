@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use todo_common::auth::{self, JwtSettings, Role};
-use todo_common::config::SHUTDOWN_GRACE_SECONDS;
-use todo_common::config::{ConfigError, EnvReader, EnvSource, Secret, Var};
-use todo_common::mongo::MONGODB_URI;
-use todo_common::server::MAX_BODY_BYTES;
+use todo_common::config::{ConfigError, EnvReader, EnvSource, Var};
+use todo_common::mongo::{MongoSettings, MONGODB_URI};
+use todo_common::redis::RedisSettings;
+use todo_common::server::{ServerSettings, SERVER_VARS};
 
 pub const LISTEN_ADDR: Var = Var::new("LISTEN_ADDR", "127.0.0.1:8081", "host:port to listen on");
 pub const MONGODB_DB: Var = Var::new("MONGODB_DB", "todo_users", "database holding users");
@@ -23,29 +23,19 @@ pub const REDIS_KEY_PREFIX: Var = Var::new(
 );
 pub const TOKEN_TTL_SECONDS: Var = Var::new("TOKEN_TTL_SECONDS", "3600", "lifetime of issued access tokens");
 
-pub const VARS: &[Var] = &[
-    LISTEN_ADDR,
-    MONGODB_URI,
-    MONGODB_DB,
-    REDIS_URL,
-    BCRYPT_COST,
-    TOKEN_TTL_SECONDS,
-    SHUTDOWN_GRACE_SECONDS,
-    MAX_BODY_BYTES,
-];
+/// The variables of this service's own, for `--help` (with the server's, JWT and traces').
+pub const VARS: &[Var] =
+    &[LISTEN_ADDR, MONGODB_URI, MONGODB_DB, BCRYPT_COST, TOKEN_TTL_SECONDS, REDIS_URL, REDIS_KEY_PREFIX];
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub listen_addr: String,
-    pub mongodb_uri: Secret,
-    pub mongodb_db: String,
-    pub redis_url: Secret,
-    pub redis_key_prefix: String,
+    pub server: ServerSettings,
+    pub mongodb: MongoSettings,
+    /// The failed-login counts.
+    pub redis: RedisSettings,
     pub jwt: JwtSettings,
     pub bcrypt_cost: u32,
     pub token_ttl: Duration,
-    pub shutdown_grace: Duration,
-    pub max_body_bytes: usize,
 }
 
 impl Config {
@@ -56,16 +46,12 @@ impl Config {
             env.problem(format!("BCRYPT_COST={bcrypt_cost}: must be 4 to 31"));
         }
         let config = Self {
-            listen_addr: env.string(&LISTEN_ADDR),
-            mongodb_uri: Secret::new(env.string(&MONGODB_URI)),
-            mongodb_db: env.string(&MONGODB_DB),
-            redis_url: Secret::new(env.string(&REDIS_URL)),
-            redis_key_prefix: env.string(&REDIS_KEY_PREFIX),
+            server: ServerSettings::read(&mut env, &LISTEN_ADDR),
+            mongodb: MongoSettings::read(&mut env, &MONGODB_DB),
+            redis: RedisSettings::read(&mut env, &REDIS_URL, &REDIS_KEY_PREFIX),
             jwt: JwtSettings::from_env(&mut env, Role::Issuer),
             bcrypt_cost,
             token_ttl: env.seconds(&TOKEN_TTL_SECONDS, 3600),
-            shutdown_grace: env.seconds(&SHUTDOWN_GRACE_SECONDS, 10),
-            max_body_bytes: env.parse_or(&MAX_BODY_BYTES, 65536),
         };
         env.finish(config)
     }
@@ -74,7 +60,7 @@ impl Config {
         todo_common::config::help_text(
             "svc-users",
             "registers users, checks passwords and issues access tokens.\n\nUsage: svc-users [--seed] [--help] [--probe] [--generate-signing-key PATH]\n  --seed  create the demo users (idempotent) and exit\n  --generate-signing-key PATH  make an Ed25519 signing key at PATH (0600) unless it exists; print its public key\n  --probe  GET /healthz on LISTEN_ADDR (the container health check); exit 0 when it answers 200",
-            &[VARS, auth::ISSUER_VARS, todo_common::traces::VARS],
+            &[VARS, SERVER_VARS, auth::ISSUER_VARS, todo_common::traces::VARS],
         )
     }
 }

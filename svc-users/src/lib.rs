@@ -56,10 +56,10 @@ impl Application {
     /// Binds the listener and prepares the backends; MongoDB and Redis are reached
     /// lazily, so the service starts (unready) even while the database is still coming up.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let db = todo_common::mongo::connect(config.mongodb_uri.expose(), &config.mongodb_db, "svc-users").await?;
+        let db = config.mongodb.connect("svc-users").await?;
         let backends = Backends {
             store: Arc::new(MongoUserStore::new(&db)),
-            login_attempts: Arc::new(RedisLoginAttempts::new(config.redis_url.expose(), &config.redis_key_prefix)?),
+            login_attempts: Arc::new(RedisLoginAttempts::new(config.redis.url.expose(), &config.redis.key_prefix)?),
         };
         Self::build_with(config, backends).await
     }
@@ -67,7 +67,7 @@ impl Application {
     /// Like [`Application::build`], on the given backends (the standalone mode's, or a
     /// test's); `config`'s MongoDB and Redis settings are then unused.
     pub async fn build_with(config: Config, backends: Backends) -> anyhow::Result<Self> {
-        let (listener, local_addr) = server::bind(&config.listen_addr).await?;
+        let (listener, local_addr) = server::bind(&config.server.listen_addr).await?;
         let registry = todo_common::metrics::process_registry();
         let throttle_failures = todo_common::metrics::counter(
             &registry,
@@ -88,11 +88,11 @@ impl Application {
                     &["result"],
                 ),
             },
-            max_body_bytes: config.max_body_bytes,
+            max_body_bytes: config.server.max_body_bytes,
         };
         let verifier = Arc::new(TokenVerifier::new(&config.jwt));
         let app = Arc::new(HttpApp::new(Arc::new(api), verifier, registry));
-        Ok(Self { listener, local_addr, app, shutdown_grace: config.shutdown_grace })
+        Ok(Self { listener, local_addr, app, shutdown_grace: config.server.shutdown_grace })
     }
 
     pub fn local_addr(&self) -> SocketAddr {

@@ -13,7 +13,7 @@ pub const DEMO_USERS: &[(&str, &str, &str)] =
 
 /// Creates the demo users that do not exist yet; returns how many were created.
 pub async fn seed(config: &Config) -> anyhow::Result<usize> {
-    let db = todo_common::mongo::connect(config.mongodb_uri.expose(), &config.mongodb_db, "svc-users-seed").await?;
+    let db = config.mongodb.connect("svc-users-seed").await?;
     seed_store(&MongoUserStore::new(&db), config.bcrypt_cost).await
 }
 

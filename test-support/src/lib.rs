@@ -162,3 +162,14 @@ impl Drop for DataDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Asserts a problem+json answer with `status` and returns its body.
+pub async fn assert_problem(response: reqwest::Response, status: u16) -> serde_json::Value {
+    assert_eq!(response.status().as_u16(), status, "unexpected status");
+    let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let body: serde_json::Value = response.json().await.expect("problem body is JSON");
+    assert_eq!(body["status"], status);
+    assert!(body["title"].is_string() && body["detail"].is_string() && body["type"].is_string(), "{body}");
+    body
+}

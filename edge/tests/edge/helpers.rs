@@ -151,71 +151,13 @@ pub const LOGIN_LIMIT: u32 = 3;
 pub const USER_LIMIT: u32 = 3;
 pub const ORIGIN: &str = "https://app.example";
 
+/// The tests' upstreams, at the stubs' addresses.
 pub fn upstreams_toml(users: &[SocketAddr], tasks: &[SocketAddr]) -> String {
     let list = |addrs: &[SocketAddr]| addrs.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
-    format!(
-        r#"
-[upstreams.users]
-addresses = [{users}]
-connect_timeout_ms = 300
-read_timeout_ms = 1000
-[upstreams.users.health_check]
-type = "http"
-path = "/healthz"
-interval_ms = 200
-timeout_ms = 300
-
-[upstreams.tasks]
-addresses = [{tasks}]
-connect_timeout_ms = 300
-read_timeout_ms = 500
-[upstreams.tasks.health_check]
-type = "http"
-interval_ms = 200
-timeout_ms = 300
-"#,
-        users = list(users),
-        tasks = list(tasks)
-    )
+    include_str!("policies/upstreams.toml").replace("{users}", &list(users)).replace("{tasks}", &list(tasks))
 }
 
-pub const ROUTES: &str = r#"
-[[routes]]
-name = "register"
-path = "/users/register"
-methods = ["POST"]
-upstream = "users"
-auth = false
-
-[[routes]]
-name = "login"
-path = "/users/login"
-methods = ["POST"]
-upstream = "users"
-auth = false
-rate_limit = "login-per-ip"
-
-[[routes]]
-name = "me"
-path = "/users/me"
-methods = ["GET"]
-upstream = "users"
-auth = true
-
-[[routes]]
-name = "tasks-limited"
-path = "/tasks/limited"
-methods = ["GET"]
-upstream = "tasks"
-auth = true
-rate_limit = "per-user"
-
-[[routes]]
-name = "tasks"
-prefix = "/tasks"
-upstream = "tasks"
-auth = true
-"#;
+pub const ROUTES: &str = include_str!("policies/routes.toml");
 
 /// A public route the reload tests add and remove.
 pub const PING_ROUTE: &str = r#"
@@ -561,16 +503,7 @@ pub fn assert_edge_headers(response: &reqwest::Response, what: &str) {
     }
 }
 
-/// Asserts a problem+json body with `status`, returns it.
-pub async fn problem(response: reqwest::Response, status: u16) -> Value {
-    assert_eq!(response.status(), status, "status");
-    let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    assert_eq!(content_type, "application/problem+json");
-    let body: Value = response.json().await.expect("problem body");
-    assert_eq!(body["status"], status);
-    assert!(body["type"].is_string() && body["title"].is_string() && body["detail"].is_string(), "{body}");
-    body
-}
+pub use todo_test_support::assert_problem as problem;
 
 pub fn header<'a>(response: &'a reqwest::Response, name: &str) -> Option<&'a str> {
     response.headers().get(name).and_then(|v| v.to_str().ok())

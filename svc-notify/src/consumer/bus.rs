@@ -17,7 +17,6 @@ use crate::store::NotificationStore;
 
 pub struct BusConsumer {
     receiver: BusReceiver,
-    store: Arc<dyn NotificationStore>,
     processor: Processor,
     metrics: ConsumerMetrics,
     status: watch::Sender<BackendState>,
@@ -31,14 +30,14 @@ impl BusConsumer {
         registry: &prometheus::Registry,
     ) -> (Self, ConsumerStatus) {
         let (status, watcher) = watch::channel(degraded("not consuming yet"));
-        let processor = Processor::new(store.clone(), retry);
-        let consumer = Self { receiver, store, processor, metrics: ConsumerMetrics::new(registry), status };
+        let processor = Processor::new(store, retry);
+        let consumer = Self { receiver, processor, metrics: ConsumerMetrics::new(registry), status };
         (consumer, ConsumerStatus(watcher))
     }
 
     /// Consumes until `shutdown` or until every publisher is gone.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        if let Err(error) = self.store.ensure_indexes().await {
+        if let Err(error) = self.processor.prepare().await {
             tracing::error!(%error, "cannot prepare the notification store; not consuming");
             self.status.send_replace(degraded("the store could not be prepared"));
             return;
@@ -61,29 +60,11 @@ impl BusConsumer {
             let outcome =
                 self.processor.process_one(message.payload.as_bytes(), &shutdown).instrument(span.clone()).await;
             let _in_span = span.enter();
-            let event_id = delivery.message.event_id.clone();
-            let routing_key = delivery.message.routing_key.clone();
+            self.metrics.record(&outcome, Some(&message.event_id), &message.routing_key);
+            // Dead letters are accepted too: there is no dead-letter queue in-process.
             let settlement = match outcome {
-                Outcome::Stored => {
-                    self.metrics.consumed.inc();
-                    tracing::info!(%event_id, routing_key, "notification stored");
-                    Settlement::Accepted
-                }
-                Outcome::Duplicate => {
-                    self.metrics.duplicate.inc();
-                    tracing::info!(%event_id, routing_key, "duplicate event ignored");
-                    Settlement::Accepted
-                }
-                Outcome::DeadLettered(reason) => {
-                    self.metrics.dead_lettered.with_label_values(&[reason.label()]).inc();
-                    tracing::warn!(%event_id, routing_key, %reason, "unprocessable event dropped");
-                    Settlement::Accepted
-                }
-                Outcome::Retry => {
-                    self.metrics.retried.inc();
-                    tracing::warn!(%event_id, routing_key, "event handed back; it stays in the outbox");
-                    Settlement::Requeue("the notification store is unavailable".into())
-                }
+                Outcome::Retry => Settlement::Requeue("the notification store is unavailable".into()),
+                Outcome::Stored | Outcome::Duplicate | Outcome::DeadLettered(_) => Settlement::Accepted,
             };
             delivery.settle(settlement);
         }

@@ -85,6 +85,31 @@ impl ConsumerMetrics {
     }
 }
 
+impl ConsumerMetrics {
+    /// Counts and logs what became of one message. Called before the message is settled:
+    /// its effect on the store has happened whatever the settling does.
+    fn record(&self, outcome: &Outcome, event_id: Option<&str>, routing_key: &str) {
+        match outcome {
+            Outcome::Stored => {
+                self.consumed.inc();
+                tracing::info!(event_id, routing_key, "notification stored");
+            }
+            Outcome::Duplicate => {
+                self.duplicate.inc();
+                tracing::info!(event_id, routing_key, "duplicate event ignored");
+            }
+            Outcome::DeadLettered(reason) => {
+                self.dead_lettered.with_label_values(&[reason.label()]).inc();
+                tracing::warn!(event_id, routing_key, %reason, "unprocessable message dead-lettered");
+            }
+            Outcome::Retry => {
+                self.retried.inc();
+                tracing::warn!(event_id, routing_key, "message handed back for a later retry");
+            }
+        }
+    }
+}
+
 /// The consumer's connection state as `/readyz` reports it (never critical: while the
 /// broker is away events wait in the queue and the API keeps serving).
 #[derive(Clone)]
@@ -104,7 +129,6 @@ enum SessionEnd {
 
 pub struct EventConsumer {
     settings: AmqpSettings,
-    store: Arc<dyn NotificationStore>,
     processor: Processor,
     metrics: ConsumerMetrics,
     status: watch::Sender<BackendState>,
@@ -120,10 +144,10 @@ impl EventConsumer {
         registry: &Registry,
     ) -> (Self, ConsumerStatus) {
         let (status, watcher) = watch::channel(degraded("not connected yet"));
-        let processor = Processor::new(store.clone(), retry);
+        let processor = Processor::new(store, retry);
         let metrics = ConsumerMetrics::new(registry);
         let nodes = BrokerNodes::new(settings.urls.clone());
-        let consumer = Self { settings, store, processor, metrics, status, nodes };
+        let consumer = Self { settings, processor, metrics, status, nodes };
         (consumer, ConsumerStatus(watcher))
     }
 
@@ -163,12 +187,12 @@ impl EventConsumer {
         Ok(())
     }
 
-    /// The unique event-id index must exist before anything is stored, or a duplicate
-    /// could slip in; so consuming waits until it is created. False on shutdown.
+    /// Consuming waits until the store's indexes exist ([`Processor::prepare`]). False
+    /// on shutdown.
     async fn wait_for_indexes(&self, shutdown: &CancellationToken) -> bool {
         let mut backoff = Backoff::new(RECONNECT_FIRST_DELAY, INDEX_RETRY_MAX_DELAY);
         loop {
-            match self.store.ensure_indexes().await {
+            match self.processor.prepare().await {
                 Ok(()) => return true,
                 Err(error) => {
                     tracing::warn!(%error, "cannot create the notification indexes yet");
@@ -264,27 +288,15 @@ impl EventConsumer {
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Outcome> {
         let outcome = self.processor.process_one(&delivery.data, shutdown).await;
-        let routing_key = delivery.routing_key.as_str();
-        // Counted before settling: the effect on the store has happened whatever the ack does.
+        self.metrics.record(&outcome, message_id.as_deref(), delivery.routing_key.as_str());
         match &outcome {
-            Outcome::Stored => {
-                self.metrics.consumed.inc();
-                tracing::info!(?message_id, routing_key, "notification stored");
+            Outcome::Stored | Outcome::Duplicate => {
                 amqp_call("ack", delivery.acker.ack(BasicAckOptions::default())).await?;
             }
-            Outcome::Duplicate => {
-                self.metrics.duplicate.inc();
-                tracing::info!(?message_id, routing_key, "duplicate event ignored");
-                amqp_call("ack", delivery.acker.ack(BasicAckOptions::default())).await?;
-            }
-            Outcome::DeadLettered(reason) => {
-                self.metrics.dead_lettered.with_label_values(&[reason.label()]).inc();
-                tracing::warn!(?message_id, routing_key, %reason, "message dead-lettered");
+            Outcome::DeadLettered(_) => {
                 amqp_call("reject", delivery.acker.reject(BasicRejectOptions { requeue: false })).await?;
             }
             Outcome::Retry => {
-                self.metrics.retried.inc();
-                tracing::warn!(?message_id, routing_key, "message handed back to the queue for later");
                 let requeue = BasicNackOptions { requeue: true, ..Default::default() };
                 amqp_call("nack", delivery.acker.nack(requeue)).await?;
             }

@@ -66,6 +66,12 @@ impl Processor {
         self.retry
     }
 
+    /// Creates the store's indexes: the unique event-id index must exist before anything
+    /// is stored, or a duplicate could slip in.
+    pub async fn prepare(&self) -> Result<(), StoreError> {
+        self.store.ensure_indexes().await
+    }
+
     /// Decodes the event and stores its notification, retrying a failing store with
     /// capped backoff for a bounded number of attempts; shutdown cuts the waiting short.
     pub async fn process_one(&self, payload: &[u8], shutdown: &CancellationToken) -> Outcome {

@@ -10,15 +10,12 @@ use std::path::Path;
 
 use async_trait::async_trait;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
-use serde::{Deserialize, Serialize};
-use todo_common::embedded::{store_error, EmbeddedDb};
+use todo_common::embedded::{decode, encode, store_error, EmbeddedDb};
 use todo_common::health::BackendState;
 use todo_common::time::Timestamp;
 
-use super::{Inserted, NotificationStore, StoreError};
-use crate::domain::{
-    EventType, ListQuery, NewNotification, Notification, NotificationId, Page, ReadFilter, TaskId, UserId,
-};
+use super::{Inserted, NotificationRecord, NotificationStore, StoreError};
+use crate::domain::{ListQuery, NewNotification, Notification, NotificationId, Page, ReadFilter, UserId};
 
 const NOTIFICATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("notifications");
 const BY_EVENT: TableDefinition<&str, &str> = TableDefinition::new("notifications_by_event");
@@ -26,36 +23,12 @@ const BY_USER: TableDefinition<(&str, i64, &str), ()> = TableDefinition::new("no
 /// Sorts after every id (lower-case hex), so a range can include all of a millisecond.
 const AFTER_EVERY_ID: &str = "~";
 
-#[derive(Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct StoredNotification {
-    id: String,
-    event_id: String,
-    user_id: String,
-    #[serde(rename = "type")]
-    kind: String,
-    message: String,
-    task_id: String,
-    created_at_millis: i64,
-    read: bool,
-}
+type StoredNotification = NotificationRecord<String, i64>;
 
 impl StoredNotification {
-    fn into_domain(self) -> Result<Notification, StoreError> {
-        let corrupt = |what: &str| StoreError::Unexpected(anyhow::anyhow!("notification {} has a bad {what}", self.id));
-        Ok(Notification {
-            id: NotificationId::parse(&self.id).ok_or_else(|| corrupt("id"))?,
-            kind: EventType::parse(&self.kind).ok_or_else(|| corrupt("type"))?,
-            task_id: TaskId::parse(&self.task_id).ok_or_else(|| corrupt("taskId"))?,
-            created_at: Timestamp::from_millis(self.created_at_millis),
-            message: self.message,
-            read: self.read,
-        })
+    fn into_notification(self) -> Result<Notification, StoreError> {
+        self.into_domain(|id| NotificationId::parse(id), Timestamp::from_millis)
     }
-}
-
-fn decode(bytes: &[u8]) -> Result<StoredNotification, StoreError> {
-    serde_json::from_slice(bytes).map_err(store_error)
 }
 
 pub struct EmbeddedNotificationStore {
@@ -83,19 +56,11 @@ impl NotificationStore for EmbeddedNotificationStore {
     }
 
     async fn insert(&self, notification: &NewNotification) -> Result<Inserted, StoreError> {
-        let stored = StoredNotification {
-            id: notification.id.to_string(),
-            event_id: notification.event_id.as_str().to_owned(),
-            user_id: notification.user_id.as_str().to_owned(),
-            kind: notification.kind.as_str().to_owned(),
-            message: notification.message.clone(),
-            task_id: notification.task_id.as_str().to_owned(),
-            created_at_millis: notification.created_at.millis(),
-            read: false,
-        };
+        let stored =
+            StoredNotification::unread(notification, notification.id.to_string(), notification.created_at.millis());
         self.db
             .blocking(move |db| {
-                let bytes = serde_json::to_vec(&stored).map_err(store_error)?;
+                let bytes = encode(&stored)?;
                 let txn = db.begin_write().map_err(store_error)?;
                 {
                     let mut by_event = txn.open_table(BY_EVENT).map_err(store_error)?;
@@ -107,7 +72,7 @@ impl NotificationStore for EmbeddedNotificationStore {
                     notifications.insert(stored.id.as_str(), bytes.as_slice()).map_err(store_error)?;
                     let mut by_user = txn.open_table(BY_USER).map_err(store_error)?;
                     by_user
-                        .insert((stored.user_id.as_str(), stored.created_at_millis, stored.id.as_str()), ())
+                        .insert((stored.user_id.as_str(), stored.created_at, stored.id.as_str()), ())
                         .map_err(store_error)?;
                 }
                 txn.commit().map_err(store_error)?;
@@ -137,7 +102,7 @@ impl NotificationStore for EmbeddedNotificationStore {
                     let (key, _) = entry.map_err(store_error)?;
                     let (_, _, id) = key.value();
                     let Some(bytes) = notifications.get(id).map_err(store_error)? else { continue };
-                    let notification = decode(bytes.value())?.into_domain()?;
+                    let notification = decode::<StoredNotification>(bytes.value())?.into_notification()?;
                     let wanted_state = match query.filter {
                         ReadFilter::All => true,
                         ReadFilter::UnreadOnly => !notification.read,
@@ -162,11 +127,14 @@ impl NotificationStore for EmbeddedNotificationStore {
                 let txn = db.begin_write().map_err(store_error)?;
                 let updated = {
                     let mut notifications = txn.open_table(NOTIFICATIONS).map_err(store_error)?;
-                    let found = notifications.get(id.as_str()).map_err(store_error)?.map(|b| decode(b.value()));
+                    let found = notifications
+                        .get(id.as_str())
+                        .map_err(store_error)?
+                        .map(|b| decode::<StoredNotification>(b.value()));
                     match found.transpose()? {
                         Some(mut stored) if stored.user_id == user => {
                             stored.read = true;
-                            let bytes = serde_json::to_vec(&stored).map_err(store_error)?;
+                            let bytes = encode(&stored)?;
                             notifications.insert(id.as_str(), bytes.as_slice()).map_err(store_error)?;
                             Some(stored)
                         }
@@ -174,7 +142,7 @@ impl NotificationStore for EmbeddedNotificationStore {
                     }
                 };
                 txn.commit().map_err(store_error)?;
-                updated.map(StoredNotification::into_domain).transpose()
+                updated.map(StoredNotification::into_notification).transpose()
             })
             .await
     }

@@ -10,58 +10,25 @@ use futures::TryStreamExt;
 use mongodb::bson::{self, doc, oid::ObjectId, Document};
 use mongodb::options::{IndexOptions, ReturnDocument};
 use mongodb::{Collection, Database, IndexModel};
-use serde::{Deserialize, Serialize};
 use todo_common::health::BackendState;
 use todo_common::time::Timestamp;
 
-use super::{Inserted, NotificationStore, StoreError};
-use crate::domain::{
-    Cursor, EventType, ListQuery, NewNotification, Notification, NotificationId, Page, ReadFilter, TaskId, UserId,
-};
+use super::{Inserted, NotificationRecord, NotificationStore, StoreError};
+use crate::domain::{Cursor, ListQuery, NewNotification, Notification, NotificationId, Page, ReadFilter, UserId};
 
 const COLLECTION: &str = "notifications";
 /// No single database call may hold a request or the consumer longer than this.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
 
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct NotificationDocument {
-    #[serde(rename = "_id")]
-    id: ObjectId,
-    event_id: String,
-    user_id: String,
-    #[serde(rename = "type")]
-    kind: String,
-    message: String,
-    task_id: String,
-    created_at: bson::DateTime,
-    read: bool,
-}
+type NotificationDocument = NotificationRecord<ObjectId, bson::DateTime>;
 
 impl NotificationDocument {
     fn from_new(notification: &NewNotification) -> Self {
-        Self {
-            id: notification.id.object_id(),
-            event_id: notification.event_id.as_str().to_owned(),
-            user_id: notification.user_id.as_str().to_owned(),
-            kind: notification.kind.as_str().to_owned(),
-            message: notification.message.clone(),
-            task_id: notification.task_id.as_str().to_owned(),
-            created_at: bson::DateTime::from(notification.created_at),
-            read: false,
-        }
+        Self::unread(notification, notification.id.object_id(), bson::DateTime::from(notification.created_at))
     }
 
-    fn into_domain(self) -> Result<Notification, StoreError> {
-        let corrupt = |what: &str| StoreError::Unexpected(anyhow::anyhow!("notification {} has a bad {what}", self.id));
-        Ok(Notification {
-            id: NotificationId::from(self.id),
-            kind: EventType::parse(&self.kind).ok_or_else(|| corrupt("type"))?,
-            task_id: TaskId::parse(&self.task_id).ok_or_else(|| corrupt("taskId"))?,
-            created_at: Timestamp::from(self.created_at),
-            message: self.message,
-            read: self.read,
-        })
+    fn into_notification(self) -> Result<Notification, StoreError> {
+        self.into_domain(|id| Some(NotificationId::from(*id)), Timestamp::from)
     }
 }
 
@@ -152,7 +119,8 @@ impl NotificationStore for MongoNotificationStore {
                 .await
         })
         .await?;
-        let items = documents.into_iter().map(NotificationDocument::into_domain).collect::<Result<Vec<_>, _>>()?;
+        let items =
+            documents.into_iter().map(NotificationDocument::into_notification).collect::<Result<Vec<_>, _>>()?;
         Ok(Page::from_overfetch(items, query.limit as usize))
     }
 
@@ -166,7 +134,7 @@ impl NotificationStore for MongoNotificationStore {
                 .return_document(ReturnDocument::After),
         )
         .await?;
-        updated.map(NotificationDocument::into_domain).transpose()
+        updated.map(NotificationDocument::into_notification).transpose()
     }
 
     fn backend_name(&self) -> &'static str {

@@ -13,11 +13,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
-use todo_common::embedded::{store_error, EmbeddedDb};
+use todo_common::embedded::{decode, encode, store_error, EmbeddedDb};
 use todo_common::health::BackendState;
 
 use super::{outbox_event, OutboxEntry, OutboxId, StoreError, TaskRecord, TaskStore};
-use crate::domain::{Applied, Cursor, ListQuery, Task, TaskId, TaskPage, Timestamp, UserId, Write};
+use crate::domain::{Applied, Change, Cursor, ListQuery, Task, TaskId, TaskPage, Timestamp, UserId, Write};
 use crate::events::{EventEnvelope, EventOrigin};
 
 const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
@@ -50,7 +50,7 @@ impl TryFrom<StoredTask> for Task {
 #[serde(rename_all = "camelCase")]
 struct StoredOutboxEntry {
     #[serde(flatten)]
-    envelope: EventEnvelope,
+    envelope: EventEnvelope<i64>,
     needs_publish: bool,
     needs_invalidate: bool,
     lease_until: i64,
@@ -60,25 +60,18 @@ struct StoredOutboxEntry {
 
 impl StoredOutboxEntry {
     fn pending(envelope: EventEnvelope) -> Self {
+        let envelope = envelope.with_time(|at| at.millis());
         Self { envelope, needs_publish: true, needs_invalidate: true, lease_until: 0, lease_owner: None, attempts: 0 }
     }
 
     fn entry(&self, sequence: u64) -> OutboxEntry {
         OutboxEntry {
             id: OutboxId::new(sequence.to_string()),
-            envelope: self.envelope.clone(),
+            envelope: self.envelope.clone().with_time(Timestamp::from_millis),
             needs_publish: self.needs_publish,
             needs_invalidate: self.needs_invalidate,
         }
     }
-}
-
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(value).map_err(store_error)
-}
-
-fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(store_error)
 }
 
 pub struct EmbeddedTaskStore {
@@ -171,7 +164,7 @@ fn put_task(txn: &WriteTransaction, task: &Task) -> Result<(), StoreError> {
 /// One transaction's write, moved onto the blocking pool.
 enum Transaction {
     Create(Applied),
-    Change { owner: UserId, id: TaskId, write: Write },
+    Change(Change),
 }
 
 fn apply(txn: &WriteTransaction, write: Transaction) -> Result<Option<Applied>, StoreError> {
@@ -180,7 +173,7 @@ fn apply(txn: &WriteTransaction, write: Transaction) -> Result<Option<Applied>, 
             put_task(txn, &created.task)?;
             Ok(Some(created))
         }
-        Transaction::Change { owner, id, write } => {
+        Transaction::Change(Change { owner, id, write }) => {
             let Some(before) = owned_task(txn, &owner, id)? else {
                 return Ok(None);
             };
@@ -262,15 +255,8 @@ impl TaskStore for EmbeddedTaskStore {
             .await
     }
 
-    async fn change(
-        &self,
-        owner: &UserId,
-        id: TaskId,
-        write: &Write,
-        origin: &EventOrigin,
-    ) -> Result<Option<Applied>, StoreError> {
-        let change = Transaction::Change { owner: owner.clone(), id, write: write.clone() };
-        self.transact(change, origin).await
+    async fn change(&self, change: &Change, origin: &EventOrigin) -> Result<Option<Applied>, StoreError> {
+        self.transact(Transaction::Change(change.clone()), origin).await
     }
 
     async fn claim_outbox(&self, lease_owner: &str, lease: Duration) -> Result<Option<OutboxEntry>, StoreError> {

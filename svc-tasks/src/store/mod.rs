@@ -18,7 +18,7 @@ use todo_common::problem::FieldError;
 pub use todo_common::store::StoreError;
 
 use crate::domain::{
-    Applied, ListQuery, Priority, Status, Task, TaskDescription, TaskId, TaskPage, TaskTitle, Timestamp, UserId, Write,
+    Applied, Change, ListQuery, Priority, Status, Task, TaskDescription, TaskId, TaskPage, TaskTitle, Timestamp, UserId,
 };
 use crate::events::{EventEnvelope, EventOrigin};
 
@@ -32,15 +32,9 @@ pub trait TaskStore: Send + Sync + 'static {
     async fn create(&self, created: &Applied, origin: &EventOrigin) -> Result<(), StoreError>;
     async fn find(&self, owner: &UserId, id: TaskId) -> Result<Option<Task>, StoreError>;
     async fn list(&self, owner: &UserId, query: &ListQuery) -> Result<TaskPage, StoreError>;
-    /// Applies `write` to the owner's task `id`, with its event if it makes one, in one
-    /// transaction; `None` when the owner has no such task.
-    async fn change(
-        &self,
-        owner: &UserId,
-        id: TaskId,
-        write: &Write,
-        origin: &EventOrigin,
-    ) -> Result<Option<Applied>, StoreError>;
+    /// Applies the change's write to the owner's task, with its event if it makes one, in
+    /// one transaction; `None` when the owner has no such task.
+    async fn change(&self, change: &Change, origin: &EventOrigin) -> Result<Option<Applied>, StoreError>;
 
     /// Claims the oldest claimable outbox entry for `lease`, naming `lease_owner`.
     async fn claim_outbox(&self, lease_owner: &str, lease: Duration) -> Result<Option<OutboxEntry>, StoreError>;

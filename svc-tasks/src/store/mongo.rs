@@ -18,7 +18,7 @@ use tokio::sync::OnceCell;
 use tracing::Instrument;
 
 use super::{outbox_event, OutboxEntry, OutboxId, StoreError, TaskRecord, TaskStore};
-use crate::domain::{Applied, ListQuery, Task, TaskId, TaskPage, Timestamp, UserId, Write};
+use crate::domain::{Applied, Change, ListQuery, Task, TaskId, TaskPage, Timestamp, UserId, Write};
 use crate::events::{EventEnvelope, EventOrigin};
 
 pub const TASKS: &str = "tasks";
@@ -133,8 +133,8 @@ impl MongoTaskStore {
                 self.tasks.insert_one(TaskDocument::from(&created.task)).session(&mut *session).await?;
                 created.clone()
             }
-            Transaction::Change { owner, id, write } => {
-                let Some(stored) = self.tasks.find_one(owned(owner, id)).session(&mut *session).await? else {
+            Transaction::Change(Change { owner, id, write }) => {
+                let Some(stored) = self.tasks.find_one(owned(owner, *id)).session(&mut *session).await? else {
                     return Ok(None);
                 };
                 let before = Task::try_from(stored)?;
@@ -165,7 +165,7 @@ impl MongoTaskStore {
 /// One transaction's write, run (and re-run after a conflict) inside it.
 enum Transaction<'a> {
     Create(&'a Applied),
-    Change { owner: &'a UserId, id: TaskId, write: &'a Write },
+    Change(&'a Change),
 }
 
 /// Why one attempt at a transaction failed.
@@ -284,14 +284,8 @@ impl TaskStore for MongoTaskStore {
         Ok(TaskPage::from_overfetch(items, limit))
     }
 
-    async fn change(
-        &self,
-        owner: &UserId,
-        id: TaskId,
-        write: &Write,
-        origin: &EventOrigin,
-    ) -> Result<Option<Applied>, StoreError> {
-        self.transact(Transaction::Change { owner, id, write }, origin).await
+    async fn change(&self, change: &Change, origin: &EventOrigin) -> Result<Option<Applied>, StoreError> {
+        self.transact(Transaction::Change(change), origin).await
     }
 
     async fn claim_outbox(&self, lease_owner: &str, lease: Duration) -> Result<Option<OutboxEntry>, StoreError> {
@@ -354,21 +348,15 @@ fn outbox_object_id(id: &OutboxId) -> Result<ObjectId, StoreError> {
     ObjectId::parse_str(id.as_str()).map_err(StoreError::unexpected)
 }
 
-/// One pending event, its fields as [`EventEnvelope`]'s, with what is still to be done.
+/// One pending event, the envelope whole (its time a BSON date), with what is still to be
+/// done.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct OutboxDocument {
     #[serde(rename = "_id")]
     id: ObjectId,
-    event_id: String,
-    routing_key: String,
-    user_id: String,
-    correlation_id: Option<String>,
-    /// Absent in entries written before traces.
-    #[serde(default)]
-    traceparent: Option<String>,
-    occurred_at: BsonDateTime,
-    payload: String,
+    #[serde(flatten)]
+    envelope: EventEnvelope<BsonDateTime>,
     /// Not yet confirmed by the broker.
     needs_publish: bool,
     /// The owner's list-cache version not yet bumped by the relay.
@@ -383,17 +371,9 @@ struct OutboxDocument {
 impl OutboxDocument {
     fn pending(envelope: EventEnvelope) -> Self {
         let now = BsonDateTime::now();
-        let EventEnvelope { event_id, routing_key, user_id, correlation_id, traceparent, occurred_at, payload } =
-            envelope;
         Self {
             id: ObjectId::new(),
-            event_id,
-            routing_key,
-            user_id,
-            correlation_id,
-            traceparent,
-            occurred_at: BsonDateTime::from(occurred_at),
-            payload,
+            envelope: envelope.with_time(BsonDateTime::from),
             needs_publish: true,
             needs_invalidate: true,
             lease_until: now,
@@ -406,15 +386,7 @@ impl OutboxDocument {
     fn into_entry(self) -> OutboxEntry {
         OutboxEntry {
             id: OutboxId::new(self.id.to_hex()),
-            envelope: EventEnvelope {
-                event_id: self.event_id,
-                routing_key: self.routing_key,
-                user_id: self.user_id,
-                correlation_id: self.correlation_id,
-                traceparent: self.traceparent,
-                occurred_at: Timestamp::from(self.occurred_at),
-                payload: self.payload,
-            },
+            envelope: self.envelope.with_time(Timestamp::from),
             needs_publish: self.needs_publish,
             needs_invalidate: self.needs_invalidate,
         }

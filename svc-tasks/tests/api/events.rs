@@ -144,3 +144,47 @@ async fn the_relay_can_be_drained_directly() {
     .await;
     assert_eq!(app.relay.process_one().await.expect("outbox readable"), svc_tasks::outbox::RelayOutcome::Empty);
 }
+
+/// During a rolling update, entries the previous release wrote (its event fields at the
+/// document's top level, `occurredAt` a BSON date) are published by this one.
+#[tokio::test]
+async fn an_outbox_entry_the_previous_release_wrote_is_published() {
+    if crate::helpers::skip_when_embedded("about the MongoDB outbox's document") {
+        return;
+    }
+    use mongodb::bson::{doc, oid::ObjectId, DateTime};
+    let app = spawn_app().await;
+    let mut queue = app.event_queue().await;
+    let event_id = uuid::Uuid::new_v4().to_string();
+    let occurred_at = DateTime::from_millis(1_700_000_000_123);
+    let body = json!({
+        "id": event_id, "type": "task.created", "occurredAt": "2023-11-14T22:13:20.123Z", "userId": "legacy-user",
+        "taskId": ObjectId::new().to_hex(), "requestId": "req-legacy",
+        "data": { "title": "written before", "status": "open", "priority": "medium", "dueDate": null },
+    });
+    let now = DateTime::now();
+    let client = mongodb::Client::with_uri_str(app.config.mongodb.uri.expose()).await.unwrap();
+    client
+        .database(&app.config.mongodb.database)
+        .collection("outbox")
+        .insert_one(doc! {
+            "_id": ObjectId::new(), "eventId": &event_id, "routingKey": "task.created", "userId": "legacy-user",
+            "correlationId": "req-legacy", "occurredAt": occurred_at, "payload": body.to_string(),
+            "needsPublish": true, "needsInvalidate": true, "leaseUntil": now, "leaseOwner": null, "attempts": 0,
+            "createdAt": now,
+        })
+        .await
+        .unwrap();
+
+    let events = queue.until(|e| e.body["id"] == event_id.as_str()).await;
+    let event = events.last().unwrap();
+    assert_eq!(
+        (event.routing_key.as_str(), event.body["data"]["title"].as_str()),
+        ("task.created", Some("written before"))
+    );
+    assert_eq!(event.message_id.as_deref(), Some(event_id.as_str()));
+    let timestamp = event.properties.as_ref().and_then(|p| *p.timestamp());
+    assert_eq!(timestamp, Some(1_700_000_000), "the AMQP timestamp is the entry's occurredAt");
+    outbox_drained(&app).await;
+    queue.delete().await;
+}

@@ -10,7 +10,7 @@ use std::path::Path;
 use async_trait::async_trait;
 use redb::{ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
-use todo_common::embedded::{store_error, EmbeddedDb};
+use todo_common::embedded::{decode, encode, store_error, EmbeddedDb};
 use todo_common::health::BackendState;
 use todo_common::time::Timestamp;
 
@@ -74,7 +74,7 @@ fn read_user(txn: &ReadTransaction, id: &str) -> Result<Option<User>, StoreError
     let Some(bytes) = users.get(id).map_err(store_error)? else {
         return Ok(None);
     };
-    let stored: StoredUser = serde_json::from_slice(bytes.value()).map_err(store_error)?;
+    let stored: StoredUser = decode(bytes.value())?;
     User::try_from(stored).map(Some)
 }
 
@@ -84,7 +84,7 @@ impl UserStore for EmbeddedUserStore {
         let stored = StoredUser::from(user);
         self.db
             .blocking(move |db| {
-                let bytes = serde_json::to_vec(&stored).map_err(store_error)?;
+                let bytes = encode(&stored)?;
                 let txn = db.begin_write().map_err(store_error)?;
                 {
                     let mut by_email = txn.open_table(USERS_BY_EMAIL).map_err(store_error)?;

@@ -97,13 +97,4 @@ impl TestApp {
     }
 }
 
-/// Asserts a problem+json answer with `status` and returns its body.
-pub async fn assert_problem(response: Response, status: u16) -> Value {
-    assert_eq!(response.status().as_u16(), status, "unexpected status");
-    let content_type = response.headers()["content-type"].to_str().unwrap_or_default().to_owned();
-    assert_eq!(content_type, "application/problem+json");
-    let body: Value = response.json().await.expect("problem body is JSON");
-    assert_eq!(body["status"], status);
-    assert!(body["title"].is_string() && body["detail"].is_string() && body["type"].is_string());
-    body
-}
+pub use todo_test_support::assert_problem;

@@ -116,7 +116,7 @@ async fn every_replica_counts_the_same_failures() {
     }
     let first = spawn_app().await;
     // A second replica on the same database and Redis.
-    let mongodb_db = first.config.mongodb_db.clone();
+    let mongodb_db = first.config.mongodb.database.clone();
     let second = spawn_app_with(&[("MONGODB_DB", &mongodb_db)]).await;
     let email = registered(&first).await;
     for replica in [&first, &second, &first, &second, &first] {

@@ -1,19 +1,19 @@
 //! `[upstreams.NAME]`: addresses, timeouts and health checks.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::ops::RangeInclusive;
 use std::time::Duration;
+
+use toml::Spanned;
 
 use super::{ranged, valid_hostname, valid_name, At, Checker, NAME_RULE};
 use crate::policy::raw::{RawCheckKind, RawUpstream};
 use crate::policy::{Address, HealthCheckKind, HealthCheckSpec, UpstreamSpec};
 
-const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 1_000;
-
-const DEFAULT_READ_TIMEOUT_MS: u64 = 25_000;
-
-const DEFAULT_CHECK_INTERVAL_MS: u64 = 1_000;
-
-const DEFAULT_CHECK_TIMEOUT_MS: u64 = 1_000;
+const CONNECT_TIMEOUT: MillisSetting = MillisSetting { field: "connect_timeout_ms", range: 1..=60_000, default: 1_000 };
+const READ_TIMEOUT: MillisSetting = MillisSetting { field: "read_timeout_ms", range: 1..=600_000, default: 25_000 };
+const CHECK_INTERVAL: MillisSetting = MillisSetting { field: "interval_ms", range: 100..=3_600_000, default: 1_000 };
+const CHECK_TIMEOUT: MillisSetting = MillisSetting { field: "timeout_ms", range: 1..=60_000, default: 1_000 };
 
 const DEFAULT_HEALTH_PATH: &str = "/healthz";
 
@@ -37,27 +37,13 @@ pub(super) fn check_upstream(checker: &mut Checker<'_>, name: &str, at: &At, raw
             Err(why) => checker.error(&Checker::at(file, address), format!("{key}.addresses[{i}]"), why),
         }
     }
-    let connect_ms = ranged(
-        checker,
-        file,
-        &format!("{key}.connect_timeout_ms"),
-        raw.connect_timeout_ms.as_ref(),
-        1..=60_000,
-        DEFAULT_CONNECT_TIMEOUT_MS,
-    );
-    let read_ms = ranged(
-        checker,
-        file,
-        &format!("{key}.read_timeout_ms"),
-        raw.read_timeout_ms.as_ref(),
-        1..=600_000,
-        DEFAULT_READ_TIMEOUT_MS,
-    );
+    let connect_timeout = CONNECT_TIMEOUT.read(checker, file, &key, raw.connect_timeout_ms.as_ref());
+    let read_timeout = READ_TIMEOUT.read(checker, file, &key, raw.read_timeout_ms.as_ref());
     let health_check = match raw.health_check {
         None => HealthCheckSpec {
             kind: HealthCheckKind::Tcp,
-            interval: Duration::from_millis(DEFAULT_CHECK_INTERVAL_MS),
-            timeout: Duration::from_millis(DEFAULT_CHECK_TIMEOUT_MS),
+            interval: CHECK_INTERVAL.default(),
+            timeout: CHECK_TIMEOUT.default(),
         },
         Some(check) => {
             let check = check.into_inner();
@@ -91,31 +77,35 @@ pub(super) fn check_upstream(checker: &mut Checker<'_>, name: &str, at: &At, raw
             };
             HealthCheckSpec {
                 kind,
-                interval: Duration::from_millis(ranged(
-                    checker,
-                    file,
-                    &format!("{hc_key}.interval_ms"),
-                    check.interval_ms.as_ref(),
-                    100..=3_600_000,
-                    DEFAULT_CHECK_INTERVAL_MS,
-                )),
-                timeout: Duration::from_millis(ranged(
-                    checker,
-                    file,
-                    &format!("{hc_key}.timeout_ms"),
-                    check.timeout_ms.as_ref(),
-                    1..=60_000,
-                    DEFAULT_CHECK_TIMEOUT_MS,
-                )),
+                interval: CHECK_INTERVAL.read(checker, file, &hc_key, check.interval_ms.as_ref()),
+                timeout: CHECK_TIMEOUT.read(checker, file, &hc_key, check.timeout_ms.as_ref()),
             }
         }
     };
-    (checker.errors.len() == errors_before).then(|| UpstreamSpec {
+    (checker.errors.len() == errors_before).then_some(UpstreamSpec {
         addresses,
-        connect_timeout: Duration::from_millis(connect_ms),
-        read_timeout: Duration::from_millis(read_ms),
+        connect_timeout,
+        read_timeout,
         health_check,
     })
+}
+
+/// A duration in milliseconds under `key`: its field, accepted range and default.
+struct MillisSetting {
+    field: &'static str,
+    range: RangeInclusive<u64>,
+    default: u64,
+}
+
+impl MillisSetting {
+    fn read(&self, checker: &mut Checker<'_>, file: usize, key: &str, value: Option<&Spanned<u64>>) -> Duration {
+        let field = format!("{key}.{}", self.field);
+        Duration::from_millis(ranged(checker, file, &field, value, self.range.clone(), self.default))
+    }
+
+    fn default(&self) -> Duration {
+        Duration::from_millis(self.default)
+    }
 }
 
 /// `host:port` or `[v6]:port`; the host an IPv4 address or a DNS name.
