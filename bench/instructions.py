@@ -39,15 +39,24 @@ def get(conn, token):
     return response.status
 
 
-def count(binary, requests, policy_dir, secret, token, out):
-    """Instructions callgrind counted in the edge's request sessions over `requests`
-    requests (plus the first one, made while waiting for the edge)."""
+def proxy_env(binary, port, admin, policy_dir, upstream_port, secret):
+    """The environment of the edge under test, or of the naive Pingora build
+    (bench/naive-pingora, told apart by its binary's name)."""
+    if Path(binary).name == "naive-pingora":
+        return {"LISTEN_ADDR": f"127.0.0.1:{port}", "UPSTREAM": f"127.0.0.1:{upstream_port}", "JWT_SECRET": secret,
+                "ALLOWED_ORIGIN": ORIGIN, "PATH": os.environ["PATH"]}
+    return {"LISTEN_ADDR": f"127.0.0.1:{port}", "EDGE_ADMIN_ADDR": f"127.0.0.1:{admin}", "POLICY_DIR": str(policy_dir),
+            "JWT_SECRET": secret, "EDGE_THREADS": "1", "SHUTDOWN_GRACE_SECONDS": "0", "RUST_LOG": "info",
+            "PATH": os.environ["PATH"],
+            # Traces on or off, as the caller's environment says (OTEL_EXPORTER_OTLP_ENDPOINT, ...).
+            **{key: value for key, value in os.environ.items() if key.startswith("OTEL_")}}
+
+
+def count(binary, requests, policy_dir, upstream_port, secret, token, out):
+    """Instructions callgrind counted in the proxy's request sessions over `requests`
+    requests (plus the first one, made while waiting for the proxy)."""
     port, admin = free_ports(2)
-    env = {"LISTEN_ADDR": f"127.0.0.1:{port}", "EDGE_ADMIN_ADDR": f"127.0.0.1:{admin}", "POLICY_DIR": str(policy_dir),
-           "JWT_SECRET": secret, "EDGE_THREADS": "1", "SHUTDOWN_GRACE_SECONDS": "0", "RUST_LOG": "info",
-           "PATH": os.environ["PATH"],
-           # Traces on or off, as the caller's environment says (OTEL_EXPORTER_OTLP_ENDPOINT, ...).
-           **{key: value for key, value in os.environ.items() if key.startswith("OTEL_")}}
+    env = proxy_env(binary, port, admin, policy_dir, upstream_port, secret)
     edge = subprocess.Popen(["valgrind", "--tool=callgrind", "--toggle-collect=*process_new_http*",
                              f"--callgrind-out-file={out}", str(binary)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -97,8 +106,8 @@ def main():
             secret = os.urandom(24).hex()
             token = mint_token(secret, object_id(), 7200)
             for binary in binaries:
-                first = count(binary, N1, policy_dir, secret, token, run_dir / "first.out")
-                second = count(binary, N2, policy_dir, secret, token, run_dir / "second.out")
+                first = count(binary, N1, policy_dir, upstream_port, secret, token, run_dir / "first.out")
+                second = count(binary, N2, policy_dir, upstream_port, secret, token, run_dir / "second.out")
                 print(f"{binary}: {(second - first) / (N2 - N1):.0f} instructions per request "
                       f"({first} after {N1 + 1} requests, {second} after {N2 + 1})", flush=True)
         finally:

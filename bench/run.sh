@@ -13,6 +13,7 @@
 #                     --edges edge,edge-shared,edge-bare,edge-bare-nolog,edge-eddsa,edge-nocache,edge-eddsa-nocache,
 #                     edge-traced, edge-traced-1pct (spans exported to a local OTLP stand-in, sampler ratio 1.0 / 0.01),
 #                     edge-baseline (the edge binary BENCH_BASELINE_EDGE names: before/after in one run),
+#                     naive (bench/naive-pingora: a naive Pingora build, the reference of issue 17),
 #                     --profile (perf, full edge)
 #
 # Exits non-zero when a process fails to start or dies, or wrk sees errors or non-2xx
@@ -73,8 +74,9 @@ if ((build)); then
   say "building $profile binaries into $CARGO_TARGET_DIR"
   cargo build "${profile_flag[@]}" --locked -p edge -p svc-users -p svc-tasks -p svc-notify
   cargo build "${profile_flag[@]}" --locked --manifest-path bench/bcrypt-rate/Cargo.toml
+  cargo build "${profile_flag[@]}" --locked --manifest-path bench/naive-pingora/Cargo.toml
 fi
-for binary in edge svc-users svc-tasks svc-notify bcrypt-rate; do
+for binary in edge svc-users svc-tasks svc-notify bcrypt-rate naive-pingora; do
   [[ -x "$binaries/$binary" ]] || { echo "bench: $binaries/$binary is missing (run without --no-build)" >&2; exit 1; }
 done
 

@@ -106,6 +106,11 @@ TRACED = {"edge-traced": "1.0", "edge-traced-1pct": "0.01"}
 # `exp` (a second apart).
 TOKEN_POOL = 8192
 NGINX_DESCRIPTION = "nginx 1 worker, plain reverse proxy, upstream keep-alive, no access log"
+# The reference of what the framework gives a first attempt (issue 17): bench/naive-pingora.
+NAIVE = "naive"
+NAIVE_DESCRIPTION = ("a naive Pingora build (bench/naive-pingora): the HS256 token checked with jsonwebtoken on "
+                     "every request, a pingora-limits rate per subject, CORS and security headers; no access log, "
+                     "metrics or request ids")
 
 
 def nginx_conf(run_dir, name, body):
@@ -325,6 +330,18 @@ def start_edge(processes, run_dir, binaries, name, variant, rust_log, upstream_p
     return port, admin_port, proc
 
 
+def start_naive(processes, binaries, upstream_port, secret, token):
+    """Starts the naive Pingora build pinned to the proxy core, checks it does the work it
+    is credited with; returns its Target."""
+    port = free_port()
+    env = {"LISTEN_ADDR": f"127.0.0.1:{port}", "UPSTREAM": f"127.0.0.1:{upstream_port}", "JWT_SECRET": secret,
+           "ALLOWED_ORIGIN": ORIGIN}
+    proc = processes.start(NAIVE, [str(binaries / "naive-pingora")], env=env, cpus=PROXY_CPU)
+    wait_http_ok(port, WRK_PATH, 20, processes, headers={"authorization": f"Bearer {token}", "origin": ORIGIN})
+    check_edge_behaviour(port, token, wanted=["access-control-allow-origin", "content-security-policy"])
+    return port, proc
+
+
 def wait_edge_ready(processes, name, port, admin_port):
     """Until /readyz answers 200: on the admin listener, or (a baseline build from before
     EDGE_ADMIN_ADDR existed) on the public one."""
@@ -336,12 +353,16 @@ def wait_edge_ready(processes, name, port, admin_port):
         wait_http_ok(port, "/readyz", 5, processes)
 
 
-def check_edge_behaviour(port, token, full):
-    """The edge under test really does the work it is credited with."""
+FULL_EDGE_HEADERS = ["access-control-allow-origin", "ratelimit-limit", "content-security-policy", "x-request-id"]
+
+
+def check_edge_behaviour(port, token, wanted=None):
+    """The proxy under test really does the work it is credited with: with `wanted` (the
+    headers its answers must carry), it refuses a request without a token too."""
     status, _ = request(port, "GET", WRK_PATH, headers={"authorization": f"Bearer {token}", "origin": ORIGIN})
     if status != 200:
         raise BenchError(f"edge on {port}: GET {WRK_PATH} with a token answered {status}")
-    if full:
+    if wanted:
         status, _ = request(port, "GET", WRK_PATH)
         if status != 401:
             raise BenchError(f"edge on {port}: GET {WRK_PATH} without a token answered {status}, not 401")
@@ -353,7 +374,6 @@ def check_edge_behaviour(port, token, full):
         response.read()
         headers = {k.lower(): v for k, v in response.getheaders()}
         conn.close()
-        wanted = ["access-control-allow-origin", "ratelimit-limit", "content-security-policy", "x-request-id"]
         missing = [h for h in wanted if h not in headers]
         if missing:
             raise BenchError(f"edge on {port}: response lacks {missing}")
@@ -393,9 +413,14 @@ def run(processes, run_dir, binaries, secret, rounds, seconds, warmup_seconds, c
         admin_ports[name] = admin_port
         # An EdDSA edge is ready only once it loaded the JWK Set.
         wait_edge_ready(processes, name, port, admin_port)
-        check_edge_behaviour(port, tokens.first[kind], full=variant in ("full", "shared"))
+        check_edge_behaviour(port, tokens.first[kind], FULL_EDGE_HEADERS if variant in ("full", "shared") else None)
         targets.append(Target(name, description, port, [proc.pid], proc.pid, tokens.scripts[kind]))
         log(f"{name} on 127.0.0.1:{port}, core {PROXY_CPU}: {description}")
+
+    if NAIVE in edge_names:
+        port, proc = start_naive(processes, binaries, upstream_port, secret, tokens.first["hs256"])
+        targets.append(Target(NAIVE, NAIVE_DESCRIPTION, port, [proc.pid], proc.pid, tokens.scripts["hs256"]))
+        log(f"{NAIVE} on 127.0.0.1:{port}, core {PROXY_CPU}: {NAIVE_DESCRIPTION}")
 
     for target in targets:
         log(f"warm-up {target.name} ({warmup_seconds} s)")

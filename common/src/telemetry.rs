@@ -8,11 +8,13 @@
 //! call. A direct write cost the edge a syscall per request, a channel with a thread
 //! woken per line still about one.
 
+use std::cell::RefCell;
 use std::fmt::{self, Display};
 use std::io::{self, Write};
+use std::net::IpAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use opentelemetry::trace::{SpanId, TraceContextExt, TraceId};
 use tracing::dispatcher::WeakDispatch;
@@ -91,9 +93,8 @@ pub struct JsonLine {
 impl JsonLine {
     pub fn new(level: &str, target: &str, message: &str) -> Self {
         let mut line = Self { buf: Vec::with_capacity(512) };
-        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         line.buf.extend_from_slice(b"{\"timestamp\":\"");
-        line.buf.extend_from_slice(now.as_bytes());
+        push_timestamp(&mut line.buf, SystemTime::now());
         line.buf.push(b'"');
         line.field("level", level).field("target", target).field("message", message);
         line
@@ -120,6 +121,25 @@ impl JsonLine {
         self
     }
 
+    /// `ip`, or `ip:port`, as a JSON string.
+    pub fn ip(&mut self, key: &str, ip: IpAddr, port: Option<u16>) -> &mut Self {
+        self.key(key);
+        self.buf.push(b'"');
+        if let (IpAddr::V6(_), Some(_)) = (ip, port) {
+            self.buf.push(b'[');
+            push_ip(&mut self.buf, ip);
+            self.buf.push(b']');
+        } else {
+            push_ip(&mut self.buf, ip);
+        }
+        if let Some(port) = port {
+            self.buf.push(b':');
+            self.buf.extend_from_slice(itoa::Buffer::new().format(port).as_bytes());
+        }
+        self.buf.push(b'"');
+        self
+    }
+
     /// Ends the line and queues it; written directly where `init` did not set up the
     /// writer (tests with `TEST_LOG`).
     pub fn write(mut self) {
@@ -136,6 +156,51 @@ impl JsonLine {
     fn text(&self) -> &str {
         std::str::from_utf8(&self.buf).unwrap_or_default()
     }
+}
+
+/// Appends `ip` as text. An IPv4 address digit by digit: `Display` goes through the
+/// formatting machinery, a few hundred instructions an address on the edge's
+/// per-request path (BENCHMARKS.md, issue 17).
+pub fn push_ip(buf: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut digits = itoa::Buffer::new();
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf.push(b'.');
+                }
+                buf.extend_from_slice(digits.format(octet).as_bytes());
+            }
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(buf, "{v6}");
+        }
+    }
+}
+
+/// Appends `at` in RFC 3339 with microseconds, UTC (`2026-12-01T09:48:32.123456Z`), as
+/// `chrono`'s `to_rfc3339_opts(Micros, true)` writes it; the date and time of day are
+/// formatted once a second per thread, not on every line.
+fn push_timestamp(buf: &mut Vec<u8>, at: SystemTime) {
+    thread_local! {
+        static SECOND: RefCell<(u64, Vec<u8>)> = const { RefCell::new((u64::MAX, Vec::new())) };
+    }
+    let since_epoch = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let seconds = since_epoch.as_secs();
+    SECOND.with_borrow_mut(|(cached, prefix)| {
+        if *cached != seconds {
+            let time = chrono::DateTime::<chrono::Utc>::from(UNIX_EPOCH + Duration::from_secs(seconds));
+            prefix.clear();
+            let _ = write!(prefix, "{}", time.format("%Y-%m-%dT%H:%M:%S."));
+            *cached = seconds;
+        }
+        buf.extend_from_slice(prefix);
+    });
+    let micros = since_epoch.subsec_micros();
+    let digits = itoa::Buffer::new().format(micros).len();
+    buf.extend(std::iter::repeat_n(b'0', 6 - digits));
+    buf.extend_from_slice(itoa::Buffer::new().format(micros).as_bytes());
+    buf.push(b'Z');
 }
 
 /// JSON lines filtered by `RUST_LOG`, and (with `tracing`) the OpenTelemetry layer, which
@@ -390,6 +455,30 @@ mod tests {
                 .map(|(_, i)| i.parse().unwrap())
                 .collect();
             assert_eq!(seen, (0..20_000).collect::<Vec<_>>(), "thread {t}");
+        }
+    }
+
+    #[test]
+    fn timestamps_and_addresses_are_written_as_the_formatting_machinery_writes_them() {
+        for millis in [0u64, 1_700_000_000_123, 1_764_581_312_000, 1_764_581_312_999] {
+            for extra_micros in [0u64, 7, 456] {
+                let at = UNIX_EPOCH + Duration::from_micros(millis * 1000 + extra_micros);
+                let mut buf = Vec::new();
+                push_timestamp(&mut buf, at);
+                let expected =
+                    chrono::DateTime::<chrono::Utc>::from(at).to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+                assert_eq!(String::from_utf8(buf).unwrap(), expected);
+            }
+        }
+        for ip in ["0.0.0.0", "127.0.0.1", "10.20.255.9", "::1", "2001:db8::7"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let mut buf = Vec::new();
+            push_ip(&mut buf, ip);
+            assert_eq!(String::from_utf8(buf).unwrap(), ip.to_string());
+            let mut line = JsonLine::new("INFO", "t", "m");
+            line.ip("addr", ip, Some(8080));
+            let value: serde_json::Value = serde_json::from_str(&format!("{}}}", line.text())).unwrap();
+            assert_eq!(value["addr"], std::net::SocketAddr::new(ip, 8080).to_string());
         }
     }
 

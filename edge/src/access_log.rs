@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use pingora::protocols::l4::socket::SocketAddr;
 use pingora::proxy::Session;
 use pingora::Error;
 use todo_common::telemetry::JsonLine;
@@ -57,14 +58,20 @@ fn write(ctx: &RequestCtx, request: Option<Request<'_>>, status: u16, elapsed: D
     if let Some(upstream) = ctx.upstream_name() {
         line.field("upstream", upstream);
     }
-    if let Some(addr) = &ctx.upstream_addr {
-        line.display("upstream_addr", addr);
+    match &ctx.upstream_addr {
+        Some(SocketAddr::Inet(addr)) => {
+            line.ip("upstream_addr", addr.ip(), Some(addr.port()));
+        }
+        Some(addr) => {
+            line.display("upstream_addr", addr);
+        }
+        None => {}
     }
     if let Some(upstream_elapsed) = ctx.upstream_elapsed {
         line.field("upstream_ms", &(upstream_elapsed.as_secs_f64() * 1000.0));
     }
     if let Some(client) = &ctx.client {
-        line.display("client_ip", client.ip);
+        line.ip("client_ip", client.ip, None);
     }
     if let Some(subject) = &ctx.subject {
         line.field("subject", subject.as_str());

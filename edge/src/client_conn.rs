@@ -217,7 +217,7 @@ fn problem_for_pingora_answer(status: Option<u16>) -> Problem {
 fn answer_bytes(problem: Problem, ctx: &RequestCtx) -> pingora::Result<Vec<u8>> {
     let mut response = LocalResponse::problem(problem);
     response.headers.push((CONNECTION, HeaderValue::from_static("close")));
-    let head = headers::local_header(&response, ctx)?;
+    let head = headers::local_header(&response, ctx);
     Ok(wire_bytes(&head, &response.body))
 }
 

@@ -11,6 +11,7 @@ use std::net::IpAddr;
 
 use http::header::{HeaderMap, HeaderValue};
 use ipnet::IpNet;
+use todo_common::telemetry::push_ip;
 
 pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
 
@@ -40,11 +41,17 @@ impl ClientAddress {
 
     /// `X-Forwarded-For` for the upstream: the vouched-for chain, ending with the client.
     pub fn forwarded_for(&self) -> Option<HeaderValue> {
+        let mut text = Vec::with_capacity(16 * self.forwarded_for.len().max(1));
         if self.forwarded_for.is_empty() {
-            return HeaderValue::from_str(&self.ip.to_string()).ok();
+            push_ip(&mut text, self.ip);
         }
-        let text: Vec<String> = self.forwarded_for.iter().map(IpAddr::to_string).collect();
-        HeaderValue::from_str(&text.join(", ")).ok()
+        for (i, ip) in self.forwarded_for.iter().enumerate() {
+            if i > 0 {
+                text.extend_from_slice(b", ");
+            }
+            push_ip(&mut text, *ip);
+        }
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(text)).ok()
     }
 }
 

@@ -7,7 +7,7 @@ use http::header::{
     ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_HEADERS,
     ACCESS_CONTROL_REQUEST_METHOD, ORIGIN, VARY,
 };
-use http::{HeaderValue, Method};
+use http::{HeaderMap, HeaderValue, Method};
 use pingora::http::{RequestHeader, ResponseHeader};
 
 use crate::policy::CorsSpec;
@@ -59,37 +59,38 @@ fn requested_headers_allowed(cors: &CorsSpec, list: &str) -> bool {
 /// allow headers for an allowlisted origin. `expose` is `cors.expose_headers` joined
 /// in advance, when it makes a valid value.
 pub fn add_response_headers(
-    resp: &mut ResponseHeader,
+    headers: &mut HeaderMap,
     cors: &CorsSpec,
     expose: Option<&HeaderValue>,
     origin: Option<&HeaderValue>,
-) -> pingora::Result<()> {
-    if resp.headers.contains_key(VARY) {
-        let vary = resp.headers.get_all(VARY).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(", ");
+) {
+    if headers.contains_key(VARY) {
+        let vary = headers.get_all(VARY).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(", ");
         let has_origin = vary.split(',').any(|v| v.trim().eq_ignore_ascii_case("origin") || v.trim() == "*");
         if !has_origin {
             let value = if vary.trim().is_empty() { "Origin".to_owned() } else { format!("{vary}, Origin") };
-            resp.insert_header(VARY, value)?;
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert(VARY, value);
+            }
         }
     } else {
         // The usual case, without building a string.
-        resp.insert_header(VARY, HeaderValue::from_static("Origin"))?;
+        headers.insert(VARY, HeaderValue::from_static("Origin"));
     }
     let Some(origin) = origin else {
         for name in [ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_EXPOSE_HEADERS] {
-            resp.remove_header(&name);
+            headers.remove(&name);
         }
-        return Ok(());
+        return;
     };
-    resp.insert_header(ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone())?;
+    headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
     if cors.allow_credentials {
-        resp.insert_header(ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"))?;
+        headers.insert(ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
     }
     if !cors.expose_headers.is_empty() {
-        match expose {
-            Some(value) => resp.insert_header(ACCESS_CONTROL_EXPOSE_HEADERS, value.clone())?,
-            None => resp.insert_header(ACCESS_CONTROL_EXPOSE_HEADERS, cors.expose_headers.join(", "))?,
+        let joined = || HeaderValue::from_str(&cors.expose_headers.join(", ")).ok();
+        if let Some(value) = expose.cloned().or_else(joined) {
+            headers.insert(ACCESS_CONTROL_EXPOSE_HEADERS, value);
         }
     }
-    Ok(())
 }

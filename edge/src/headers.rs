@@ -8,13 +8,12 @@ use std::sync::LazyLock;
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use http::{HeaderName, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::Session;
 
 use crate::client_ip::{ClientAddress, X_FORWARDED_FOR};
 use crate::ctx::RequestCtx;
-use crate::limits::Decision;
 use todo_common::traces::{TRACEPARENT, TRACESTATE};
 
 /// The set Express's helmet sends by default.
@@ -51,40 +50,61 @@ static SECURITY_HEADER_VALUES: LazyLock<Vec<(HeaderName, HeaderValue)>> = LazyLo
 const SOFTWARE_HEADERS: &[&str] = &["server", "x-powered-by", "x-aspnet-version", "via"];
 
 pub const REQUEST_ID: &str = todo_common::request_id::HEADER;
+static REQUEST_ID_NAME: HeaderName = HeaderName::from_static(REQUEST_ID);
+static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+static RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+static RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 
-/// Adds everything the edge promises on a response.
-pub fn finish(resp: &mut ResponseHeader, ctx: &RequestCtx) -> pingora::Result<()> {
+/// Room for what [`add_promised`] adds: the security headers, the request id, CORS (3)
+/// and the rate limit (3).
+const PROMISED_HEADERS: usize = 19;
+
+/// Adds everything the edge promises to a response that came from an upstream.
+///
+/// The headers are written into the response's `http` map directly, and the response
+/// loses the original-case twin map Pingora keeps beside it for parsed responses:
+/// through `ResponseHeader::insert_header`, every added header was title-cased, copied,
+/// parsed again and inserted into both maps, a fifth of the edge's instructions per
+/// request (BENCHMARKS.md, issue 17). Header names go out in Pingora's canonical case.
+pub fn finish(resp: &mut ResponseHeader, ctx: &RequestCtx) {
+    let placeholder = ResponseHeader::from(http::Response::new(()).into_parts().0);
+    let mut parts = http::response::Parts::from(std::mem::replace(resp, placeholder));
+    add_promised(&mut parts.headers, ctx);
+    *resp = ResponseHeader::from(parts);
+}
+
+/// Security headers, CORS, request id, rate-limit headers, and no header naming the
+/// server software: what every response carries, whoever wrote it.
+fn add_promised(headers: &mut HeaderMap, ctx: &RequestCtx) {
+    headers.reserve(PROMISED_HEADERS);
     // One pass over the (few) headers present instead of a lookup per name; the removals
     // themselves are rare (an upstream's `Server`).
-    if resp.headers.keys().any(|name| SOFTWARE_HEADERS.contains(&name.as_str())) {
+    if headers.keys().any(|name| SOFTWARE_HEADERS.contains(&name.as_str())) {
         for name in SOFTWARE_HEADERS {
-            resp.remove_header(*name);
+            headers.remove(*name);
         }
     }
     for (name, value) in SECURITY_HEADER_VALUES.iter() {
-        resp.insert_header(name.clone(), value.clone())?;
+        headers.insert(name.clone(), value.clone());
     }
     if !ctx.request_id.is_empty() {
-        resp.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        // Sane by construction (`request_id::keep_or_make`).
+        if let Ok(request_id) = HeaderValue::from_str(&ctx.request_id) {
+            headers.insert(REQUEST_ID_NAME.clone(), request_id);
+        }
     }
     if let Some(live) = ctx.live.as_deref() {
         if let Some(cors) = &live.cors {
             let expose = live.cors_expose_headers.as_ref();
-            crate::cors::add_response_headers(resp, cors, expose, ctx.cors_origin.as_ref())?;
+            crate::cors::add_response_headers(headers, cors, expose, ctx.cors_origin.as_ref());
         }
     }
     if let Some(decision) = &ctx.limit {
-        add_rate_limit_headers(resp, decision)?;
+        // `HeaderValue::from(integer)` formats straight into the value's buffer (no `String`).
+        headers.insert(RATELIMIT_LIMIT.clone(), HeaderValue::from(decision.limit));
+        headers.insert(RATELIMIT_REMAINING.clone(), HeaderValue::from(decision.remaining));
+        headers.insert(RATELIMIT_RESET.clone(), HeaderValue::from(decision.reset_seconds));
     }
-    Ok(())
-}
-
-fn add_rate_limit_headers(resp: &mut ResponseHeader, decision: &Decision) -> pingora::Result<()> {
-    // `HeaderValue::from(integer)` formats straight into the value's buffer (no `String`).
-    resp.insert_header("ratelimit-limit", HeaderValue::from(decision.limit))?;
-    resp.insert_header("ratelimit-remaining", HeaderValue::from(decision.remaining))?;
-    resp.insert_header("ratelimit-reset", HeaderValue::from(decision.reset_seconds))?;
-    Ok(())
 }
 
 /// What an upstream request carries from the edge: the request id, the trace context
@@ -139,27 +159,30 @@ impl LocalResponse {
 }
 
 /// Builds the finished header of a local response.
-pub fn local_header(response: &LocalResponse, ctx: &RequestCtx) -> pingora::Result<ResponseHeader> {
-    let mut resp = ResponseHeader::build(response.status, Some(response.headers.len() + 24))?;
+pub fn local_header(response: &LocalResponse, ctx: &RequestCtx) -> ResponseHeader {
+    let mut parts = http::Response::new(()).into_parts().0;
+    parts.status = response.status;
+    let headers = &mut parts.headers;
+    headers.reserve(response.headers.len() + 2 + PROMISED_HEADERS);
     if let Some(content_type) = response.content_type {
-        resp.insert_header(CONTENT_TYPE, content_type)?;
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     }
     // 204 and 304 must not carry a length; everything else always does, so no client
     // ever waits for the connection to close to find the end of the body.
     if !matches!(response.status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED) {
-        resp.insert_header(CONTENT_LENGTH, HeaderValue::from(response.body.len()))?;
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(response.body.len()));
     }
     for (name, value) in &response.headers {
-        resp.insert_header(name.clone(), value.clone())?;
+        headers.insert(name.clone(), value.clone());
     }
-    finish(&mut resp, ctx)?;
-    Ok(resp)
+    add_promised(headers, ctx);
+    ResponseHeader::from(parts)
 }
 
 /// Writes a local response (header, then body unless HEAD) through the one finishing helper.
 pub async fn respond(session: &mut Session, ctx: &RequestCtx, response: LocalResponse) -> pingora::Result<()> {
     let head = session.req_header().method == http::Method::HEAD;
-    let resp = local_header(&response, ctx)?;
+    let resp = local_header(&response, ctx);
     let no_body = head || response.body.is_empty();
     session.write_response_header(Box::new(resp), no_body).await?;
     if !no_body {

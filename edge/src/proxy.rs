@@ -60,7 +60,7 @@ impl EdgeProxy {
     }
 
     async fn preflight(&self, session: &mut Session, ctx: &RequestCtx) -> Result<bool> {
-        let mut resp = headers::local_header(&LocalResponse::empty(StatusCode::NO_CONTENT), ctx)?;
+        let mut resp = headers::local_header(&LocalResponse::empty(StatusCode::NO_CONTENT), ctx);
         if let (Some(cors), Some(_)) = (ctx.live.as_ref().and_then(|l| l.cors.as_ref()), &ctx.cors_origin) {
             cors::add_preflight_headers(&mut resp, cors, session.req_header())?;
         }
@@ -230,7 +230,8 @@ impl ProxyHttp for EdgeProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        headers::finish(upstream_response, ctx)
+        headers::finish(upstream_response, ctx);
+        Ok(())
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
