@@ -12,9 +12,18 @@ valid token and an allowlisted Origin; (I2 - I1) / (N2 - N1) cancels the first
 request's one-off costs. The caller's OTEL_* variables reach the edges (a traced edge
 builds its spans inside the session; their export runs on another thread, not counted).
 Needs valgrind and nginx; every process it starts listens on 127.0.0.1 and is stopped
-by PID."""
+by PID.
 
+    python3 bench/instructions.py --smoke --check debug EDGE_BINARY
+
+is the regression guard `.ci/run` runs on the debug edge the tests built: 100 and 400
+requests, and a failure when the figure exceeds the budget that
+bench/instructions-budget.json records for that build profile by more than its tolerance
+(a figure well under the budget asks for the budget to be lowered)."""
+
+import argparse
 import http.client
+import json
 import os
 import signal
 import subprocess
@@ -29,6 +38,8 @@ from harness import free_port, free_ports, mint_token, object_id  # noqa: E402
 from proxy import ORIGIN, WRK_PATH, nginx_conf, upstream_body_conf  # noqa: E402
 
 N1, N2 = 300, 1300
+SMOKE_N1, SMOKE_N2 = 100, 400
+BUDGET_FILE = BENCH_DIR / "instructions-budget.json"
 READY_SECONDS = 120
 
 
@@ -89,10 +100,41 @@ def count(binary, requests, policy_dir, upstream_port, secret, token, out):
     raise SystemExit(f"no totals in {out}")
 
 
+def per_request(binary, n1, n2, policy_dir, upstream_port, secret, token, run_dir):
+    first = count(binary, n1, policy_dir, upstream_port, secret, token, run_dir / "first.out")
+    second = count(binary, n2, policy_dir, upstream_port, secret, token, run_dir / "second.out")
+    figure = (second - first) / (n2 - n1)
+    print(f"{binary}: {figure:.0f} instructions per request ({first} after {n1 + 1} requests, {second} after "
+          f"{n2 + 1})", flush=True)
+    return figure
+
+
+def check(figure, profile, smoke):
+    """Fails when `figure` exceeds the recorded budget of `profile` by more than its tolerance."""
+    budgets = json.loads(BUDGET_FILE.read_text())
+    tolerance = budgets["tolerance"]
+    mode = "smoke" if smoke else "full"
+    recorded = budgets[profile][mode]
+    limit = recorded * (1 + tolerance)
+    change = figure / recorded - 1
+    print(f"budget ({profile}, {mode} counts): {recorded} instructions per request, at most {limit:.0f} "
+          f"(+{tolerance:.0%}); this build: {figure:.0f} ({change:+.1%})")
+    if figure > limit:
+        raise SystemExit(f"instruction regression: {figure:.0f} per request, over the budget in {BUDGET_FILE.name}; "
+                         "find the cause (callgrind_annotate) or, if the cost is wanted, raise the budget "
+                         "in the same commit and say why")
+    if figure < recorded * (1 - tolerance):
+        print(f"the edge got cheaper: lower the budget in {BUDGET_FILE.name} to keep the guard tight")
+
+
 def main():
-    binaries = [Path(b) for b in sys.argv[1:3]]
-    if not binaries:
-        raise SystemExit(__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help=f"{SMOKE_N1} and {SMOKE_N2} requests")
+    parser.add_argument("--check", metavar="PROFILE", choices=["debug", "release"],
+                        help="compare the first binary with the budget of this build profile")
+    parser.add_argument("binaries", nargs="+", type=Path, metavar="BINARY")
+    args = parser.parse_args()
+    n1, n2 = (SMOKE_N1, SMOKE_N2) if args.smoke else (N1, N2)
     with tempfile.TemporaryDirectory(prefix="todo-instructions.") as tmp:
         run_dir = Path(tmp)
         upstream_port = free_port()
@@ -105,14 +147,13 @@ def main():
                            check=True, timeout=30)
             secret = os.urandom(24).hex()
             token = mint_token(secret, object_id(), 7200)
-            for binary in binaries:
-                first = count(binary, N1, policy_dir, upstream_port, secret, token, run_dir / "first.out")
-                second = count(binary, N2, policy_dir, upstream_port, secret, token, run_dir / "second.out")
-                print(f"{binary}: {(second - first) / (N2 - N1):.0f} instructions per request "
-                      f"({first} after {N1 + 1} requests, {second} after {N2 + 1})", flush=True)
+            figures = [per_request(binary, n1, n2, policy_dir, upstream_port, secret, token, run_dir)
+                       for binary in args.binaries]
         finally:
             upstream.terminate()
             upstream.wait(timeout=10)
+    if args.check:
+        check(figures[0], args.check, args.smoke)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,13 @@
 //! The token check of protected routes, and the identity headers a client may never
 //! smuggle to a service.
 
-use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use ahash::RandomState;
 use async_trait::async_trait;
-use http::header::{AUTHORIZATION, COOKIE};
+use http::header::{HeaderMap, AUTHORIZATION, COOKIE};
 use pingora::http::RequestHeader;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
@@ -45,8 +44,10 @@ pub struct VerifiedTokens {
     hasher: RandomState,
 }
 
-/// Verified tokens by their whole text.
-type Shard = HashMap<Box<str>, Verified>;
+/// Verified tokens by their whole text. Hashed with aHash (keys random per process, so
+/// collisions cannot be planned from outside), not SipHash: a token is a few hundred
+/// bytes, hashed twice per request.
+type Shard = HashMap<Box<str>, Verified, RandomState>;
 
 struct Verified {
     subject: Subject,
@@ -61,7 +62,10 @@ const MAX_CACHED_TOKEN_BYTES: usize = 1024;
 
 impl VerifiedTokens {
     pub fn new() -> Self {
-        Self { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(), hasher: RandomState::new() }
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::with_hasher(RandomState::new()))).collect(),
+            hasher: RandomState::new(),
+        }
     }
 
     /// The token's subject: from the cache when this exact token was verified and has
@@ -152,13 +156,13 @@ impl BackgroundService for KeysRefresh {
     }
 }
 
-pub fn strip_identity_headers(req: &mut RequestHeader) {
+pub fn strip_identity_headers(headers: &mut HeaderMap) {
     // One pass over the headers present; the removals themselves are rare.
-    if !req.headers.keys().any(|name| IDENTITY_HEADERS.contains(&name.as_str())) {
+    if !headers.keys().any(|name| IDENTITY_HEADERS.contains(&name.as_str())) {
         return;
     }
     for name in IDENTITY_HEADERS {
-        req.remove_header(*name);
+        headers.remove(*name);
     }
 }
 

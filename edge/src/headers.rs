@@ -51,6 +51,12 @@ const SOFTWARE_HEADERS: &[&str] = &["server", "x-powered-by", "x-aspnet-version"
 
 pub const REQUEST_ID: &str = todo_common::request_id::HEADER;
 static REQUEST_ID_NAME: HeaderName = HeaderName::from_static(REQUEST_ID);
+static TRACEPARENT_NAME: HeaderName = HeaderName::from_static(TRACEPARENT);
+static X_FORWARDED_FOR_NAME: HeaderName = HeaderName::from_static(X_FORWARDED_FOR);
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const FORWARDED: &str = "forwarded";
+/// Room for what [`for_upstream`] adds: request id, trace, forwarded for and proto.
+const FORWARDING_HEADERS: usize = 4;
 static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
 static RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
 static RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
@@ -112,22 +118,42 @@ fn add_promised(headers: &mut HeaderMap, ctx: &RequestCtx) {
 /// client sent, and forwarding headers the edge rebuilt. The edge is where trust starts:
 /// whatever forwarding headers the client sent are replaced.
 pub fn for_upstream(req: &mut RequestHeader, ctx: &RequestCtx, over_tls: bool) -> pingora::Result<()> {
-    req.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
-    req.insert_header(TRACEPARENT, ctx.trace.traceparent())?;
-    if !ctx.trace.continues_client_trace() && req.headers.contains_key(TRACESTATE) {
-        // A `tracestate` belongs to the `traceparent` it came with, which was not valid.
-        req.remove_header(TRACESTATE);
+    // As in `finish`, straight into the `http` map, without Pingora's twin case map. The
+    // request target is kept as the client sent it, should it differ from the URI's text.
+    let target = (req.raw_path() != req.uri.path_and_query().map_or(&b""[..], |p| p.as_str().as_bytes()))
+        .then(|| req.raw_path().to_vec());
+    let end_stream = req.send_end_stream();
+    let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
+    let mut parts = http::request::Parts::from(std::mem::replace(req, placeholder));
+    let headers = &mut parts.headers;
+    headers.reserve(FORWARDING_HEADERS);
+    if let Ok(request_id) = HeaderValue::from_str(&ctx.request_id) {
+        headers.insert(REQUEST_ID_NAME.clone(), request_id);
     }
-    crate::auth::strip_identity_headers(req);
-    req.remove_header("forwarded");
+    headers.insert(TRACEPARENT_NAME.clone(), ctx.trace.traceparent());
+    if !ctx.trace.continues_client_trace() {
+        // A `tracestate` belongs to the `traceparent` it came with, which was not valid.
+        headers.remove(TRACESTATE);
+    }
+    crate::auth::strip_identity_headers(headers);
+    headers.remove(FORWARDED);
     match ctx.client.as_ref().and_then(ClientAddress::forwarded_for) {
-        Some(chain) => req.insert_header(X_FORWARDED_FOR, chain)?,
+        Some(chain) => {
+            headers.insert(X_FORWARDED_FOR_NAME.clone(), chain);
+        }
         None => {
-            req.remove_header(X_FORWARDED_FOR);
+            headers.remove(X_FORWARDED_FOR);
         }
     }
     let proto = if over_tls { "https" } else { "http" };
-    req.insert_header("x-forwarded-proto", HeaderValue::from_static(proto))?;
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    *req = RequestHeader::from(parts);
+    if let Some(target) = target {
+        req.set_raw_path(&target)?;
+    }
+    if let Some(end_stream) = end_stream {
+        req.set_send_end_stream(end_stream);
+    }
     Ok(())
 }
 
@@ -189,4 +215,47 @@ pub async fn respond(session: &mut Session, ctx: &RequestCtx, response: LocalRes
         session.write_response_body(Some(response.body), true).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_upstream_request_keeps_its_target_and_gets_the_forwarding_headers() {
+        let mut ctx = RequestCtx::new();
+        ctx.request_id = "req-1".into();
+        for target in [&b"/tasks?limit=5"[..], b"/tasks/a%2Fb?q=%ff", b"/t\xffsks"] {
+            let mut req = RequestHeader::build("GET", target, None).unwrap();
+            req.insert_header("X-Forwarded-For", "203.0.113.9").unwrap();
+            req.insert_header("X-User-Id", "someone-else").unwrap();
+            req.insert_header("Accept", "application/json").unwrap();
+            let sent = req.raw_path().to_vec();
+            for_upstream(&mut req, &ctx, true).unwrap();
+            assert_eq!(req.raw_path(), &sent[..], "{}", String::from_utf8_lossy(target));
+            assert_eq!(req.headers[REQUEST_ID], "req-1");
+            assert_eq!(req.headers["x-forwarded-proto"], "https");
+            assert_eq!(req.headers["accept"], "application/json");
+            assert!(req.headers.contains_key(TRACEPARENT));
+            assert!(!req.headers.contains_key(X_FORWARDED_FOR), "no client address: the client's chain is dropped");
+            assert!(!req.headers.contains_key("x-user-id"), "identity headers never reach a service");
+        }
+    }
+
+    #[test]
+    fn an_upstream_answer_gets_the_promised_headers_and_loses_the_software_ones() {
+        let mut ctx = RequestCtx::new();
+        ctx.request_id = "req-2".into();
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        resp.insert_header("Server", "nginx/1.22").unwrap();
+        resp.insert_header("Content-Type", "application/json").unwrap();
+        finish(&mut resp, &ctx);
+        assert_eq!(resp.status, 200);
+        assert!(!resp.headers.contains_key("server"));
+        assert_eq!(resp.headers["content-type"], "application/json");
+        assert_eq!(resp.headers[REQUEST_ID], "req-2");
+        for (name, value) in SECURITY_HEADERS {
+            assert_eq!(resp.headers[*name], *value);
+        }
+    }
 }

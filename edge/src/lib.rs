@@ -64,6 +64,9 @@ pub fn check_policies(dir: &Path, capabilities: Capabilities) -> Result<Policy, 
 fn server_conf(config: &Config) -> ServerConf {
     ServerConf {
         threads: config.threads,
+        // One runtime per thread, each serving the connections it accepted (as nginx's
+        // workers do): no cross-thread task queues or wake-ups on the request path.
+        work_stealing: false,
         upstream_keepalive_pool_size: config.keepalive_pool_size,
         grace_period_seconds: Some(config.shutdown_grace_seconds),
         // After the grace period, the runtimes get this long to wind down.

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
 use http::{Method, StatusCode};
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::modules::http::HttpModules;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
@@ -76,6 +77,11 @@ fn content_length(req: &RequestHeader) -> Option<u64> {
 #[async_trait]
 impl ProxyHttp for EdgeProxy {
     type CTX = RequestCtx;
+
+    /// No downstream modules: Pingora's default adds a response-compression module, switched
+    /// off, whose context it still builds and calls on every request; the edge compresses
+    /// nothing (the services answer small JSON bodies).
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx::new()

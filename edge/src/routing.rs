@@ -43,10 +43,35 @@ pub fn is_ambiguous_path(path: &str) -> bool {
         return true;
     }
     let inner = path.strip_suffix('/').unwrap_or(path);
-    inner.split('/').skip(1).any(|segment| {
-        let lower = segment.to_ascii_lowercase().replace("%2e", ".");
-        (segment.is_empty() && inner.len() > 1) || lower == "." || lower == ".." || lower.contains("%2f")
-    })
+    inner
+        .split('/')
+        .skip(1)
+        .any(|segment| (segment.is_empty() && inner.len() > 1) || is_dot_segment(segment) || has_encoded(segment, b'f'))
+}
+
+/// `.` or `..`, each dot possibly written `%2e` or `%2E`.
+fn is_dot_segment(segment: &str) -> bool {
+    let mut rest = segment.as_bytes();
+    let mut dots = 0;
+    while let Some(after) = rest.strip_prefix(b".").or_else(|| strip_encoded(rest, b'e')) {
+        rest = after;
+        dots += 1;
+    }
+    rest.is_empty() && (1..=2).contains(&dots)
+}
+
+/// Whether `text` holds `%2` and `letter` in either case (`%2f`: an encoded `/`).
+fn has_encoded(text: &str, letter: u8) -> bool {
+    let bytes = text.as_bytes();
+    (0..bytes.len()).any(|i| strip_encoded(&bytes[i..], letter).is_some())
+}
+
+/// `bytes` after a leading `%2` and `letter` in either case.
+fn strip_encoded(bytes: &[u8], letter: u8) -> Option<&[u8]> {
+    match bytes {
+        [b'%', b'2', c, rest @ ..] if c.to_ascii_lowercase() == letter => Some(rest),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -55,10 +80,20 @@ mod tests {
 
     #[test]
     fn dot_segments_and_empty_segments_are_ambiguous() {
-        for bad in ["/tasks/../users/me", "/tasks/%2e%2E/x", "/tasks//x", "/./tasks", "tasks", "/tasks/a%2Fb"] {
+        for bad in [
+            "/tasks/../users/me",
+            "/tasks/%2e%2E/x",
+            "/tasks//x",
+            "/./tasks",
+            "tasks",
+            "/tasks/a%2Fb",
+            "/a/.%2e",
+            "/%2E",
+        ] {
             assert!(is_ambiguous_path(bad), "{bad}");
         }
-        for good in ["/", "/tasks", "/tasks/", "/tasks/abc/complete", "/users/me"] {
+        for good in ["/", "/tasks", "/tasks/", "/tasks/abc/complete", "/users/me", "/a/...", "/a/.x", "/a/%2ex", "/%2"]
+        {
             assert!(!is_ambiguous_path(good), "{good}");
         }
     }
