@@ -83,12 +83,16 @@ pub fn finish(resp: &mut ResponseHeader, ctx: &RequestCtx) {
 /// server software: what every response carries, whoever wrote it.
 fn add_promised(headers: &mut HeaderMap, ctx: &RequestCtx) {
     headers.reserve(PROMISED_HEADERS);
-    // One pass over the (few) headers present instead of a lookup per name; the removals
-    // themselves are rare (an upstream's `Server`).
-    if headers.keys().any(|name| SOFTWARE_HEADERS.contains(&name.as_str())) {
-        for name in SOFTWARE_HEADERS {
-            headers.remove(*name);
+    // One pass over the (few) headers present instead of a lookup per name, then a removal
+    // of only those found (usually an upstream's `Server`).
+    let mut found = [false; SOFTWARE_HEADERS.len()];
+    for name in headers.keys() {
+        if let Some(i) = SOFTWARE_HEADERS.iter().position(|software| *software == name.as_str()) {
+            found[i] = true;
         }
+    }
+    for (name, _) in SOFTWARE_HEADERS.iter().zip(found).filter(|(_, found)| *found) {
+        headers.remove(*name);
     }
     for (name, value) in SECURITY_HEADER_VALUES.iter() {
         headers.insert(name.clone(), value.clone());
