@@ -14,6 +14,10 @@ builds its spans inside the session; their export runs on another thread, not co
 Needs valgrind and nginx; every process it starts listens on 127.0.0.1 and is stopped
 by PID.
 
+    python3 bench/instructions.py --phases EDGE_BINARY
+
+breaks the figure down by proxy phase (BENCHMARKS.md, issue 17), and
+
     python3 bench/instructions.py --smoke --check debug EDGE_BINARY
 
 is the regression guard `.ci/run` runs on the debug edge the tests built: 100 and 400
@@ -100,12 +104,63 @@ def count(binary, requests, policy_dir, upstream_port, secret, token, out):
     raise SystemExit(f"no totals in {out}")
 
 
-def per_request(binary, n1, n2, policy_dir, upstream_port, secret, token, run_dir):
+# Where the edge's instructions go, by the function (inclusive cost) that does each part;
+# nested rows are parts of the row above them. "Pingora, tokio, ..." is what is left.
+PHASES = [
+    ("early_request_filter (credentials hidden, body timeout)", 0, "ProxyHttp>::early_request_filter::{{closure}}"),
+    ("request_filter", 0, "ProxyHttp>::request_filter::{{closure}}"),
+    ("routing (lookup, dot segments)", 1, "edge::routing::lookup", "edge::routing::is_ambiguous_path"),
+    ("rate limit", 1, "edge::limits::Limiter::check::{{closure}}"),
+    ("trace context", 1, "edge::trace::EdgeTracer::start"),
+    ("request id", 1, "todo_common::request_id::keep_or_make"),
+    ("CORS origin check", 1, "edge::cors::allowed_origin"),
+    ("upstream_peer (address choice)", 0, "ProxyHttp>::upstream_peer::{{closure}}"),
+    ("upstream_request_filter (forwarding headers)", 0, "ProxyHttp>::upstream_request_filter::{{closure}}"),
+    ("response_filter (security, CORS, id, rate-limit headers)", 0, "ProxyHttp>::response_filter::{{closure}}"),
+    ("logging", 0, "ProxyHttp>::logging::{{closure}}"),
+    ("access log line", 1, "edge::access_log::record"),
+    ("client connection layer (head deadline)", 0, "edge::client_conn::ClientConn as tokio::io::async_read"),
+]
+
+
+def inclusive(out):
+    """Inclusive instructions per function name of a callgrind output."""
+    text = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", str(out)], capture_output=True,
+                          text=True, check=True).stdout
+    costs = {}
+    for line in text.splitlines():
+        parts = line.split(None, 2)
+        if len(parts) == 3 and parts[1].startswith("(") and parts[0][0].isdigit():
+            costs[parts[2]] = int(parts[0].replace(",", ""))
+    return costs
+
+
+def phases(first_out, second_out, requests, total):
+    """Prints PHASES' share of a request's instructions: the difference of two runs."""
+    first, second = inclusive(first_out), inclusive(second_out)
+
+    def cost(patterns):
+        def of(costs):
+            return sum(max((v for k, v in costs.items() if p in k), default=0) for p in patterns)
+        return (of(second) - of(first)) / requests
+
+    top = 0.0
+    print(f"{'part':64} {'instructions':>12} {'share':>6}")
+    for label, depth, *patterns in PHASES:
+        value = cost(patterns)
+        top += value if depth == 0 else 0
+        print(f"{'  ' * depth + label:64} {value:12.0f} {value / total:6.1%}")
+    print(f"{'Pingora, tokio, the allocator (the rest)':64} {total - top:12.0f} {(total - top) / total:6.1%}")
+
+
+def per_request(binary, n1, n2, policy_dir, upstream_port, secret, token, run_dir, show_phases=False):
     first = count(binary, n1, policy_dir, upstream_port, secret, token, run_dir / "first.out")
     second = count(binary, n2, policy_dir, upstream_port, secret, token, run_dir / "second.out")
     figure = (second - first) / (n2 - n1)
     print(f"{binary}: {figure:.0f} instructions per request ({first} after {n1 + 1} requests, {second} after "
           f"{n2 + 1})", flush=True)
+    if show_phases:
+        phases(run_dir / "first.out", run_dir / "second.out", n2 - n1, figure)
     return figure
 
 
@@ -132,6 +187,7 @@ def main():
     parser.add_argument("--smoke", action="store_true", help=f"{SMOKE_N1} and {SMOKE_N2} requests")
     parser.add_argument("--check", metavar="PROFILE", choices=["debug", "release"],
                         help="compare the first binary with the budget of this build profile")
+    parser.add_argument("--phases", action="store_true", help="also break the first binary's figure down by phase")
     parser.add_argument("binaries", nargs="+", type=Path, metavar="BINARY")
     args = parser.parse_args()
     n1, n2 = (SMOKE_N1, SMOKE_N2) if args.smoke else (N1, N2)
@@ -147,8 +203,9 @@ def main():
                            check=True, timeout=30)
             secret = os.urandom(24).hex()
             token = mint_token(secret, object_id(), 7200)
-            figures = [per_request(binary, n1, n2, policy_dir, upstream_port, secret, token, run_dir)
-                       for binary in args.binaries]
+            figures = [per_request(binary, n1, n2, policy_dir, upstream_port, secret, token, run_dir,
+                                   show_phases=args.phases and i == 0)
+                       for i, binary in enumerate(args.binaries)]
         finally:
             upstream.terminate()
             upstream.wait(timeout=10)
