@@ -272,12 +272,18 @@ def run_wrk(url, threads, connections, seconds, script=None, cpus=None, env=None
 
 # --- /proc --------------------------------------------------------------------------
 
-def cpu_seconds(pid):
-    """utime + stime of the whole process (every thread), in seconds."""
+def cpu_split(pid):
+    """(utime, stime) of the whole process (every thread), in seconds: its own code, and
+    the kernel's work for it (system calls, TCP)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     # After the command name: state is field 3, so utime (14) and stime (15) sit at 11, 12.
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
+
+
+def cpu_seconds(pid):
+    """utime + stime of the whole process (every thread), in seconds."""
+    return sum(cpu_split(pid))
 
 
 def status_kib(pid, key):

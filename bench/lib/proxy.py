@@ -23,7 +23,7 @@ from harness import (
     BENCH_DIR,
     BenchError,
     children,
-    cpu_seconds,
+    cpu_split,
     free_port,
     free_ports,
     log,
@@ -189,15 +189,21 @@ def busy_share(before, after, cpu):
 def measured(target, load):
     """Runs `load` (returning its tool's result: requests, rps, ...) and adds what the
     proxy spent meanwhile: CPU per request, its share of a core, each core's busy share."""
-    cpu_before = sum(cpu_seconds(pid) for pid in target.pids)
+    split_before = [cpu_split(pid) for pid in target.pids]
     cores_before = cpu_times()
     started = time.monotonic()
     result = load()
     wall = time.monotonic() - started
     cores_after = cpu_times()
-    cpu_used = sum(cpu_seconds(pid) for pid in target.pids) - cpu_before
+    split_after = [cpu_split(pid) for pid in target.pids]
+    user = sum(after[0] - before[0] for before, after in zip(split_before, split_after))
+    system = sum(after[1] - before[1] for before, after in zip(split_before, split_after))
+    cpu_used = user + system
+    requests = max(1, result["requests"])
     result["proxy_cpu_s"] = cpu_used
-    result["cpu_us_per_request"] = cpu_used / max(1, result["requests"]) * 1e6
+    result["cpu_us_per_request"] = cpu_used / requests * 1e6
+    result["user_us_per_request"] = user / requests * 1e6
+    result["system_us_per_request"] = system / requests * 1e6
     result["proxy_core_share"] = cpu_used / wall
     result["core0_busy"] = busy_share(cores_before, cores_after, PROXY_CPU)
     result["core1_busy"] = busy_share(cores_before, cores_after, LOAD_CPU)
@@ -436,12 +442,14 @@ def run(processes, run_dir, binaries, secret, rounds, seconds, warmup_seconds, c
             target.rounds.append(result)
             log(
                 f"round {round_no} {target.name:18} {result['rps']:9.0f} req/s  p50 {result['p50_ms']:.2f} ms  "
-                f"p99 {result['p99_ms']:.2f} ms  {result['cpu_us_per_request']:.1f} us/req  "
+                f"p99 {result['p99_ms']:.2f} ms  {result['cpu_us_per_request']:.1f} us/req (user "
+                f"{result['user_us_per_request']:.1f}, kernel {result['system_us_per_request']:.1f})  "
                 f"errors {result['non_2xx'] + result['socket_errors']}"
             )
             truncate_logs(run_dir, target.name)
 
-    medians = ("rps", "p50_ms", "p99_ms", "cpu_us_per_request", "proxy_core_share", "core1_busy")
+    medians = ("rps", "p50_ms", "p99_ms", "cpu_us_per_request", "user_us_per_request", "system_us_per_request",
+               "proxy_core_share", "core1_busy")
     summary = [summary_row(target, target.rounds, medians) for target in targets]
     for row in summary:
         if row["name"] in TRACED:

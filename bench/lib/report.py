@@ -217,15 +217,16 @@ def markdown(results, chart_name):
         out += ["", f"![throughput and p99 per configuration]({chart_name})", "", "Configurations:", ""]
         out += [f"- **{r['name']}**: {r['description']}" for r in proxy["targets"]]
         out += ["", "Targets (issues 7 and 17), the edge with its full policy:", "", *verdict_lines(verdicts(proxy))]
-        out += ["", "Every round:", "", "| round | configuration | req/s | p50 ms | p99 ms | CPU µs/req | proxy core use | core 0 busy | core 1 busy | errors |",
-                "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        out += ["", "Every round:", "", "| round | configuration | req/s | p50 ms | p99 ms | CPU µs/req | user µs/req | kernel µs/req | proxy core use | core 0 busy | core 1 busy | errors |",
+                "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for i in range(proxy["rounds"]):
             for t in proxy["targets"]:
                 r = t["rounds"][i]
                 out.append(
                     f"| {i + 1} | {t['name']} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
-                    f"{r['cpu_us_per_request']:.1f} | {r['proxy_core_share']:.0%} | {r['core0_busy']:.0%} | {r['core1_busy']:.0%} | "
-                    f"{r['non_2xx'] + r['socket_errors']} |"
+                    f"{r['cpu_us_per_request']:.1f} | {r.get('user_us_per_request', float('nan')):.1f} | "
+                    f"{r.get('system_us_per_request', float('nan')):.1f} | {r['proxy_core_share']:.0%} | "
+                    f"{r['core0_busy']:.0%} | {r['core1_busy']:.0%} | {r['non_2xx'] + r['socket_errors']} |"
                 )
         rows = token_rows(proxy)
         if rows:

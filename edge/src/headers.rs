@@ -16,26 +16,7 @@ use crate::client_ip::{ClientAddress, X_FORWARDED_FOR};
 use crate::ctx::RequestCtx;
 use todo_common::traces::{TRACEPARENT, TRACESTATE};
 
-/// The set Express's helmet sends by default.
-pub const SECURITY_HEADERS: &[(&str, &str)] = &[
-    (
-        "content-security-policy",
-        "default-src 'self';base-uri 'self';font-src 'self' https: data:;form-action 'self';\
-         frame-ancestors 'self';img-src 'self' data:;object-src 'none';script-src 'self';\
-         script-src-attr 'none';style-src 'self' https: 'unsafe-inline';upgrade-insecure-requests",
-    ),
-    ("cross-origin-opener-policy", "same-origin"),
-    ("cross-origin-resource-policy", "same-origin"),
-    ("origin-agent-cluster", "?1"),
-    ("referrer-policy", "no-referrer"),
-    ("strict-transport-security", "max-age=31536000; includeSubDomains"),
-    ("x-content-type-options", "nosniff"),
-    ("x-dns-prefetch-control", "off"),
-    ("x-download-options", "noopen"),
-    ("x-frame-options", "SAMEORIGIN"),
-    ("x-permitted-cross-domain-policies", "none"),
-    ("x-xss-protection", "0"),
-];
+pub use crate::security_headers::SECURITY_HEADERS;
 
 /// Every answer's headers start as a copy of this map: `SECURITY_HEADERS`, validated
 /// once, with room for what follows. Copying it costs less than inserting the twelve.

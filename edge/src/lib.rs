@@ -28,6 +28,7 @@ pub mod policy;
 pub mod proxy;
 pub mod reload;
 pub mod routing;
+pub mod security_headers;
 pub mod tls;
 pub mod trace;
 pub mod upstreams;

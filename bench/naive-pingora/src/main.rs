@@ -15,20 +15,10 @@ use pingora_limits::rate::Rate;
 
 const LIMIT_PER_MINUTE: isize = 1_000_000_000;
 
-const SECURITY_HEADERS: &[(&str, &str)] = &[
-    ("content-security-policy", "default-src 'self';base-uri 'self';font-src 'self' https: data:;form-action 'self';frame-ancestors 'self';img-src 'self' data:;object-src 'none';script-src 'self';script-src-attr 'none';style-src 'self' https: 'unsafe-inline';upgrade-insecure-requests"),
-    ("cross-origin-opener-policy", "same-origin"),
-    ("cross-origin-resource-policy", "same-origin"),
-    ("origin-agent-cluster", "?1"),
-    ("referrer-policy", "no-referrer"),
-    ("strict-transport-security", "max-age=31536000; includeSubDomains"),
-    ("x-content-type-options", "nosniff"),
-    ("x-dns-prefetch-control", "off"),
-    ("x-download-options", "noopen"),
-    ("x-frame-options", "SAMEORIGIN"),
-    ("x-permitted-cross-domain-policies", "none"),
-    ("x-xss-protection", "0"),
-];
+// The edge's own list, so both send the same bytes.
+#[path = "../../../edge/src/security_headers.rs"]
+mod security_headers;
+use security_headers::SECURITY_HEADERS;
 
 #[derive(serde::Deserialize)]
 struct Claims {
@@ -99,10 +89,8 @@ fn main() {
         rate: Rate::new(Duration::from_secs(60)),
     };
     let mut server = Server::new(None).expect("server");
-    server.configuration = std::sync::Arc::new(pingora::server::configuration::ServerConf {
-        threads: 1,
-        ..Default::default()
-    });
+    server.configuration =
+        std::sync::Arc::new(pingora::server::configuration::ServerConf { threads: 1, ..Default::default() });
     server.bootstrap();
     let mut proxy = http_proxy_service(&server.configuration, naive);
     proxy.add_tcp(&var("LISTEN_ADDR"));
