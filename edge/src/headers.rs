@@ -54,7 +54,9 @@ static RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 /// through `ResponseHeader::insert_header`, every added header was title-cased, copied,
 /// parsed again and inserted into both maps, a fifth of the edge's instructions per
 /// request (BENCHMARKS.md, issue 17). Header names go out in Pingora's canonical case.
-pub fn finish(resp: &mut ResponseHeader, ctx: &RequestCtx) {
+pub fn finish(resp: &mut ResponseHeader, ctx: &RequestCtx) -> pingora::Result<()> {
+    // `Parts` carry no reason phrase: an upstream's own one (rare) is put back afterwards.
+    let reason = resp.get_reason_phrase().filter(|r| Some(*r) != resp.status.canonical_reason()).map(str::to_owned);
     let placeholder = ResponseHeader::from(http::Response::new(()).into_parts().0);
     let mut parts = http::response::Parts::from(std::mem::replace(resp, placeholder));
     let upstream = std::mem::replace(&mut parts.headers, SECURITY_TEMPLATE.clone());
@@ -74,6 +76,10 @@ pub fn finish(resp: &mut ResponseHeader, ctx: &RequestCtx) {
     }
     add_promised(headers, ctx);
     *resp = ResponseHeader::from(parts);
+    if reason.is_some() {
+        resp.set_reason_phrase(reason.as_deref())?;
+    }
+    Ok(())
 }
 
 /// CORS, request id and rate-limit headers: with the security headers, what every
@@ -229,6 +235,18 @@ mod tests {
     }
 
     #[test]
+    fn an_upstream_reason_phrase_is_kept() {
+        let ctx = RequestCtx::new();
+        let mut resp = ResponseHeader::build(599, None).unwrap();
+        resp.set_reason_phrase(Some("Network Connect Timeout")).unwrap();
+        finish(&mut resp, &ctx).unwrap();
+        assert_eq!(resp.get_reason_phrase(), Some("Network Connect Timeout"));
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        finish(&mut resp, &ctx).unwrap();
+        assert_eq!(resp.get_reason_phrase(), Some("OK"));
+    }
+
+    #[test]
     fn an_upstream_answer_gets_the_promised_headers_and_loses_the_software_ones() {
         let mut ctx = RequestCtx::new();
         ctx.request_id = "req-2".into();
@@ -238,7 +256,7 @@ mod tests {
         resp.append_header("Set-Cookie", "a=1").unwrap();
         resp.append_header("Set-Cookie", "b=2").unwrap();
         resp.insert_header("X-Frame-Options", "ALLOWALL").unwrap();
-        finish(&mut resp, &ctx);
+        finish(&mut resp, &ctx).unwrap();
         let cookies: Vec<_> = resp.headers.get_all("set-cookie").iter().collect();
         assert_eq!(cookies, ["a=1", "b=2"], "every value of a repeated header is kept");
         assert_eq!(

@@ -158,3 +158,26 @@ impl NotificationStore for EmbeddedNotificationStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Files written before the record was shared keep `id` and `createdAtMillis`; this
+    /// build reads them (and writes `_id` and `createdAt`, which an older build cannot read).
+    #[test]
+    fn a_record_written_before_the_shared_record_is_read() {
+        let id = NotificationId::new();
+        let legacy = serde_json::json!({
+            "id": id.to_string(), "eventId": "e-1", "userId": "u-1", "type": "task.completed",
+            "message": "done", "taskId": "65f0c0ffee65f0c0ffee65f0", "createdAtMillis": 1_700_000_000_123_i64,
+            "read": true,
+        });
+        let bytes = serde_json::to_vec(&legacy).unwrap();
+        let notification = decode::<StoredNotification>(&bytes).unwrap().into_notification().unwrap();
+        assert_eq!(notification.id, id);
+        assert_eq!(notification.created_at, Timestamp::from_millis(1_700_000_000_123));
+        assert_eq!(notification.kind.as_str(), "task.completed");
+        assert!(notification.read);
+    }
+}
