@@ -39,7 +39,7 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR / "lib"))
 from harness import free_port, free_ports, mint_token, object_id  # noqa: E402
-from proxy import ORIGIN, WRK_PATH, nginx_conf, upstream_body_conf  # noqa: E402
+from proxy import ORIGIN, WRK_PATH, naive_env, nginx_conf, upstream_body_conf  # noqa: E402
 
 N1, N2 = 300, 1300
 SMOKE_N1, SMOKE_N2 = 100, 400
@@ -58,8 +58,7 @@ def proxy_env(binary, port, admin, policy_dir, upstream_port, secret):
     """The environment of the edge under test, or of the naive Pingora build
     (bench/naive-pingora, told apart by its binary's name)."""
     if Path(binary).name == "naive-pingora":
-        return {"LISTEN_ADDR": f"127.0.0.1:{port}", "UPSTREAM": f"127.0.0.1:{upstream_port}", "JWT_SECRET": secret,
-                "ALLOWED_ORIGIN": ORIGIN, "PATH": os.environ["PATH"]}
+        return {**naive_env(port, upstream_port, secret), "PATH": os.environ["PATH"]}
     return {"LISTEN_ADDR": f"127.0.0.1:{port}", "EDGE_ADMIN_ADDR": f"127.0.0.1:{admin}", "POLICY_DIR": str(policy_dir),
             "JWT_SECRET": secret, "EDGE_THREADS": "1", "SHUTDOWN_GRACE_SECONDS": "0", "RUST_LOG": "info",
             "PATH": os.environ["PATH"],

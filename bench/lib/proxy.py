@@ -336,13 +336,18 @@ def start_edge(processes, run_dir, binaries, name, variant, rust_log, upstream_p
     return port, admin_port, proc
 
 
+def naive_env(port, upstream_port, secret):
+    """What bench/naive-pingora reads: its address, its one upstream, the HS256 key, the origin."""
+    return {"LISTEN_ADDR": f"127.0.0.1:{port}", "UPSTREAM": f"127.0.0.1:{upstream_port}", "JWT_SECRET": secret,
+            "ALLOWED_ORIGIN": ORIGIN}
+
+
 def start_naive(processes, binaries, upstream_port, secret, token):
     """Starts the naive Pingora build pinned to the proxy core, checks it does the work it
     is credited with; returns its Target."""
     port = free_port()
-    env = {"LISTEN_ADDR": f"127.0.0.1:{port}", "UPSTREAM": f"127.0.0.1:{upstream_port}", "JWT_SECRET": secret,
-           "ALLOWED_ORIGIN": ORIGIN}
-    proc = processes.start(NAIVE, [str(binaries / "naive-pingora")], env=env, cpus=PROXY_CPU)
+    proc = processes.start(NAIVE, [str(binaries / "naive-pingora")], env=naive_env(port, upstream_port, secret),
+                           cpus=PROXY_CPU)
     wait_http_ok(port, WRK_PATH, 20, processes, headers={"authorization": f"Bearer {token}", "origin": ORIGIN})
     check_edge_behaviour(port, token, wanted=["access-control-allow-origin", "content-security-policy"])
     return port, proc

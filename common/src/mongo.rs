@@ -38,21 +38,17 @@ impl MongoSettings {
     /// A handle on the database; no I/O happens until first use, so a service starts
     /// (unready) even while MongoDB is still coming up.
     pub async fn connect(&self, app_name: &str) -> anyhow::Result<Database> {
-        connect(self.uri.expose(), &self.database, app_name).await
+        let mut options = ClientOptions::parse(self.uri.expose()).await?;
+        options.app_name = Some(app_name.to_owned());
+        options.connect_timeout = Some(CONNECT_TIMEOUT);
+        options.server_selection_timeout = Some(SERVER_SELECTION_TIMEOUT);
+        options.max_pool_size = Some(MAX_POOL_SIZE);
+        // Acknowledged only once a majority of the replica set has it: a write the client
+        // was told succeeded survives the primary's loss. Explicit, because an operator may
+        // change the replica set's default write concern.
+        options.write_concern = Some(WriteConcern::majority());
+        Ok(Client::with_options(options)?.database(&self.database))
     }
-}
-
-async fn connect(uri: &str, database: &str, app_name: &str) -> anyhow::Result<Database> {
-    let mut options = ClientOptions::parse(uri).await?;
-    options.app_name = Some(app_name.to_owned());
-    options.connect_timeout = Some(CONNECT_TIMEOUT);
-    options.server_selection_timeout = Some(SERVER_SELECTION_TIMEOUT);
-    options.max_pool_size = Some(MAX_POOL_SIZE);
-    // Acknowledged only once a majority of the replica set has it: a write the client
-    // was told succeeded survives the primary's loss. Explicit, because an operator may
-    // change the replica set's default write concern.
-    options.write_concern = Some(WriteConcern::majority());
-    Ok(Client::with_options(options)?.database(database))
 }
 
 pub async fn ping(db: &Database) -> BackendState {

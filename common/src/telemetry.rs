@@ -196,10 +196,10 @@ fn push_timestamp(buf: &mut Vec<u8>, at: SystemTime) {
         }
         buf.extend_from_slice(prefix);
     });
-    let micros = since_epoch.subsec_micros();
-    let digits = itoa::Buffer::new().format(micros).len();
-    buf.extend(std::iter::repeat_n(b'0', 6 - digits));
-    buf.extend_from_slice(itoa::Buffer::new().format(micros).as_bytes());
+    let mut digits = itoa::Buffer::new();
+    let micros = digits.format(since_epoch.subsec_micros());
+    buf.extend(std::iter::repeat_n(b'0', 6 - micros.len()));
+    buf.extend_from_slice(micros.as_bytes());
     buf.push(b'Z');
 }
 

@@ -45,7 +45,7 @@ fn write(ctx: &RequestCtx, request: Option<Request<'_>>, status: u16, elapsed: D
         return;
     }
     let mut line = JsonLine::new("INFO", TARGET, "request");
-    line.field("request_id", ctx.request_id.as_str());
+    line.field("request_id", ctx.request_id.to_str().unwrap_or_default());
     if ctx.trace.is_valid() {
         line.field("trace_id", ctx.trace.trace_id_hex()).field("span_id", ctx.trace.span_id_hex());
     }

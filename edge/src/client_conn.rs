@@ -170,7 +170,7 @@ impl ClientConn {
     fn answer(&mut self, label: &'static str, problem: Problem, elapsed: Duration) {
         let mut ctx = RequestCtx::new();
         ctx.label = label;
-        ctx.request_id = request_id::keep_or_make(None);
+        ctx.set_request_id(request_id::keep_or_make(None));
         let status = problem.status;
         self.answer = match answer_bytes(problem, &ctx) {
             Ok(bytes) => Bytes::from(bytes),
@@ -386,7 +386,7 @@ mod tests {
     #[test]
     fn the_own_answer_is_a_complete_problem_that_ends_the_connection() {
         let mut ctx = RequestCtx::new();
-        ctx.request_id = "req-1".into();
+        ctx.request_id = HeaderValue::from_static("req-1");
         let answer = answer_bytes(problem_for_pingora_answer(Some(400)), &ctx).unwrap();
         let text = String::from_utf8(answer).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();

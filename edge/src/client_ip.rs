@@ -41,11 +41,9 @@ impl ClientAddress {
 
     /// `X-Forwarded-For` for the upstream: the vouched-for chain, ending with the client.
     pub fn forwarded_for(&self) -> Option<HeaderValue> {
-        let mut text = Vec::with_capacity(16 * self.forwarded_for.len().max(1));
-        if self.forwarded_for.is_empty() {
-            push_ip(&mut text, self.ip);
-        }
-        for (i, ip) in self.forwarded_for.iter().enumerate() {
+        let chain = if self.forwarded_for.is_empty() { std::slice::from_ref(&self.ip) } else { &self.forwarded_for };
+        let mut text = Vec::with_capacity(16 * chain.len());
+        for (i, ip) in chain.iter().enumerate() {
             if i > 0 {
                 text.extend_from_slice(b", ");
             }

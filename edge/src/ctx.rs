@@ -14,8 +14,9 @@ use crate::trace::RequestTrace;
 
 pub struct RequestCtx {
     pub started: Instant,
-    /// Kept from the client when sane, generated otherwise.
-    pub request_id: String,
+    /// Kept from the client when sane, generated otherwise; as a header value, checked
+    /// once and cloned onto the upstream request and the answer.
+    pub request_id: HeaderValue,
     /// The trace the request is part of (`trace`); none before the headers are read.
     pub trace: RequestTrace,
     /// The client, behind trusted proxies or not (`client_ip`).
@@ -41,7 +42,7 @@ impl RequestCtx {
     pub fn new() -> Self {
         Self {
             started: Instant::now(),
-            request_id: String::new(),
+            request_id: HeaderValue::from_static(""),
             trace: RequestTrace::default(),
             client: None,
             live: None,
@@ -56,6 +57,11 @@ impl RequestCtx {
             upstream_addr: None,
             body_bytes: 0,
         }
+    }
+
+    /// Keeps `id` (from `request_id::keep_or_make`: visible ASCII, a valid header value).
+    pub fn set_request_id(&mut self, id: String) {
+        self.request_id = HeaderValue::try_from(id).unwrap_or_else(|_| HeaderValue::from_static(""));
     }
 
     /// The route name, or the label of whatever answered instead.

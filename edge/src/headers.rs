@@ -86,10 +86,7 @@ pub fn finish(resp: &mut ResponseHeader, ctx: &RequestCtx) -> pingora::Result<()
 /// response carries, whoever wrote it.
 fn add_promised(headers: &mut HeaderMap, ctx: &RequestCtx) {
     if !ctx.request_id.is_empty() {
-        // Sane by construction (`request_id::keep_or_make`).
-        if let Ok(request_id) = HeaderValue::from_str(&ctx.request_id) {
-            headers.insert(REQUEST_ID_NAME.clone(), request_id);
-        }
+        headers.insert(REQUEST_ID_NAME.clone(), ctx.request_id.clone());
     }
     if let Some(live) = ctx.live.as_deref() {
         if let Some(cors) = &live.cors {
@@ -112,16 +109,14 @@ fn add_promised(headers: &mut HeaderMap, ctx: &RequestCtx) {
 pub fn for_upstream(req: &mut RequestHeader, ctx: &RequestCtx, over_tls: bool) -> pingora::Result<()> {
     // As in `finish`, straight into the `http` map, without Pingora's twin case map. The
     // request target is kept as the client sent it, should it differ from the URI's text.
-    let target = (req.raw_path() != req.uri.path_and_query().map_or(&b""[..], |p| p.as_str().as_bytes()))
-        .then(|| req.raw_path().to_vec());
+    let raw = req.raw_path();
+    let target = (raw != req.uri.path_and_query().map_or(&b""[..], |p| p.as_str().as_bytes())).then(|| raw.to_vec());
     let end_stream = req.send_end_stream();
     let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
     let mut parts = http::request::Parts::from(std::mem::replace(req, placeholder));
     let headers = &mut parts.headers;
     headers.reserve(FORWARDING_HEADERS);
-    if let Ok(request_id) = HeaderValue::from_str(&ctx.request_id) {
-        headers.insert(REQUEST_ID_NAME.clone(), request_id);
-    }
+    headers.insert(REQUEST_ID_NAME.clone(), ctx.request_id.clone());
     headers.insert(TRACEPARENT_NAME.clone(), ctx.trace.traceparent());
     if !ctx.trace.continues_client_trace() {
         // A `tracestate` belongs to the `traceparent` it came with, which was not valid.
@@ -216,7 +211,7 @@ mod tests {
     #[test]
     fn the_upstream_request_keeps_its_target_and_gets_the_forwarding_headers() {
         let mut ctx = RequestCtx::new();
-        ctx.request_id = "req-1".into();
+        ctx.request_id = HeaderValue::from_static("req-1");
         for target in [&b"/tasks?limit=5"[..], b"/tasks/a%2Fb?q=%ff", b"/t\xffsks"] {
             let mut req = RequestHeader::build("GET", target, None).unwrap();
             req.insert_header("X-Forwarded-For", "203.0.113.9").unwrap();
@@ -249,7 +244,7 @@ mod tests {
     #[test]
     fn an_upstream_answer_gets_the_promised_headers_and_loses_the_software_ones() {
         let mut ctx = RequestCtx::new();
-        ctx.request_id = "req-2".into();
+        ctx.request_id = HeaderValue::from_static("req-2");
         let mut resp = ResponseHeader::build(200, None).unwrap();
         resp.insert_header("Server", "nginx/1.22").unwrap();
         resp.insert_header("Content-Type", "application/json").unwrap();

@@ -96,7 +96,7 @@ impl ProxyHttp for EdgeProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
-        ctx.request_id = request_id::keep_or_make(req.headers.get(REQUEST_ID).map(|v| v.as_bytes()));
+        ctx.set_request_id(request_id::keep_or_make(req.headers.get(REQUEST_ID).map(|v| v.as_bytes())));
         ctx.trace = self.tracer.start(&req.headers);
         ctx.live = self.live.load_full();
         let trusted = ctx.live.as_ref().map_or(&[][..], |live| &live.trusted_proxies[..]);
