@@ -14,6 +14,7 @@
 #                     edge-traced, edge-traced-1pct (spans exported to a local OTLP stand-in, sampler ratio 1.0 / 0.01),
 #                     edge-baseline (the edge binary BENCH_BASELINE_EDGE names: before/after in one run),
 #                     naive (bench/naive-pingora: a naive Pingora build, the reference of issue 17),
+#                     pingora-plain (the same build with every filter off: Pingora's own floor),
 #                     --profile (perf, full edge)
 #
 # Exits non-zero when a process fails to start or dies, or wrk sees errors or non-2xx

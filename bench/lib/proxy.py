@@ -111,6 +111,11 @@ NAIVE = "naive"
 NAIVE_DESCRIPTION = ("a naive Pingora build (bench/naive-pingora): the HS256 token checked with jsonwebtoken on "
                      "every request, a pingora-limits rate per subject, CORS and security headers; no access log, "
                      "metrics or request ids")
+# The same build with every filter off (PLAIN=1): the floor under any gateway on Pingora.
+PINGORA_PLAIN = "pingora-plain"
+PINGORA_PLAIN_DESCRIPTION = ("bench/naive-pingora with PLAIN=1: a plain Pingora proxy configured as the edge (no "
+                             "compression module, no work stealing), no token, limit, CORS or headers; what the "
+                             "framework costs before any feature")
 
 
 def nginx_conf(run_dir, name, body):
@@ -336,20 +341,22 @@ def start_edge(processes, run_dir, binaries, name, variant, rust_log, upstream_p
     return port, admin_port, proc
 
 
-def naive_env(port, upstream_port, secret):
-    """What bench/naive-pingora reads: its address, its one upstream, the HS256 key, the origin."""
+def naive_env(port, upstream_port, secret, plain=False):
+    """What bench/naive-pingora reads: its address, its one upstream, the HS256 key, the
+    origin; `plain`: every filter off."""
     return {"LISTEN_ADDR": f"127.0.0.1:{port}", "UPSTREAM": f"127.0.0.1:{upstream_port}", "JWT_SECRET": secret,
-            "ALLOWED_ORIGIN": ORIGIN}
+            "ALLOWED_ORIGIN": ORIGIN, "PLAIN": "1" if plain else "0"}
 
 
-def start_naive(processes, binaries, upstream_port, secret, token):
-    """Starts the naive Pingora build pinned to the proxy core, checks it does the work it
-    is credited with; returns its Target."""
+def start_naive(processes, binaries, upstream_port, secret, token, plain=False):
+    """Starts the naive Pingora build (or, `plain`, the plain proxy) pinned to the proxy
+    core, checks it does the work it is credited with; returns its port and process."""
     port = free_port()
-    proc = processes.start(NAIVE, [str(binaries / "naive-pingora")], env=naive_env(port, upstream_port, secret),
-                           cpus=PROXY_CPU)
+    proc = processes.start(PINGORA_PLAIN if plain else NAIVE, [str(binaries / "naive-pingora")],
+                           env=naive_env(port, upstream_port, secret, plain), cpus=PROXY_CPU)
     wait_http_ok(port, WRK_PATH, 20, processes, headers={"authorization": f"Bearer {token}", "origin": ORIGIN})
-    check_edge_behaviour(port, token, wanted=["access-control-allow-origin", "content-security-policy"])
+    if not plain:
+        check_edge_behaviour(port, token, wanted=["access-control-allow-origin", "content-security-policy"])
     return port, proc
 
 
@@ -428,10 +435,12 @@ def run(processes, run_dir, binaries, secret, rounds, seconds, warmup_seconds, c
         targets.append(Target(name, description, port, [proc.pid], proc.pid, tokens.scripts[kind]))
         log(f"{name} on 127.0.0.1:{port}, core {PROXY_CPU}: {description}")
 
-    if NAIVE in edge_names:
-        port, proc = start_naive(processes, binaries, upstream_port, secret, tokens.first["hs256"])
-        targets.append(Target(NAIVE, NAIVE_DESCRIPTION, port, [proc.pid], proc.pid, tokens.scripts["hs256"]))
-        log(f"{NAIVE} on 127.0.0.1:{port}, core {PROXY_CPU}: {NAIVE_DESCRIPTION}")
+    for name, description, plain in ((NAIVE, NAIVE_DESCRIPTION, False),
+                                     (PINGORA_PLAIN, PINGORA_PLAIN_DESCRIPTION, True)):
+        if name in edge_names:
+            port, proc = start_naive(processes, binaries, upstream_port, secret, tokens.first["hs256"], plain)
+            targets.append(Target(name, description, port, [proc.pid], proc.pid, tokens.scripts["hs256"]))
+            log(f"{name} on 127.0.0.1:{port}, core {PROXY_CPU}: {description}")
 
     for target in targets:
         log(f"warm-up {target.name} ({warmup_seconds} s)")

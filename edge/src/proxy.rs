@@ -76,25 +76,27 @@ fn content_length(req: &RequestHeader) -> Option<u64> {
 
 #[async_trait]
 impl ProxyHttp for EdgeProxy {
-    type CTX = RequestCtx;
+    /// Boxed: Pingora moves a request's future, which holds the context, twice per request
+    /// (about 7 KB each time); a box moves as 8 bytes (BENCHMARKS.md, issue 17).
+    type CTX = Box<RequestCtx>;
 
     /// No downstream modules: Pingora's default adds a response-compression module, switched
     /// off, whose context it still builds and calls on every request; the edge compresses
     /// nothing (the services answer small JSON bodies).
     fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
-    fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::new()
+    fn new_ctx(&self) -> Self::CTX {
+        Box::new(RequestCtx::new())
     }
 
-    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut RequestCtx) -> Result<()> {
+    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Self::CTX) -> Result<()> {
         client_conn::head_parsed(session);
         auth::hide_credentials(session.req_header_mut());
         session.as_downstream_mut().set_read_timeout(Some(BODY_READ_TIMEOUT));
         Ok(())
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         let req = session.req_header();
         ctx.set_request_id(request_id::keep_or_make(req.headers.get(REQUEST_ID).map(|v| v.as_bytes())));
         ctx.trace = self.tracer.start(&req.headers);
@@ -165,7 +167,7 @@ impl ProxyHttp for EdgeProxy {
         _session: &mut Session,
         body: &mut Option<Bytes>,
         _end_of_stream: bool,
-        ctx: &mut RequestCtx,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         if let Some(chunk) = body {
             ctx.body_bytes += chunk.len();
@@ -176,7 +178,7 @@ impl ProxyHttp for EdgeProxy {
         Ok(())
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Self::CTX) -> Result<Box<HttpPeer>> {
         let Some(route) = ctx.route.clone() else {
             return Err(Error::explain(ErrorType::HTTPStatus(500), "proxying without a route"));
         };
@@ -196,7 +198,7 @@ impl ProxyHttp for EdgeProxy {
         &self,
         _session: &mut Session,
         _peer: &HttpPeer,
-        ctx: &mut RequestCtx,
+        ctx: &mut Self::CTX,
         mut e: Box<Error>,
     ) -> Box<Error> {
         // Nothing was sent: trying another address is safe, a bounded number of times.
@@ -214,7 +216,7 @@ impl ProxyHttp for EdgeProxy {
         &self,
         session: &mut Session,
         upstream_request: &mut RequestHeader,
-        ctx: &mut RequestCtx,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         let over_tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         headers::for_upstream(upstream_request, ctx, over_tls)
@@ -224,7 +226,7 @@ impl ProxyHttp for EdgeProxy {
         &self,
         _session: &mut Session,
         _upstream_response: &mut ResponseHeader,
-        ctx: &mut RequestCtx,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         ctx.upstream_elapsed = ctx.upstream_started.map(|t| t.elapsed());
         Ok(())
@@ -234,12 +236,12 @@ impl ProxyHttp for EdgeProxy {
         &self,
         _session: &mut Session,
         upstream_response: &mut ResponseHeader,
-        ctx: &mut RequestCtx,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         headers::finish(upstream_response, ctx)
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Self::CTX) -> FailToProxy {
         let status = errors::status_for(e);
         if status > 0 && session.response_written().is_none() {
             if status == 413 {
@@ -253,7 +255,7 @@ impl ProxyHttp for EdgeProxy {
         FailToProxy { error_code: status, can_reuse_downstream: false }
     }
 
-    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let elapsed = ctx.started.elapsed();
         match &ctx.route {

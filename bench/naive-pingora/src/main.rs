@@ -2,7 +2,11 @@
 //! `pingora-limits` rate per subject, CORS for one origin and helmet's security headers
 //! on the answer; one upstream; no access log, no metrics, no request ids.
 //!
-//! LISTEN_ADDR, UPSTREAM (host:port), JWT_SECRET, ALLOWED_ORIGIN; one worker thread.
+//! With `PLAIN=1`, none of that either: a plain Pingora proxy configured as the edge is (no
+//! response-compression module, no work stealing), the floor under any gateway built on
+//! the framework.
+//!
+//! LISTEN_ADDR, UPSTREAM (host:port), JWT_SECRET, ALLOWED_ORIGIN, PLAIN; one worker thread.
 
 use std::env;
 use std::time::Duration;
@@ -10,6 +14,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
 use pingora::http::ResponseHeader;
+use pingora::modules::http::compression::ResponseCompressionBuilder;
+use pingora::modules::http::HttpModules;
 use pingora::prelude::*;
 use pingora_limits::rate::Rate;
 
@@ -31,6 +37,7 @@ struct Naive {
     validation: Validation,
     origin: String,
     rate: Rate,
+    plain: bool,
 }
 
 #[derive(Default)]
@@ -46,7 +53,17 @@ impl ProxyHttp for Naive {
         Ctx::default()
     }
 
+    fn init_downstream_modules(&self, modules: &mut HttpModules) {
+        // Pingora's default: a response-compression module, switched off.
+        if !self.plain {
+            modules.add_module(ResponseCompressionBuilder::enable(0));
+        }
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if self.plain {
+            return Ok(false);
+        }
         let headers = &session.req_header().headers;
         ctx.cors = headers.get("origin").is_some_and(|o| o.as_bytes() == self.origin.as_bytes());
         let token = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
@@ -65,6 +82,9 @@ impl ProxyHttp for Naive {
     }
 
     async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        if self.plain {
+            return Ok(());
+        }
         for (name, value) in SECURITY_HEADERS {
             resp.insert_header(*name, *value)?;
         }
@@ -87,10 +107,15 @@ fn main() {
         validation,
         origin: var("ALLOWED_ORIGIN"),
         rate: Rate::new(Duration::from_secs(60)),
+        plain: env::var("PLAIN").is_ok_and(|v| v == "1"),
     };
+    let plain = naive.plain;
     let mut server = Server::new(None).expect("server");
-    server.configuration =
-        std::sync::Arc::new(pingora::server::configuration::ServerConf { threads: 1, ..Default::default() });
+    server.configuration = std::sync::Arc::new(pingora::server::configuration::ServerConf {
+        threads: 1,
+        work_stealing: !plain,
+        ..Default::default()
+    });
     server.bootstrap();
     let mut proxy = http_proxy_service(&server.configuration, naive);
     proxy.add_tcp(&var("LISTEN_ADDR"));
