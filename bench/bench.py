@@ -52,7 +52,8 @@ def arguments():
                            "edge-traced,edge-traced-1pct,naive,pingora-plain",
                    help="edge configurations besides nginx (edge, edge-shared, edge-bare, edge-bare-nolog, edge-eddsa, "
                         "edge-nocache, edge-eddsa-nocache, edge-traced, edge-traced-1pct; edge-baseline: the edge "
-                        "binary BENCH_BASELINE_EDGE names; naive: the naive Pingora build of bench/naive-pingora; pingora-plain: that build with every filter off)")
+                        "binary BENCH_BASELINE_EDGE names; naive: the naive Pingora build of bench/naive-pingora; "
+                        "pingora-plain: that build with every filter off)")
     p.add_argument("--mongodb-uri", default=os.environ.get("BENCH_MONGODB_URI", "mongodb://127.0.0.1:27017"),
                    help="MongoDB the services use (default: BENCH_MONGODB_URI or the local one)")
     p.add_argument("--profile", action="store_true",

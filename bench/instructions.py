@@ -16,7 +16,15 @@ by PID.
 
     python3 bench/instructions.py --phases EDGE_BINARY
 
-breaks the figure down by proxy phase (BENCHMARKS.md, issue 17), and
+breaks the figure down by proxy phase (BENCHMARKS.md, issue 17);
+
+    python3 bench/instructions.py --whole-process EDGE_BINARY
+
+counts every thread instead of the request sessions only;
+
+    PLAIN=1 python3 bench/instructions.py .../naive-pingora
+
+counts the naive build as pingora-plain (every filter off); and
 
     python3 bench/instructions.py --smoke --check debug EDGE_BINARY
 
@@ -56,9 +64,11 @@ def get(conn, token):
 
 def proxy_env(binary, port, admin, policy_dir, upstream_port, secret):
     """The environment of the edge under test, or of the naive Pingora build
-    (bench/naive-pingora, told apart by its binary's name)."""
+    (bench/naive-pingora, told apart by its binary's name; PLAIN=1 in the caller's
+    environment runs it as pingora-plain, every filter off)."""
     if Path(binary).name == "naive-pingora":
-        return {**naive_env(port, upstream_port, secret), "PATH": os.environ["PATH"]}
+        plain = os.environ.get("PLAIN") == "1"
+        return {**naive_env(port, upstream_port, secret, plain), "PATH": os.environ["PATH"]}
     return {"LISTEN_ADDR": f"127.0.0.1:{port}", "EDGE_ADMIN_ADDR": f"127.0.0.1:{admin}", "POLICY_DIR": str(policy_dir),
             "JWT_SECRET": secret, "EDGE_THREADS": "1", "SHUTDOWN_GRACE_SECONDS": "0", "RUST_LOG": "info",
             "PATH": os.environ["PATH"],
@@ -66,14 +76,15 @@ def proxy_env(binary, port, admin, policy_dir, upstream_port, secret):
             **{key: value for key, value in os.environ.items() if key.startswith("OTEL_")}}
 
 
-def count(binary, requests, policy_dir, upstream_port, secret, token, out):
-    """Instructions callgrind counted in the proxy's request sessions over `requests`
-    requests (plus the first one, made while waiting for the proxy)."""
+def count(binary, requests, policy_dir, upstream_port, secret, token, out, whole_process=False):
+    """Instructions callgrind counted in the proxy's request sessions (or, `whole_process`,
+    in every thread) over `requests` requests (plus the first one, made while waiting for
+    the proxy)."""
     port, admin = free_ports(2)
     env = proxy_env(binary, port, admin, policy_dir, upstream_port, secret)
-    edge = subprocess.Popen(["valgrind", "--tool=callgrind", "--toggle-collect=*process_new_http*",
-                             f"--callgrind-out-file={out}", str(binary)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    scope = [] if whole_process else ["--toggle-collect=*process_new_http*"]
+    edge = subprocess.Popen(["valgrind", "--tool=callgrind", *scope, f"--callgrind-out-file={out}", str(binary)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + READY_SECONDS
         while True:
@@ -152,9 +163,10 @@ def phases(first_out, second_out, requests, total):
     print(f"{'Pingora, tokio, the allocator (the rest)':64} {total - top:12.0f} {(total - top) / total:6.1%}")
 
 
-def per_request(binary, n1, n2, policy_dir, upstream_port, secret, token, run_dir, show_phases=False):
-    first = count(binary, n1, policy_dir, upstream_port, secret, token, run_dir / "first.out")
-    second = count(binary, n2, policy_dir, upstream_port, secret, token, run_dir / "second.out")
+def per_request(binary, n1, n2, policy_dir, upstream_port, secret, token, run_dir, show_phases=False,
+                whole_process=False):
+    first = count(binary, n1, policy_dir, upstream_port, secret, token, run_dir / "first.out", whole_process)
+    second = count(binary, n2, policy_dir, upstream_port, secret, token, run_dir / "second.out", whole_process)
     figure = (second - first) / (n2 - n1)
     print(f"{binary}: {figure:.0f} instructions per request ({first} after {n1 + 1} requests, {second} after "
           f"{n2 + 1})", flush=True)
@@ -187,8 +199,13 @@ def main():
     parser.add_argument("--check", metavar="PROFILE", choices=["debug", "release"],
                         help="compare the first binary with the budget of this build profile")
     parser.add_argument("--phases", action="store_true", help="also break the first binary's figure down by phase")
+    parser.add_argument("--whole-process", action="store_true",
+                        help="count every thread (the pool's idle-watch tasks, the log writer, timers), not only the "
+                             "request sessions; includes time-driven work (health checks), so less repeatable")
     parser.add_argument("binaries", nargs="+", type=Path, metavar="BINARY")
     args = parser.parse_args()
+    if args.check and args.whole_process:
+        parser.error("--check compares the request sessions' figure with its budget: not with --whole-process")
     n1, n2 = (SMOKE_N1, SMOKE_N2) if args.smoke else (N1, N2)
     with tempfile.TemporaryDirectory(prefix="todo-instructions.") as tmp:
         run_dir = Path(tmp)
@@ -203,7 +220,7 @@ def main():
             secret = os.urandom(24).hex()
             token = mint_token(secret, object_id(), 7200)
             figures = [per_request(binary, n1, n2, policy_dir, upstream_port, secret, token, run_dir,
-                                   show_phases=args.phases and i == 0)
+                                   show_phases=args.phases and i == 0, whole_process=args.whole_process)
                        for i, binary in enumerate(args.binaries)]
         finally:
             upstream.terminate()
