@@ -34,6 +34,9 @@ const MAX_CONNECT_ATTEMPTS: usize = 3;
 /// Longest wait for the next piece of a request body (Pingora's default is 60 s); the
 /// services give a whole body 10 s, so a stalled upload gets its 408 as soon.
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bounds on reading a refused body before closing (see `request_filter`).
+const REFUSED_BODY_DRAIN_BYTES: u64 = 8 * 1024 * 1024;
+const REFUSED_BODY_DRAIN_TIME: Duration = Duration::from_secs(2);
 
 pub struct EdgeProxy {
     live: Arc<ArcSwapOption<ActivePolicy>>,
@@ -137,10 +140,20 @@ impl ProxyHttp for EdgeProxy {
         };
         ctx.route = Some(Arc::clone(&route));
 
-        if content_length(session.req_header()).is_some_and(|len| len > self.max_body_bytes as u64) {
-            // Do not read (drain) a body we refuse: close the connection after answering.
+        if let Some(declared) = content_length(session.req_header()).filter(|len| *len > self.max_body_bytes as u64) {
+            // The connection ends after the answer. Closing a socket with unread input
+            // resets it, and a client still sending loses the 413 it was sent (RFC 9112,
+            // 9.6): so a body of moderate size is read and discarded first, within a time
+            // bound; a larger one, or one the client waits to be asked for, is not.
             session.set_keepalive(None);
-            return self.problem(session, ctx, Problem::payload_too_large(self.max_body_bytes)).await;
+            let answered = self.problem(session, ctx, Problem::payload_too_large(self.max_body_bytes)).await;
+            let expects_continue = session.req_header().headers.contains_key(http::header::EXPECT);
+            if answered.is_ok() && declared <= REFUSED_BODY_DRAIN_BYTES && !expects_continue {
+                // A timeout or an error ends the draining; the connection closes either way.
+                let drain = session.as_downstream_mut().drain_request_body();
+                let _ = tokio::time::timeout(REFUSED_BODY_DRAIN_TIME, drain).await;
+            }
+            return answered;
         }
         if route.spec.auth {
             match auth::authenticated_subject(&self.verifier, &self.verified, session.req_header()).await {
