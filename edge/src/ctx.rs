@@ -14,6 +14,9 @@ use crate::trace::RequestTrace;
 
 pub struct RequestCtx {
     pub started: Instant,
+    /// The request's duration when its answer went out before it ended (a refused body
+    /// read and dropped after the 413): what the logs and metrics report.
+    pub answered_after: Option<Duration>,
     /// Kept from the client when sane, generated otherwise; as a header value, checked
     /// once and cloned onto the upstream request and the answer.
     pub request_id: HeaderValue,
@@ -42,6 +45,7 @@ impl RequestCtx {
     pub fn new() -> Self {
         Self {
             started: Instant::now(),
+            answered_after: None,
             request_id: HeaderValue::from_static(""),
             trace: RequestTrace::default(),
             client: None,

@@ -132,6 +132,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         Arc::clone(&metrics),
         trace::EdgeTracer::installed(),
         config.max_body_bytes,
+        config.head_timeout,
     );
     let mut proxy = pingora::proxy::http_proxy(&server.configuration, proxy);
     let mut server_options = HttpServerOptions::default();

@@ -34,8 +34,8 @@ const MAX_CONNECT_ATTEMPTS: usize = 3;
 /// Longest wait for the next piece of a request body (Pingora's default is 60 s); the
 /// services give a whole body 10 s, so a stalled upload gets its 408 as soon.
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Bounds on reading a refused body before closing (see `request_filter`).
-const REFUSED_BODY_DRAIN_BYTES: u64 = 8 * 1024 * 1024;
+/// Bounds on reading a refused body before closing (`drain_refused_body`).
+const REFUSED_BODY_DRAIN_BYTES: usize = 8 * 1024 * 1024;
 const REFUSED_BODY_DRAIN_TIME: Duration = Duration::from_secs(2);
 
 pub struct EdgeProxy {
@@ -45,6 +45,7 @@ pub struct EdgeProxy {
     metrics: Arc<EdgeMetrics>,
     tracer: EdgeTracer,
     max_body_bytes: usize,
+    refused_body_drain_time: Duration,
 }
 
 impl EdgeProxy {
@@ -54,13 +55,46 @@ impl EdgeProxy {
         metrics: Arc<EdgeMetrics>,
         tracer: EdgeTracer,
         max_body_bytes: usize,
+        head_timeout: Duration,
     ) -> Self {
-        Self { live, verifier, verified: auth::VerifiedTokens::new(), metrics, tracer, max_body_bytes }
+        Self {
+            live,
+            verifier,
+            verified: auth::VerifiedTokens::new(),
+            metrics,
+            tracer,
+            max_body_bytes,
+            // Body bytes that arrive after an answer start the next head for the client
+            // connection layer: draining must end well before its head deadline.
+            refused_body_drain_time: REFUSED_BODY_DRAIN_TIME.min(head_timeout / 2),
+        }
     }
 
     async fn problem(&self, session: &mut Session, ctx: &RequestCtx, problem: Problem) -> Result<bool> {
         headers::respond(session, ctx, LocalResponse::problem(problem)).await?;
         Ok(true)
+    }
+
+    /// Reads and drops what is left of a request body refused with a 413 that has been
+    /// answered, before the connection closes. Closing a socket with unread input resets
+    /// it, and a client still sending loses the answer it was sent (RFC 9112, 9.6). Bounded
+    /// in bytes and time: a client sending more, or slower, gets the reset. Not for HTTP/2,
+    /// where a refused stream ends alone and the connection goes on.
+    async fn drain_refused_body(&self, session: &mut Session, ctx: &mut RequestCtx) {
+        ctx.answered_after = Some(ctx.started.elapsed());
+        let downstream = session.as_downstream_mut();
+        if downstream.is_http2() {
+            return;
+        }
+        let drain = async {
+            let mut left = REFUSED_BODY_DRAIN_BYTES;
+            while let Ok(Some(chunk)) = downstream.read_request_body().await {
+                let Some(still) = left.checked_sub(chunk.len()) else { break };
+                left = still;
+            }
+        };
+        // Ended by the body's end, an error or the timeout: the connection closes anyway.
+        let _ = tokio::time::timeout(self.refused_body_drain_time, drain).await;
     }
 
     async fn preflight(&self, session: &mut Session, ctx: &RequestCtx) -> Result<bool> {
@@ -141,17 +175,14 @@ impl ProxyHttp for EdgeProxy {
         ctx.route = Some(Arc::clone(&route));
 
         if let Some(declared) = content_length(session.req_header()).filter(|len| *len > self.max_body_bytes as u64) {
-            // The connection ends after the answer. Closing a socket with unread input
-            // resets it, and a client still sending loses the 413 it was sent (RFC 9112,
-            // 9.6): so a body of moderate size is read and discarded first, within a time
-            // bound; a larger one, or one the client waits to be asked for, is not.
+            // Refused before it is read; the connection ends after the answer. A body that
+            // could be drained is, unless the client waits to be asked for it (`Expect`).
             session.set_keepalive(None);
             let answered = self.problem(session, ctx, Problem::payload_too_large(self.max_body_bytes)).await;
-            let expects_continue = session.req_header().headers.contains_key(http::header::EXPECT);
-            if answered.is_ok() && declared <= REFUSED_BODY_DRAIN_BYTES && !expects_continue {
-                // A timeout or an error ends the draining; the connection closes either way.
-                let drain = session.as_downstream_mut().drain_request_body();
-                let _ = tokio::time::timeout(REFUSED_BODY_DRAIN_TIME, drain).await;
+            let drainable = declared <= REFUSED_BODY_DRAIN_BYTES as u64
+                && !session.req_header().headers.contains_key(http::header::EXPECT);
+            if answered.is_ok() && drainable {
+                self.drain_refused_body(session, ctx).await;
             }
             return answered;
         }
@@ -261,8 +292,11 @@ impl ProxyHttp for EdgeProxy {
                 session.set_keepalive(None);
             }
             let problem = errors::for_status(status, ctx.upstream_name(), self.max_body_bytes);
-            if let Err(write_error) = headers::respond(session, ctx, LocalResponse::problem(problem)).await {
-                tracing::debug!(error = %write_error, "could not send the error response");
+            match headers::respond(session, ctx, LocalResponse::problem(problem)).await {
+                // A body over the limit without a declared length: the client is sending it.
+                Ok(()) if status == 413 => self.drain_refused_body(session, ctx).await,
+                Ok(()) => {}
+                Err(write_error) => tracing::debug!(error = %write_error, "could not send the error response"),
             }
         }
         FailToProxy { error_code: status, can_reuse_downstream: false }
@@ -270,7 +304,7 @@ impl ProxyHttp for EdgeProxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let elapsed = ctx.started.elapsed();
+        let elapsed = ctx.answered_after.unwrap_or_else(|| ctx.started.elapsed());
         match &ctx.route {
             Some(route) => {
                 self.metrics.route_request(&route.metrics, &route.spec.name, status, elapsed);

@@ -108,7 +108,11 @@ async fn requests_in_flight_during_reloads_all_succeed_and_limits_survive() {
     }
     for round in 0..8 {
         let routes = if round % 2 == 0 { format!("{ROUTES}{PING_ROUTE}") } else { ROUTES.to_owned() };
-        world.policy.write("routes.toml", &routes);
+        // Off this runtime, which also serves the stub upstreams: a rename on a disk busy
+        // with writeback (a fresh CI machine after the build) can block for longer than
+        // the route's 500 ms read timeout, and the requests in flight got 504s.
+        let dir = world.policy.path.clone();
+        tokio::task::spawn_blocking(move || write_atomically(&dir, "routes.toml", &routes)).await.unwrap();
         let generation = round as f64 + 2.0;
         eventually("the reload happened", RELOAD_PATIENCE, || async {
             (world.edge.metric("edge_policy_generation").await >= Some(generation)).then_some(())

@@ -142,6 +142,22 @@ async fn bodies_over_the_limit_are_refused_with_413() {
     let text = String::from_utf8_lossy(&answer).to_ascii_lowercase();
     assert!(text.starts_with("http/1.1 413"), "{text}");
     assert!(text.contains("x-frame-options: sameorigin") && text.contains("application/problem+json"), "{text}");
+    // A client that goes on sending is not reset under its writes (it could lose the
+    // answer): the edge reads and drops the rest of the body, then closes.
+    for _ in 0..10 {
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        let framed = [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
+        stream.write_all(&framed).await.expect("the rest of the body is read after the 413");
+    }
+    stream.write_all(b"0\r\n\r\n").await.unwrap();
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = stream.read(&mut buf).await {
+            answer.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the connection ends after the body");
 }
 
 #[tokio::test]
