@@ -34,7 +34,7 @@ const MAX_CONNECT_ATTEMPTS: usize = 3;
 /// Longest wait for the next piece of a request body (Pingora's default is 60 s); the
 /// services give a whole body 10 s, so a stalled upload gets its 408 as soon.
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Bounds on reading a refused body before closing (`drain_refused_body`).
+/// Bounds on reading a refused body before closing (`refuse_body`).
 const REFUSED_BODY_DRAIN_BYTES: usize = 8 * 1024 * 1024;
 const REFUSED_BODY_DRAIN_TIME: Duration = Duration::from_secs(2);
 
@@ -75,16 +75,24 @@ impl EdgeProxy {
         Ok(true)
     }
 
-    /// Reads and drops what is left of a request body refused with a 413 that has been
-    /// answered, before the connection closes. Closing a socket with unread input resets
-    /// it, and a client still sending loses the answer it was sent (RFC 9112, 9.6). Bounded
-    /// in bytes and time: a client sending more, or slower, gets the reset. Not for HTTP/2,
-    /// where a refused stream ends alone and the connection goes on.
-    async fn drain_refused_body(&self, session: &mut Session, ctx: &mut RequestCtx) {
+    /// Answers `problem` (a 413) for a request body over the limit and ends the connection.
+    /// With `drain`, what is left of the body is first read and dropped: closing a socket
+    /// with unread input resets it, and a client still sending loses the answer it was sent
+    /// (RFC 9112, 9.6). Bounded in bytes and time: a client sending more, or slower, gets
+    /// the reset. Not on HTTP/2, where a refused stream ends alone and the connection goes on.
+    async fn refuse_body(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        problem: Problem,
+        drain: bool,
+    ) -> Result<()> {
+        session.set_keepalive(None);
+        headers::respond(session, ctx, LocalResponse::problem(problem)).await?;
         ctx.answered_after = Some(ctx.started.elapsed());
         let downstream = session.as_downstream_mut();
-        if downstream.is_http2() {
-            return;
+        if !drain || downstream.is_http2() {
+            return Ok(());
         }
         let drain = async {
             let mut left = REFUSED_BODY_DRAIN_BYTES;
@@ -95,6 +103,7 @@ impl EdgeProxy {
         };
         // Ended by the body's end, an error or the timeout: the connection closes anyway.
         let _ = tokio::time::timeout(self.refused_body_drain_time, drain).await;
+        Ok(())
     }
 
     async fn preflight(&self, session: &mut Session, ctx: &RequestCtx) -> Result<bool> {
@@ -175,16 +184,12 @@ impl ProxyHttp for EdgeProxy {
         ctx.route = Some(Arc::clone(&route));
 
         if let Some(declared) = content_length(session.req_header()).filter(|len| *len > self.max_body_bytes as u64) {
-            // Refused before it is read; the connection ends after the answer. A body that
-            // could be drained is, unless the client waits to be asked for it (`Expect`).
-            session.set_keepalive(None);
-            let answered = self.problem(session, ctx, Problem::payload_too_large(self.max_body_bytes)).await;
-            let drainable = declared <= REFUSED_BODY_DRAIN_BYTES as u64
+            // Refused before it is read; drained unless larger than the drain's bound, or
+            // the client waits to be asked for it (`Expect`).
+            let drain = declared <= REFUSED_BODY_DRAIN_BYTES as u64
                 && !session.req_header().headers.contains_key(http::header::EXPECT);
-            if answered.is_ok() && drainable {
-                self.drain_refused_body(session, ctx).await;
-            }
-            return answered;
+            self.refuse_body(session, ctx, Problem::payload_too_large(self.max_body_bytes), drain).await?;
+            return Ok(true);
         }
         if route.spec.auth {
             match auth::authenticated_subject(&self.verifier, &self.verified, session.req_header()).await {
@@ -288,15 +293,16 @@ impl ProxyHttp for EdgeProxy {
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Self::CTX) -> FailToProxy {
         let status = errors::status_for(e);
         if status > 0 && session.response_written().is_none() {
-            if status == 413 {
-                session.set_keepalive(None);
-            }
             let problem = errors::for_status(status, ctx.upstream_name(), self.max_body_bytes);
-            match headers::respond(session, ctx, LocalResponse::problem(problem)).await {
-                // A body over the limit without a declared length: the client is sending it.
-                Ok(()) if status == 413 => self.drain_refused_body(session, ctx).await,
-                Ok(()) => {}
-                Err(write_error) => tracing::debug!(error = %write_error, "could not send the error response"),
+            let answered = if status == 413 {
+                // Over the limit while streaming, without a declared length: the client is
+                // sending the rest.
+                self.refuse_body(session, ctx, problem, true).await
+            } else {
+                headers::respond(session, ctx, LocalResponse::problem(problem)).await
+            };
+            if let Err(write_error) = answered {
+                tracing::debug!(error = %write_error, "could not send the error response");
             }
         }
         FailToProxy { error_code: status, can_reuse_downstream: false }

@@ -144,9 +144,9 @@ async fn bodies_over_the_limit_are_refused_with_413() {
     assert!(text.contains("x-frame-options: sameorigin") && text.contains("application/problem+json"), "{text}");
     // A client that goes on sending is not reset under its writes (it could lose the
     // answer): the edge reads and drops the rest of the body, then closes.
+    let framed = [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
     for _ in 0..10 {
         tokio::time::sleep(std::time::Duration::from_millis(30)).await;
-        let framed = [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
         stream.write_all(&framed).await.expect("the rest of the body is read after the 413");
     }
     stream.write_all(b"0\r\n\r\n").await.unwrap();
